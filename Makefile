@@ -1,0 +1,33 @@
+# benchflow — the two commands: `make demo` (run the demo campaign) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-unit bench sim-image clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Runs the demo campaign on the embedded default (simulator, SQLite, ./.benchflow).
+demo: install
+	$(VENV)/bin/benchflow run deployments/campaigns/demo.yaml
+
+## Runs the whole test suite (unit, integration, end to end).
+test: install
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest -q -m "not integration and not docker" $(PYTEST_ARGS)
+
+## Measures the load generator and orchestration overhead; figures go into README.md.
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .benchflow .pytest_cache

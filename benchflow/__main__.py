@@ -1,0 +1,3 @@
+from benchflow.cli import entrypoint
+
+entrypoint()
