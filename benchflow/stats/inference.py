@@ -1,0 +1,187 @@
+"""Statistics across repetitions (METRICS.md, "Across repetitions"): aggregates and comparisons.
+
+The unit is the cell: each repetition contributes one value per metric. Confidence intervals
+are bootstrap intervals from ``scipy.stats.bootstrap`` with a fixed seed (BCa where it is
+defined, percentile otherwise), with the t-interval beside them. With fewer than 3 values an
+interval is undefined (``None``), never zero width. When every value is identical the
+bootstrap has nothing to resample: the interval is the value itself with method ``"degenerate"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+logger = logging.getLogger(__name__)
+
+MIN_N_FOR_CI = 3
+DEFAULT_RESAMPLES = 9999
+
+BETTER, WORSE, NO_DIFFERENCE, INSUFFICIENT = "better", "worse", "no significant difference", "insufficient data"
+
+
+@dataclass(slots=True, frozen=True)
+class Aggregate:
+    """One metric across repetitions. ``dropped`` counts the None/NaN values left out."""
+
+    n: int
+    mean: float | None
+    std: float | None
+    ci_low: float | None
+    ci_high: float | None
+    #: "bca", "percentile", "degenerate" (all values identical), or None (n < 3).
+    ci_method: str | None
+    t_low: float | None
+    t_high: float | None
+    confidence: float = 0.95
+    dropped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True, frozen=True)
+class Comparison:
+    """Candidate versus baseline: ``ratio`` = mean(candidate) / mean(baseline), with its CI."""
+
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    ci_method: str | None
+    #: "better", "worse", "no significant difference" or "insufficient data".
+    verdict: str
+    higher_is_better: bool
+    tolerance: float
+    n_baseline: int
+    n_candidate: int
+    baseline_mean: float | None
+    candidate_mean: float | None
+    confidence: float = 0.95
+    #: Why the verdict is "insufficient data" (or another caveat); None otherwise.
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def clean(values: Sequence[float | None]) -> tuple[np.ndarray, int]:
+    """The finite values as floats, and how many None/NaN/inf were dropped."""
+    kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return np.asarray(kept, dtype=float), len(values) - len(kept)
+
+
+def _bootstrap_ci(data: tuple[np.ndarray, ...], statistic: Callable[..., Any], *, confidence: float,
+                  seed: int, n_resamples: int, method: str) -> tuple[float, float, str] | None:
+    """A bootstrap CI; BCa falls back to percentile when it is undefined. None if neither works."""
+    methods = ["BCa", "percentile"] if method.lower() == "bca" else ["percentile"]
+    for m in methods:
+        with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+            warnings.simplefilter("always")
+            try:
+                res = sps.bootstrap(data, statistic, n_resamples=n_resamples, vectorized=True,
+                                    paired=False, axis=-1, confidence_level=confidence, method=m,
+                                    rng=np.random.default_rng(seed))
+            except (ValueError, FloatingPointError, ZeroDivisionError) as e:
+                logger.debug("bootstrap %s failed: %s", m, e)
+                continue
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        degenerate = any(issubclass(w.category, sps.DegenerateDataWarning) for w in caught)
+        if math.isfinite(low) and math.isfinite(high) and not degenerate:
+            return low, high, m.lower()
+        logger.debug("bootstrap %s undefined for this data; trying the next method", m)
+    return None
+
+
+def _mean_stat(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
+
+
+def t_interval(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval for the mean; None with fewer than 3 values."""
+    if x.size < MIN_N_FOR_CI:
+        return None
+    sem = float(sps.sem(x))
+    if sem == 0.0:  # zero spread: the interval is the mean itself
+        return float(x.mean()), float(x.mean())
+    low, high = sps.t.interval(confidence, df=x.size - 1, loc=float(x.mean()), scale=sem)
+    return float(low), float(high)
+
+
+def aggregate(values: Sequence[float | None], *, confidence: float = 0.95, seed: int = 0,
+              n_resamples: int = DEFAULT_RESAMPLES, method: str = "bca") -> Aggregate:
+    """n, mean, std (ddof=1), bootstrap CI of the mean and the t-interval, over repetitions."""
+    x, dropped = clean(values)
+    if dropped:
+        logger.debug("aggregate: dropped %s missing or non-finite values", dropped)
+    n = int(x.size)
+    mean = float(x.mean()) if n else None
+    std = float(x.std(ddof=1)) if n >= 2 else None
+    ci, method_used = None, None
+    if n >= MIN_N_FOR_CI:
+        if np.all(x == x[0]):
+            ci, method_used = (mean, mean), "degenerate"
+        elif (found := _bootstrap_ci((x,), _mean_stat, confidence=confidence, seed=seed,
+                                     n_resamples=n_resamples, method=method)) is not None:
+            ci, method_used = found[:2], found[2]
+    t_ci = t_interval(x, confidence)
+    return Aggregate(
+        n=n, mean=mean, std=std,
+        ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None, ci_method=method_used,
+        t_low=t_ci[0] if t_ci else None, t_high=t_ci[1] if t_ci else None,
+        confidence=confidence, dropped=dropped,
+    )
+
+
+def _ratio_stat(base: np.ndarray, cand: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(cand, axis=axis) / np.mean(base, axis=axis)
+
+
+def verdict(ci_low: float, ci_high: float, *, higher_is_better: bool, tolerance: float = 0.0) -> str:
+    """"better"/"worse" when the ratio's CI excludes 1 ± tolerance, else no significant difference."""
+    above, below = ci_low > 1.0 + tolerance, ci_high < 1.0 - tolerance
+    if above:
+        return BETTER if higher_is_better else WORSE
+    if below:
+        return WORSE if higher_is_better else BETTER
+    return NO_DIFFERENCE
+
+
+def compare(baseline: Sequence[float | None], candidate: Sequence[float | None], *, higher_is_better: bool,
+            tolerance: float = 0.0, seed: int = 0, confidence: float = 0.95,
+            n_resamples: int = DEFAULT_RESAMPLES, method: str = "bca") -> Comparison:
+    """Ratio of means candidate/baseline with a two-sample (unpaired) bootstrap CI and a verdict."""
+    b, _ = clean(baseline)
+    c, _ = clean(candidate)
+    b_mean = float(b.mean()) if b.size else None
+    c_mean = float(c.mean()) if c.size else None
+    ratio = c_mean / b_mean if b_mean and c_mean is not None else None
+
+    def result(verdict_: str, ci: tuple[float, float] | None = None, ci_method: str | None = None,
+               note: str | None = None) -> Comparison:
+        return Comparison(
+            ratio=ratio, ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None, ci_method=ci_method,
+            verdict=verdict_, higher_is_better=higher_is_better, tolerance=tolerance,
+            n_baseline=int(b.size), n_candidate=int(c.size), baseline_mean=b_mean, candidate_mean=c_mean,
+            confidence=confidence, note=note,
+        )
+
+    if b.size < MIN_N_FOR_CI or c.size < MIN_N_FOR_CI:
+        return result(INSUFFICIENT, note=f"need at least {MIN_N_FOR_CI} values on each side")
+    if ratio is None:
+        return result(INSUFFICIENT, note="the baseline mean is zero, so the ratio is undefined")
+    if np.all(b == b[0]) and np.all(c == c[0]):
+        return result(verdict(ratio, ratio, higher_is_better=higher_is_better, tolerance=tolerance),
+                      (ratio, ratio), "degenerate")
+    found = _bootstrap_ci((b, c), _ratio_stat, confidence=confidence, seed=seed,
+                          n_resamples=n_resamples, method=method)
+    if found is None:
+        return result(INSUFFICIENT, note="the bootstrap interval of the ratio is undefined")
+    low, high, used = found
+    return result(verdict(low, high, higher_is_better=higher_is_better, tolerance=tolerance), (low, high), used)
