@@ -1,17 +1,49 @@
-"""Campaign spec models (pydantic v2, strict). STUB: being written; load point models are final."""
+"""Campaign spec: strict pydantic v2 models, loading from YAML/JSON, and expansion into cells.
+
+``load_spec(path_or_dict)`` validates a campaign and raises :class:`~benchflow.errors.SpecError`
+listing EVERY problem, one ``"path: message"`` line each. ``CampaignSpec.cells()`` expands the
+matrix backend x load point x repetition in the spec's order. Cell ids are content hashes.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import (
+    AfterValidator, BeforeValidator, Discriminator, Field, ValidationError, ValidationInfo, field_validator,
+    model_validator, Tag,
+)
+
+from benchflow.errors import SpecError
+from benchflow.spec_backends import (
+    Backend, BackendSpec, OpenAIBackend, SglangBackend, SimBackend, VllmBackend, render_engine_args,
+)
+from benchflow.spec_types import Seconds, SloSeconds, StrictModel, sha256_hex
+from benchflow.workload import parse_notation
+
+__all__ = [
+    "CampaignSpec", "ModelSpec", "WorkloadSpec", "JsonlSource", "LimitsSpec", "CompareSpec", "HealthPolicy",
+    "ConcurrencyLoad", "RateLoad", "LoadPoint", "Cell", "load_spec",
+    "BackendSpec", "VllmBackend", "SglangBackend", "SimBackend", "OpenAIBackend", "render_engine_args",
+    "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS",
+]
+
+_Strict = StrictModel  # kept for code written against the stub
+
+SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
+SLO_STATS = ("mean", "p50", "p90", "p95", "p99")
+SUMMARY_DISTRIBUTIONS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "ntpot_ms", "client_lag_ms")
+SUMMARY_STATS = ("mean", "p50", "p90", "p95", "p99", "min", "max")
+SUMMARY_SCALARS = (
+    "request_throughput", "output_throughput", "total_throughput", "goodput", "slo_attainment", "error_rate",
+    "achieved_rate", "completed", "failed",
+)
+_DEFAULT_COMPARE = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "tpot_ms.p99", "output_throughput")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ConcurrencyLoad(_Strict):
+class ConcurrencyLoad(StrictModel):
     """Closed loop: ``concurrency`` workers, each sends its next request when the previous ends."""
 
     concurrency: int = Field(..., gt=0, description="number of concurrent closed-loop workers")
@@ -25,7 +57,7 @@ class ConcurrencyLoad(_Strict):
         return f"c{self.concurrency}"
 
 
-class RateLoad(_Strict):
+class RateLoad(StrictModel):
     """Open loop: requests sent on a pre-computed schedule of ``rate`` requests per second."""
 
     rate: float = Field(..., gt=0, description="target request rate (requests/s)")
@@ -42,5 +74,283 @@ class RateLoad(_Strict):
         rate = f"{self.rate:g}"
         return f"r{rate}-{self.arrival}" + (f"-cap{self.max_concurrency}" if self.max_concurrency else "")
 
+    @model_validator(mode="after")
+    def _burstiness_needs_gamma(self) -> RateLoad:
+        if self.burstiness != 1.0 and self.arrival != "gamma":
+            raise ValueError(f"burstiness only applies to arrival gamma (this rate is {self.arrival})")
+        return self
 
-LoadPoint = Annotated[Union[ConcurrencyLoad, RateLoad], Field(union_mode="left_to_right")]
+
+def _load_point_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return "concurrency" if "concurrency" in value else "rate" if "rate" in value else None
+    return "concurrency" if isinstance(value, ConcurrencyLoad) else "rate" if isinstance(value, RateLoad) else None
+
+
+LoadPoint = Annotated[
+    Union[Annotated[ConcurrencyLoad, Tag("concurrency")], Annotated[RateLoad, Tag("rate")]],
+    Discriminator(
+        _load_point_tag,
+        custom_error_type="load_point",
+        custom_error_message="a load point is {concurrency: N} or {rate: R, arrival: poisson|gamma|constant}",
+    ),
+]
+
+
+class JsonlSource(StrictModel):
+    """Prompts from a JSONL file; a relative path is resolved against the spec file's folder."""
+
+    jsonl: Path = Field(..., description="JSONL file: {prompt|messages, max_tokens?} per line")
+    max_tokens: int = Field(256, gt=0, description="output length for lines without max_tokens")
+
+    @field_validator("jsonl")
+    @classmethod
+    def _resolve(cls, path: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        path = path.expanduser()
+        return path if path.is_absolute() else (Path(base) if base else Path.cwd()) / path
+
+
+def _dataset_tag(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "notation"
+    return "file" if isinstance(value, (dict, JsonlSource)) else None
+
+
+def _check_notation(text: str) -> str:
+    parse_notation(text)
+    return text.strip()
+
+
+DatasetField = Annotated[
+    Union[
+        Annotated[Annotated[str, AfterValidator(_check_notation)], Tag("notation")],
+        Annotated[JsonlSource, Tag("file")],
+    ],
+    Discriminator(
+        _dataset_tag,
+        custom_error_type="dataset",
+        custom_error_message="a dataset is a distribution such as 'D(128,128)' or {jsonl: path}",
+    ),
+]
+
+
+class WorkloadSpec(StrictModel):
+    """How prompts are made and how they arrive."""
+
+    dataset: DatasetField = Field(
+        ..., description="'D(128,128)', 'N(480,240)/(300,150)', 'U(50,150)/(20,80)', or {jsonl: path}"
+    )
+    seed: int = Field(0, ge=0, description="seed of prompts, schedules and the shuffled order")
+    load_points: list[LoadPoint] = Field(..., min_length=1, description="concurrencies and/or rates")
+    max_requests: int | None = Field(None, gt=0, description="measured requests per cell")
+    max_duration_s: Seconds | None = Field(None, gt=0, description="time limit per cell")
+    warmup_requests: int = Field(0, ge=0, description="requests sent first and left out of the statistics")
+    request_timeout_s: Seconds = Field(60.0, gt=0, description="per-request timeout")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature")
+    ignore_eos: bool = Field(True, description="ask the server to generate exactly max_tokens")
+    api: Literal["completions", "chat"] = Field("completions", description="/v1/completions or /v1/chat/completions")
+
+    @field_validator("load_points")
+    @classmethod
+    def _unique_load_points(cls, points: list[ConcurrencyLoad | RateLoad]) -> list[ConcurrencyLoad | RateLoad]:
+        seen: dict[Any, int] = {}
+        for i, p in enumerate(points):
+            key = (type(p).__name__, tuple(sorted(p.model_dump().items())))
+            if key in seen:
+                raise ValueError(f"load_points[{i}] ({p.label}) repeats load_points[{seen[key]}]")
+            seen[key] = i
+        return points
+
+    def measurement_fields(self) -> dict[str, Any]:
+        """The fields that change what one cell measures (everything but the load point list)."""
+        data = self.model_dump(mode="json", exclude={"load_points", "dataset"}, exclude_defaults=True)
+        if isinstance(self.dataset, str):
+            data["dataset"] = str(parse_notation(self.dataset))
+        else:
+            data["dataset"] = {"jsonl_sha256": _file_sha256(self.dataset.jsonl), "max_tokens": self.dataset.max_tokens}
+        return data
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return f"unreadable:{path}"
+
+
+class ModelSpec(StrictModel):
+    name: str = Field(..., min_length=1, description="served model name (the 'model' field of requests)")
+    tokenizer: str | None = Field(None, description="tokenizer id, when it differs from the model")
+
+
+class LimitsSpec(StrictModel):
+    """When a cell is marked invalid (METRICS.md, "Validity")."""
+
+    max_error_rate: float = Field(0.05, ge=0, le=1, description="error rate above which a cell is invalid")
+    client_lag_p99_s: Seconds = Field(0.05, gt=0, description="open loop: p99 client lag limit")
+    min_rate_fraction: float = Field(0.95, gt=0, le=1, description="open loop: achieved/target rate floor")
+
+
+def _check_summary_key(key: str) -> str:
+    dist, _, stat = key.partition(".")
+    if (dist in SUMMARY_DISTRIBUTIONS and stat in SUMMARY_STATS) or (key in SUMMARY_SCALARS):
+        return key
+    raise ValueError(
+        f"unknown summary metric {key!r}; use <{'|'.join(SUMMARY_DISTRIBUTIONS)}>.<{'|'.join(SUMMARY_STATS)}> "
+        f"or one of {', '.join(SUMMARY_SCALARS)}"
+    )
+
+
+class CompareSpec(StrictModel):
+    """Which backend is the baseline and which summary metrics are compared with it."""
+
+    baseline: str | None = Field(None, description="baseline backend name (default: the first backend)")
+    tolerance: float = Field(0.0, ge=0, lt=1, description="ratio band around 1 treated as no difference")
+    metrics: list[Annotated[str, AfterValidator(_check_summary_key)]] = Field(
+        default_factory=lambda: list(_DEFAULT_COMPARE), description='summary keys, e.g. "ttft_ms.p99"'
+    )
+
+
+class HealthPolicy(StrictModel):
+    on_unhealthy: Literal["fail", "skip"] = Field("fail", description="what to do with a backend on a bad GPU")
+    min_free_memory_gib: float = Field(1.0, ge=0, description="free GPU memory required before deploying")
+    allow_foreign_processes: bool = Field(False, description="tolerate other processes on the GPU")
+
+
+def _model_shorthand(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class CampaignSpec(StrictModel):
+    """A campaign: backends x load points x repetitions, plus SLOs, limits and comparisons."""
+
+    name: str = Field(..., min_length=1, description="campaign name")
+    description: str = Field("", description="free text")
+    labels: dict[str, str] = Field(default_factory=dict, description="free key/value labels")
+    model: Annotated[ModelSpec, BeforeValidator(_model_shorthand)] = Field(..., description="the served model")
+    backends: list[Backend] = Field(..., min_length=1, description="serving configurations, deployed one at a time")
+    workload: WorkloadSpec = Field(..., description="prompts and arrivals")
+    repetitions: int = Field(1, ge=1, description="measured runs of each (backend, load point)")
+    order: Literal["interleaved", "grouped", "shuffled"] = Field("interleaved", description="cell order per backend")
+    slo: dict[Literal["ttft", "tpot", "itl", "e2e"], dict[Literal["mean", "p50", "p90", "p95", "p99"], SloSeconds]] = (
+        Field(default_factory=dict, description='e.g. {ttft: {p99: "500ms"}}; units required')
+    )
+    limits: LimitsSpec = Field(default_factory=LimitsSpec, description="validity limits")
+    compare: CompareSpec = Field(default_factory=CompareSpec, description="backend comparison")
+    health: HealthPolicy = Field(default_factory=HealthPolicy, description="GPU health gate")
+    allow_simulated: bool = Field(False, description="accept kind sim backends")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_baseline(cls, data: Any) -> Any:
+        from benchflow.spec_checks import default_baseline
+
+        return default_baseline(data)
+
+    @model_validator(mode="after")
+    def _cross_checks(self, info: ValidationInfo) -> CampaignSpec:
+        if (info.context or {}).get("cross_checked"):
+            return self
+        from benchflow.spec_checks import cross_field_problems
+
+        problems = cross_field_problems(self.model_dump(mode="json", exclude_unset=True), check_files=False)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def backend(self, name: str) -> BackendSpec:
+        """The backend called ``name``; ``KeyError`` if there is none."""
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON of the validated spec: key order does not matter, and fields
+        at their default values are left out (a field added to the models later keeps old hashes)."""
+        return sha256_hex(self.model_dump(mode="json", exclude_defaults=True))
+
+    def cells(self) -> list[Cell]:
+        """Every cell, grouped by backend (spec order), in the spec's order within a backend."""
+        plan = _order(len(self.workload.load_points), self.repetitions, self.order, self.workload.seed)
+        common = {"model": self.model.model_dump(mode="json", exclude_defaults=True),
+                  "workload": self.workload.measurement_fields()}
+        cells: list[Cell] = []
+        for backend in self.backends:
+            backend_hash = backend.content_hash()
+            for lp_index, rep in plan:
+                lp = self.workload.load_points[lp_index]
+                lp_data = {"mode": lp.mode, **lp.model_dump(mode="json", exclude_defaults=True)}
+                cell_id = sha256_hex({
+                    **common, "backend": {"name": backend.name, "hash": backend_hash},
+                    "load_point": lp_data, "repetition": rep,
+                })[:16]
+                seed_hash = sha256_hex({"seed": self.workload.seed, "load_point": lp_data, "repetition": rep})
+                cells.append(Cell(
+                    id=cell_id, backend=backend.name, load_point=lp, repetition=rep, index=len(cells),
+                    seed=int(seed_hash[:15], 16),
+                ))
+        return cells
+
+
+def _order(n_points: int, repetitions: int, order: str, seed: int) -> list[tuple[int, int]]:
+    """(load point index, repetition) pairs of one backend, in the campaign's order."""
+    if order == "grouped":
+        return [(p, r) for p in range(n_points) for r in range(repetitions)]
+    plan = [(p, r) for r in range(repetitions) for p in range(n_points)]
+    if order == "shuffled":
+        perm = np.random.default_rng(seed).permutation(len(plan))
+        plan = [plan[int(i)] for i in perm]
+    return plan
+
+
+class Cell(StrictModel):
+    """One backend x one load point x one repetition: one measured run."""
+
+    id: str = Field(..., description="stable content hash (hex)")
+    backend: str = Field(..., description="backend name")
+    load_point: LoadPoint = Field(..., description="the concurrency or rate")
+    repetition: int = Field(..., ge=0, description="0-based repetition")
+    index: int = Field(..., ge=0, description="position in the campaign's run order")
+    seed: int = Field(..., ge=0, description="prompt/schedule seed; the same for every backend")
+
+    @property
+    def load_label(self) -> str:
+        return self.load_point.label
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.load_point.label}/rep{self.repetition}"
+
+
+def load_spec(source: str | Path | dict[str, Any]) -> CampaignSpec:
+    """Reads and validates a campaign spec from a YAML/JSON file (``str`` or ``Path``) or a dict.
+
+    Raises :class:`SpecError` whose ``problems`` hold one ``"path: message"`` line per problem,
+    all of them at once: schema errors and cross-field rules (duplicate names, sim backends without
+    ``allow_simulated``, missing stop condition, JSONL files). Relative JSONL paths resolve against
+    the spec file's folder (the current directory for a dict).
+    """
+    from benchflow.spec_checks import cross_field_problems
+    from benchflow.spec_errors import format_validation_error, read_spec_file
+
+    if isinstance(source, dict):
+        data, base_dir, label = source, Path.cwd(), None
+    else:
+        path = Path(source)
+        data, base_dir, label = read_spec_file(path), path.resolve().parent, str(path)
+    if not isinstance(data, dict):
+        raise SpecError([f"(top level): expected a mapping of keys, got {type(data).__name__}"], source=label)
+    problems: list[str] = []
+    spec = None
+    try:
+        spec = CampaignSpec.model_validate(data, context={"base_dir": base_dir, "cross_checked": True})
+    except ValidationError as e:
+        problems += format_validation_error(e)
+    problems += [p for p in cross_field_problems(data, base_dir=base_dir) if p not in problems]
+    if problems or spec is None:
+        raise SpecError(problems, source=label)
+    return spec

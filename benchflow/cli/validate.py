@@ -1,0 +1,55 @@
+"""``benchflow validate SPEC [--cells] [--json]``: check a campaign spec without running anything.
+
+Prints a one-line summary (and, with ``--cells``, the expanded cells in run order). A bad spec
+prints one line per problem and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check a campaign spec and show what it expands to",
+        description="Validate a campaign spec (YAML or JSON). Exit code 2 when it is invalid.",
+    )
+    parser.add_argument("spec", help="path to the campaign spec (YAML or JSON)")
+    parser.add_argument("--cells", action="store_true", help="also list the expanded cells in run order")
+    parser.add_argument("--json", action="store_true", help="print the validated spec and its cells as JSON")
+    parser.set_defaults(func=run)
+
+
+def _summary(spec) -> str:
+    cells = spec.cells()
+    loads = ", ".join(lp.label for lp in spec.workload.load_points)
+    backends = ", ".join(f"{b.name} ({b.kind})" for b in spec.backends)
+    return (
+        f"{spec.name}: valid; {len(cells)} cells = {len(spec.backends)} backends [{backends}] x "
+        f"{len(spec.workload.load_points)} load points [{loads}] x {spec.repetitions} repetitions, "
+        f"order {spec.order}; spec hash {spec.content_hash()[:12]}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchflow.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.json:
+        out = {
+            "spec": spec.model_dump(mode="json"),
+            "content_hash": spec.content_hash(),
+            "cells": [c.model_dump(mode="json") for c in spec.cells()],
+        }
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(_summary(spec))
+    if args.cells:
+        print(f"{'#':>4}  {'cell id':<16}  {'backend':<20}  {'load':<22}  {'rep':>3}  seed")
+        for c in spec.cells():
+            print(f"{c.index:>4}  {c.id:<16}  {c.backend:<20}  {c.load_label:<22}  {c.repetition:>3}  {c.seed}")
+    return 0

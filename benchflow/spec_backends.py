@@ -1,0 +1,236 @@
+"""Backend specs: one serving-engine configuration each, chosen by ``kind`` (a discriminated union).
+
+``BackendSpec`` holds every field; the per-kind subclasses only narrow ``kind`` and ``launcher``
+and set the per-kind defaults (vllm/sglang: docker with their official image; sim: a local
+process; openai: an endpoint that is already running, reached at ``url``). Code that deploys a
+backend can rely on ``isinstance(b, BackendSpec)`` and on the attributes below.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+
+from benchflow.spec_types import Seconds, StrictModel, sha256_hex
+
+__all__ = [
+    "BackendSpec", "VllmBackend", "SglangBackend", "SimBackend", "OpenAIBackend", "Backend",
+    "BACKEND_KINDS", "BACKEND_CLASSES", "DOCKER_ONLY_FIELDS", "LAUNCHED_ONLY_FIELDS", "DEFAULT_LAUNCHER",
+    "render_engine_args",
+]
+
+BACKEND_KINDS = ("vllm", "sglang", "sim", "openai")
+DEFAULT_LAUNCHER = {"vllm": "docker", "sglang": "docker", "sim": "process", "openai": "none"}
+#: Fields that only mean something when the backend runs in a container.
+DOCKER_ONLY_FIELDS = ("image", "tag", "pull_policy", "shm_size", "ipc_mode", "network_mode", "publish_host")
+#: Fields that only mean something when benchflow starts the backend (not for kind openai).
+LAUNCHED_ONLY_FIELDS = (*DOCKER_ONLY_FIELDS, "command", "engine_args", "env", "gpus", "port", "restart",
+                        "ready_timeout_s", "startup_grace_s", "stop_grace_s")
+#: Operational settings that do not change what is measured; left out of ``content_hash``.
+_NOT_HASHED = {"name", "ready_timeout_s", "startup_grace_s", "stop_grace_s", "pull_policy"}
+
+_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+_FLAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_SCALAR = (str, int, float)
+
+
+def _check_flag_name(name: str) -> str:
+    if name.startswith("-"):
+        raise ValueError(f"write the flag name without leading dashes: {name.lstrip('-')!r}")
+    if not _FLAG_RE.match(name):
+        raise ValueError(f"not a valid flag name: {name!r}")
+    return name
+
+
+def _check_engine_arg(value: Any) -> Any:
+    ok_scalar = isinstance(value, (*_SCALAR, bool))
+    ok_list = isinstance(value, list) and all(isinstance(v, _SCALAR) and not isinstance(v, bool) for v in value)
+    ok_dict = isinstance(value, dict)  # rendered as one JSON argument, e.g. --speculative-config '{...}'
+    if not (ok_scalar or ok_list or ok_dict):
+        raise ValueError("must be a boolean, number, string, list of numbers/strings, or a mapping (rendered as JSON)")
+    return value
+
+
+EngineArgValue = Annotated[
+    Any,
+    AfterValidator(_check_engine_arg),
+    WithJsonSchema({"anyOf": [{"type": t} for t in ("boolean", "integer", "number", "string", "array", "object")]}),
+]
+FlagName = Annotated[str, AfterValidator(_check_flag_name)]
+
+
+def _check_gpus(value: Any) -> Any:
+    if value is None or value == "all":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError("a GPU count must be >= 1 (leave gpus out for none)")
+        return value
+    if isinstance(value, list) and value and all(
+        (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (isinstance(v, str) and v) for v in value
+    ):
+        if len(set(map(str, value))) != len(value):
+            raise ValueError("GPU ids must not repeat")
+        return value
+    raise ValueError('must be "all", a GPU count (>= 1), or a non-empty list of GPU indices/UUIDs')
+
+
+GpuSelection = Annotated[
+    Any,
+    AfterValidator(_check_gpus),
+    WithJsonSchema(
+        {"anyOf": [{"const": "all"}, {"type": "integer", "minimum": 1}, {"type": "array"}, {"type": "null"}]}
+    ),
+]
+
+
+def _env_value(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, bool):
+        raise ValueError('write booleans in env as quoted strings ("true", "1")')
+    return value
+
+
+def _image_name(value: Any) -> Any:
+    if isinstance(value, str) and ":" in value.rsplit("/", 1)[-1] or isinstance(value, str) and "@" in value:
+        raise ValueError(f"put the tag in 'tag', not in the image name: {value!r}")
+    return value
+
+
+def _tag(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"tag must be a string; YAML read it as the number {value!r}, so quote it (tag: \"0.10\")")
+    return value
+
+
+def _check_ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError as e:
+        raise ValueError(f"not an IP address: {value!r}") from e
+    return value
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:8000, got {value!r}")
+    value = value.rstrip("/")
+    if value.endswith("/v1"):
+        raise ValueError(f"give the server root without /v1 (benchflow adds /v1/...): {value[:-3]!r}")
+    return value
+
+
+def render_engine_args(engine_args: dict[str, Any]) -> list[str]:
+    """Native command-line flags: ``true`` -> bare flag, ``false`` omitted, a list repeats the flag,
+    a mapping becomes one JSON argument, anything else ``--name value``."""
+    argv: list[str] = []
+    for name, value in engine_args.items():
+        flag = f"--{name}"
+        if value is True:
+            argv.append(flag)
+        elif value is False:
+            continue
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, str(item)]
+        elif isinstance(value, dict):
+            argv += [flag, json.dumps(value, separators=(",", ":"))]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+class BackendSpec(StrictModel):
+    """One serving-engine configuration (the common fields of every kind)."""
+
+    name: str = Field(..., pattern=_NAME_RE, description="unique name in the campaign (letters, digits, . _ -)")
+    kind: Literal["vllm", "sglang", "sim", "openai"] = Field(..., description="serving engine")
+    launcher: Literal["docker", "process", "none"] = Field("docker", description="how benchflow starts it")
+    image: Annotated[str | None, BeforeValidator(_image_name)] = Field(None, description="container image (no tag)")
+    tag: Annotated[str, BeforeValidator(_tag)] = Field("latest", min_length=1, description="image tag, or sha256:...")
+    command: list[str] | None = Field(None, min_length=1, description="full command, replacing the default one")
+    engine_args: dict[FlagName, EngineArgValue] = Field(default_factory=dict, description="flags by native name")
+    env: dict[Annotated[str, Field(pattern=_ENV_RE)], Annotated[str, BeforeValidator(_env_value)]] = Field(
+        default_factory=dict, description="environment variables"
+    )
+    gpus: GpuSelection = Field(None, description='"all", a count, or a list of GPU indices/UUIDs')
+    port: int | None = Field(None, ge=1, le=65535, description="port the server listens on (default: a free one)")
+    ready_timeout_s: Seconds = Field(600.0, gt=0, description="how long to wait for /health and /v1/models")
+    startup_grace_s: Seconds = Field(10.0, ge=0, description="pause after ready before the first cell")
+    stop_grace_s: Seconds = Field(10.0, ge=0, description="SIGTERM-to-SIGKILL grace when stopping")
+    url: Annotated[str, AfterValidator(_check_url)] | None = Field(None, description="kind openai: the endpoint")
+    pull_policy: Literal["if-missing", "always", "never"] = Field("if-missing", description="docker image pulls")
+    shm_size: str | None = Field(None, pattern=r"^\d+[bkmgBKMG]?$", description='docker shared memory, e.g. "16g"')
+    ipc_mode: str | None = Field(
+        None, pattern=r"^(host|private|shareable|none|container:.+)$", description='docker ipc mode, e.g. "host"'
+    )
+    network_mode: Literal["bridge", "host"] = Field("bridge", description="docker network mode")
+    restart: Literal["never", "per_repetition", "per_cell"] = Field("never", description="redeploy between cells")
+    publish_host: Annotated[str, AfterValidator(_check_ip)] = Field(
+        "127.0.0.1", description="docker: host address the port is published on"
+    )
+
+    @property
+    def needs_gpu(self) -> bool:
+        """vLLM and SGLang always need a GPU; other kinds only when ``gpus`` is set."""
+        return self.kind in ("vllm", "sglang") or self.gpus is not None
+
+    @property
+    def image_ref(self) -> str | None:
+        """``image:tag`` (or ``image@sha256:...``), or ``None`` without an image."""
+        if self.image is None:
+            return None
+        return f"{self.image}@{self.tag}" if self.tag.startswith("sha256:") else f"{self.image}:{self.tag}"
+
+    def render_engine_args(self) -> list[str]:
+        """``engine_args`` as native flags (see :func:`render_engine_args`)."""
+        return render_engine_args(self.engine_args)
+
+    def content_hash(self) -> str:
+        """sha256 of what defines this configuration: kind, launcher, image, command, engine args,
+        env, GPUs... but not its name and not operational timeouts. Key order does not matter, and
+        fields left at their defaults are not hashed, so adding a field to this model later does not
+        change the hash of existing configurations."""
+        data = self.model_dump(mode="json", exclude=_NOT_HASHED, exclude_defaults=True)
+        data["kind"] = self.kind
+        return sha256_hex(data)
+
+
+class VllmBackend(BackendSpec):
+    kind: Literal["vllm"] = Field(..., description="vLLM (vllm serve)")
+    launcher: Literal["docker", "process"] = Field("docker", description="how benchflow starts it")
+    image: Annotated[str, BeforeValidator(_image_name)] = Field("vllm/vllm-openai", description="container image")
+
+
+class SglangBackend(BackendSpec):
+    kind: Literal["sglang"] = Field(..., description="SGLang (sglang.launch_server)")
+    launcher: Literal["docker", "process"] = Field("docker", description="how benchflow starts it")
+    image: Annotated[str, BeforeValidator(_image_name)] = Field("lmsysorg/sglang", description="container image")
+
+
+class SimBackend(BackendSpec):
+    kind: Literal["sim"] = Field(..., description="benchflow's engine simulator (needs allow_simulated)")
+    launcher: Literal["docker", "process"] = Field("process", description="how benchflow starts it")
+    image: Annotated[str, BeforeValidator(_image_name)] = Field("benchflow/sim", description="container image")
+
+
+class OpenAIBackend(BackendSpec):
+    kind: Literal["openai"] = Field(..., description="an OpenAI-compatible endpoint that is already running")
+    launcher: Literal["none"] = Field("none", description="nothing to start")
+    url: Annotated[str, AfterValidator(_check_url)] = Field(..., description="server root, e.g. http://host:8000")
+
+
+Backend = Annotated[Union[VllmBackend, SglangBackend, SimBackend, OpenAIBackend], Field(discriminator="kind")]
+
+#: The backend model of each kind.
+BACKEND_CLASSES: dict[str, type[BackendSpec]] = {
+    "vllm": VllmBackend, "sglang": SglangBackend, "sim": SimBackend, "openai": OpenAIBackend,
+}
