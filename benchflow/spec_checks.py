@@ -54,6 +54,10 @@ def _backend_problems(data: Mapping[str, Any]) -> list[str]:
             continue
         if kind == "sim" and data.get("allow_simulated") is not True:
             problems.append(f"backends[{i}].kind: sim backends are refused unless the spec sets allow_simulated: true")
+        if kind == "sim" and isinstance(b.get("engine_args"), Mapping):
+            from benchflow.sim.config import engine_arg_problems
+
+            problems += engine_arg_problems(b["engine_args"], prefix=f"backends[{i}].engine_args")
         problems += _field_use_problems(i, b, kind)
     return problems
 

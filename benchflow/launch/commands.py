@@ -14,15 +14,16 @@ ENGINE_ARGS_TOKEN = "{engine_args}"
 
 
 def sim_engine_args(engine_args: dict[str, Any]) -> list[str]:
-    """The simulator takes its knobs as ``--engine-arg name=value``."""
+    """The simulator takes its knobs as ``--engine-arg name=value`` (``false`` passes through, so
+    a default-on knob such as ``enable-chunked-prefill`` can be turned off)."""
     out: list[str] = []
     for name, value in engine_args.items():
-        if value is False or value is None:
+        if value is None:
             continue
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
-        elif value is True:
-            value = "true"
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
         out += ["--engine-arg", f"{name}={value}"]
     return out
 

@@ -36,12 +36,19 @@ def _alive(pid: int) -> bool:
 
 
 def test_sim_command_renders_engine_args_as_engine_arg_pairs():
-    argv = render_process_command(_backend(engine_args={"max-num-seqs": 8, "enable-chunked-prefill": True,
-                                                        "enforce-eager": False}), "m", "127.0.0.1", 9000)
+    argv = render_process_command(_backend(engine_args={"max-num-seqs": 8, "enable-chunked-prefill": False}),
+                                  "m", "127.0.0.1", 9000)
     assert argv[:3] == [sys.executable, "-m", "benchflow.sim"]
     assert argv[argv.index("--port") + 1] == "9000"
-    assert "max-num-seqs=8" in argv and "enable-chunked-prefill=true" in argv
-    assert not any("enforce-eager" in a for a in argv)
+    assert "max-num-seqs=8" in argv and "enable-chunked-prefill=false" in argv
+
+
+def test_unknown_sim_engine_arg_is_a_spec_error():
+    from benchflow.errors import SpecError
+
+    with pytest.raises(SpecError) as info:
+        _backend(engine_args={"max-num-seqz": 8})
+    assert any(p.startswith("backends[0].engine_args.max-num-seqz") for p in info.value.problems)
 
 
 def test_user_command_placeholders_and_engine_args_token():

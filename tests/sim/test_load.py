@@ -1,0 +1,80 @@
+"""The simulator under load over real HTTP, measured by benchflow's own load generator."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchflow.records import Prompt
+from benchflow.spec import ConcurrencyLoad
+
+from .helpers import BENCHFLOW_CMD, sim_process
+
+pytestmark = pytest.mark.integration
+
+
+def histogram_quantile(metrics_text: str, name: str, q: float) -> float:
+    """Prometheus' histogram_quantile: linear interpolation inside the bucket holding rank q."""
+    buckets = []
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == name:
+            buckets = sorted((float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket"))
+    assert buckets, f"{name} not exposed"
+    total = buckets[-1][1]
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
+        prev_le, prev_count = le, count
+    raise AssertionError("unreachable")
+
+
+def _scrape(base_url: str) -> str:
+    with urllib.request.urlopen(base_url + "/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def _prompts(n: int, input_tokens: int, output_tokens: int) -> list[Prompt]:
+    return [Prompt(" ".join(f"w{i}" for i in range(input_tokens)), input_tokens, output_tokens)] * n
+
+
+async def test_client_and_server_agree_on_ttft_and_tpot_at_concurrency_64():
+    from benchflow.loadgen import run_load
+    from benchflow.stats import summarize
+
+    with sim_process("--engine-arg", "max-num-seqs=8", "--model", "sim", cmd=[*BENCHFLOW_CMD, "sim"]) as sim:
+        run = await run_load(sim.base_url, "sim", _prompts(128, 64, 24), ConcurrencyLoad(concurrency=64),
+                             request_timeout_s=30)
+        text = _scrape(sim.base_url)
+    summary = summarize(run)
+    assert summary["completed"] == 128 and summary["failed"] == 0
+    server_ttft_ms = 1e3 * histogram_quantile(text, "vllm:time_to_first_token_seconds", 0.5)
+    server_tpot_ms = 1e3 * histogram_quantile(text, "vllm:request_time_per_output_token_seconds", 0.5)
+    assert summary["ttft_ms"]["p50"] == pytest.approx(server_ttft_ms, rel=0.05)
+    assert summary["tpot_ms"]["p50"] == pytest.approx(server_tpot_ms, rel=0.05)
+    for metric, hist in (("itl_ms", "vllm:inter_token_latency_seconds"), ("e2e_ms", "vllm:e2e_request_latency_seconds")):
+        assert summary[metric]["p50"] == pytest.approx(1e3 * histogram_quantile(text, hist, 0.5), rel=0.05), metric
+    # queueing behind max-num-seqs=8 dominates the TTFT; a decode step is ~8 ms
+    assert summary["ttft_ms"]["p50"] > 5 * summary["tpot_ms"]["p50"]
+    assert 8.0 < summary["tpot_ms"]["p50"] < 12.0
+
+
+async def _throughput(max_num_seqs: int) -> float:
+    from benchflow.loadgen import run_load
+    from benchflow.stats import summarize
+
+    with sim_process("--max-num-seqs", str(max_num_seqs), "--model", "sim") as sim:
+        run = await run_load(sim.base_url, "sim", _prompts(128, 16, 16), ConcurrencyLoad(concurrency=64),
+                             request_timeout_s=30)
+    summary = summarize(run)
+    assert summary["completed"] == 128
+    return summary["output_throughput"]
+
+
+async def test_throughput_with_64_sequences_is_clearly_higher_than_with_8():
+    assert await _throughput(64) > 2 * await _throughput(8)
