@@ -29,5 +29,11 @@ test-unit: install
 bench: install
 	$(PY) bench/run_all.py
 
+## Builds benchflow/sim:latest from docker/sim.Dockerfile (BASE_IMAGE=... to change the base;
+## OFFLINE=1 installs wheels downloaded on this host, for builds that cannot reach an index).
+BASE_IMAGE ?= python:3.11-slim
+sim-image:
+	bash docker/build-image.sh sim --base-image $(BASE_IMAGE) $(if $(OFFLINE),--offline)
+
 clean:
 	rm -rf $(VENV) .benchflow .pytest_cache
