@@ -37,6 +37,10 @@ class StorageError(BenchflowError):
     """The results database or the artifact store failed."""
 
 
+class StorageUnavailableError(StorageError):
+    """The database or artifact store could not be reached (transient: retry, then spool)."""
+
+
 class SchemaTooNewError(StorageError):
     """The database schema is newer than this code understands."""
 

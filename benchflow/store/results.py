@@ -1,0 +1,248 @@
+"""``Results``: the one object a flow uses to store what it measured, without ever losing it.
+
+Each ``persist_*`` call is one unit: its artifacts are uploaded and verified first, then its
+rows are written in one transaction (the artifact rows included). Transient failures
+(:class:`~benchflow.errors.StorageUnavailableError`) are retried with exponential backoff; if
+storing still fails, the whole unit goes to the :class:`~benchflow.store.spool.Spool` with a
+WARNING naming the folder, and :meth:`Results.flush` (at the start of the next run, or
+``benchflow flush``) replays it later. Everything is idempotent, so replaying twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from benchflow.errors import BenchflowError, SchemaTooNewError, StorageError, StorageUnavailableError
+from benchflow.store import keys
+from benchflow.store import rows as r
+from benchflow.store.artifacts import ArtifactRef, ArtifactStore, artifact_store_from_config
+from benchflow.store.config import RetryPolicy, StoreConfig
+from benchflow.store.db import ResultStore
+from benchflow.store.spool import Spool
+
+log = logging.getLogger(__name__)
+
+Blob = bytes | str | Path
+
+
+@dataclass(frozen=True)
+class PersistOutcome:
+    """``stored`` (``where`` = the database, redacted) or ``spooled`` (``where`` = the spool folder)."""
+
+    status: Literal["stored", "spooled"]
+    where: str
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> uri
+    error: str | None = None
+
+    @property
+    def stored(self) -> bool:
+        return self.status == "stored"
+
+    @property
+    def spooled(self) -> bool:
+        return self.status == "spooled"
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    replayed: int = 0
+    failed: int = 0
+    remaining: int = 0
+    skipped_locked: bool = False
+
+    def __bool__(self) -> bool:
+        """True when there was anything to flush."""
+        return bool(self.replayed or self.failed or self.remaining)
+
+
+class Results:
+    """Database + artifact store + spool. Build with :meth:`from_env` or :meth:`from_config`."""
+
+    def __init__(self, store: ResultStore, artifacts: ArtifactStore, spool: Spool, *,
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+                 config: StoreConfig | None = None):
+        self.store = store
+        self.artifacts = artifacts
+        self.spool = spool
+        self.retry = retry or (config.retry if config else RetryPolicy())
+        self._sleep = sleep
+        self._config = config
+
+    @classmethod
+    def from_config(cls, cfg: StoreConfig) -> Results:
+        log.info("results: database %s, artifacts %s, spool %s", cfg.redacted_database_url, cfg.artifacts,
+                 cfg.spool_dir)
+        return cls(ResultStore(cfg.database_url), artifact_store_from_config(cfg), Spool(cfg.spool_dir),
+                   config=cfg)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Results:
+        return cls.from_config(StoreConfig.from_env(env, **overrides))
+
+    def __repr__(self) -> str:
+        return f"Results({self.store!r}, {self.artifacts!r}, {self.spool!r})"
+
+    @property
+    def config(self) -> StoreConfig:
+        """The settings these stores came from (from the environment when built by hand)."""
+        if self._config is None:
+            self._config = StoreConfig.from_env()
+        return self._config
+
+    def describe(self) -> str:
+        """Where results go, for logs (the database URL redacted)."""
+        where = getattr(self.artifacts, "root", None) or repr(self.artifacts)
+        return f"database {self.store.redacted_url}, artifacts {where}"
+
+    def upgrade(self) -> bool:
+        """Applies pending migrations (cheap when current); see ResultStore.upgrade."""
+        return self.store.upgrade()
+
+    def artifact_checksums(self, campaign_id: str) -> dict[str, str]:
+        """key -> sha256 of the campaign's recorded artifacts ({} when the database is unreachable)."""
+        try:
+            return {a["key"]: a["sha256"] for a in self.store.artifacts(campaign_id)}
+        except StorageError as e:
+            log.warning("could not list the artifacts of campaign %s: %s", campaign_id, e)
+            return {}
+
+    # ---- persist ------------------------------------------------------------------------------
+
+    def persist_campaign(self, campaign_id: str, spec: Any, *, status: r.CampaignStatus = "running",
+                         flow_run_id: str | None = None, kind: str | None = None,
+                         labels: Mapping[str, Any] | None = None, name: str | None = None,
+                         spec_hash: str | None = None, description: str | None = None,
+                         backends: Iterable[Mapping[str, Any]] | None = None) -> PersistOutcome:
+        """The campaign row and its backends (call at the start of a run).
+
+        ``spec`` is a ``CampaignSpec`` (name, labels, hash and backend rows are taken from it) or
+        a plain dict (then ``name`` and ``spec_hash`` are required). Keyword arguments win.
+        ``kind`` defaults to the spec label ``kind``, else "campaign".
+        """
+        keys.validate_id(campaign_id, "campaign_id")
+        base = r.campaign_fields_from_spec(spec)
+        labels = dict(labels if labels is not None else base.get("labels", {}))
+        row = {
+            **base, "id": campaign_id, "status": status, "flow_run_id": flow_run_id, "labels": labels,
+            "kind": kind or str(labels.get("kind", "campaign")),
+            **{k: v for k, v in (("name", name), ("spec_hash", spec_hash), ("description", description)) if v},
+        }
+        backend_rows = list(backends) if backends is not None else r.backend_rows_from_spec(spec)
+        ops = [r.campaign_op(row), *(r.backend_op(campaign_id, b) for b in backend_rows)]
+        return self._submit("campaign", campaign_id, ops, {})
+
+    def finish_campaign(self, campaign_id: str, status: r.CampaignStatus) -> PersistOutcome:
+        return self._submit("status", campaign_id, [r.campaign_status_op(campaign_id, status)], {})
+
+    def persist_cell(self, campaign_id: str, cell_row: Mapping[str, Any], summary: Mapping[str, Any] | None = None,
+                     artifacts: Mapping[str, Blob] | None = None) -> PersistOutcome:
+        """One measured cell: its artifacts (name -> bytes or file path; ``summary.json`` is added
+        from ``summary``), its row (``artifact_uris`` filled in) and its summary."""
+        cell_id = keys.validate_id(cell_row["cell_id"], "cell_id")
+        named: dict[str, Blob] = dict(artifacts or {})
+        if summary is not None and keys.SUMMARY not in named:
+            named[keys.SUMMARY] = json.dumps(r.json_safe(dict(summary)), indent=1, sort_keys=True).encode()
+        blobs = {keys.cell_key(campaign_id, cell_id, name): blob for name, blob in named.items()}
+        uris = {name: self.artifacts.uri(keys.cell_key(campaign_id, cell_id, name)) for name in named}
+        row = dict(cell_row, artifact_uris={**dict(cell_row.get("artifact_uris") or {}), **uris})
+        ops = [r.cell_op(campaign_id, row)]
+        if summary is not None:
+            ops.append(r.summary_op(campaign_id, cell_id, summary))
+        return self._submit("cell", campaign_id, ops, blobs, uris)
+
+    def persist_aggregates(self, campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> PersistOutcome:
+        return self._submit("aggregates", campaign_id, [r.aggregates_op(campaign_id, rows)], {})
+
+    def persist_comparisons(self, campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> PersistOutcome:
+        return self._submit("comparisons", campaign_id, [r.comparisons_op(campaign_id, rows)], {})
+
+    def persist_manifest(self, campaign_id: str, manifest: Mapping[str, Any]) -> PersistOutcome:
+        """The manifest row, and ``manifest.json`` beside the campaign's artifacts."""
+        key = keys.campaign_key(campaign_id, keys.MANIFEST)
+        data = json.dumps(r.json_safe(dict(manifest)), indent=1, sort_keys=True).encode()
+        ops = [r.manifest_op(campaign_id, manifest)]
+        return self._submit("manifest", campaign_id, ops, {key: data}, {keys.MANIFEST: self.artifacts.uri(key)})
+
+    def persist_report(self, campaign_id: str, markdown: str) -> PersistOutcome:
+        key = keys.campaign_key(campaign_id, keys.REPORT)
+        return self._submit("report", campaign_id, [], {key: markdown.encode()}, {keys.REPORT: self.artifacts.uri(key)})
+
+    def persist_artifact(self, campaign_id: str, name: str, data: Blob) -> PersistOutcome:
+        """Any campaign-level file (``backend-<name>.log``, plots, ...) at campaigns/<id>/<name>."""
+        key = keys.campaign_key(campaign_id, name)
+        return self._submit("artifact", campaign_id, [], {key: data}, {name: self.artifacts.uri(key)})
+
+    def persist_backend_log(self, campaign_id: str, backend_name: str, log_data: Blob) -> PersistOutcome:
+        key = keys.backend_log_key(campaign_id, backend_name)
+        name = key.rsplit("/", 1)[-1]
+        return self._submit("backend-log", campaign_id, [], {key: log_data}, {name: self.artifacts.uri(key)})
+
+    def persist_health_report(self, report: Mapping[str, Any], campaign_id: str | None = None) -> PersistOutcome:
+        return self._submit("health", campaign_id, [r.health_report_op(report, campaign_id)], {})
+
+    # ---- the machinery --------------------------------------------------------------------------
+
+    def _store_now(self, campaign_id: str | None, ops: Sequence[r.Op], blobs: Mapping[str, Blob]) -> None:
+        refs: list[ArtifactRef] = []
+        for key, blob in blobs.items():
+            put = self.artifacts.put_bytes if isinstance(blob, bytes) else self.artifacts.put_file
+            refs.append(put(key, blob))  # type: ignore[arg-type]
+        artifact_ops = [r.artifact_op(campaign_id, ref) for ref in refs] if campaign_id else []
+        self.store.apply([*ops, *artifact_ops])
+
+    def _with_retry(self, fn: Callable[[], None], what: str) -> None:
+        delays = self.retry.delays_s()
+        for attempt in range(len(delays) + 1):
+            try:
+                fn()
+                return
+            except StorageUnavailableError as e:
+                if attempt == len(delays):
+                    raise
+                log.info("%s failed (%s); retry %d/%d in %.2fs", what, e, attempt + 1, len(delays), delays[attempt])
+                self._sleep(delays[attempt])
+
+    def _submit(self, kind: str, campaign_id: str | None, ops: Sequence[r.Op], blobs: Mapping[str, Blob],
+                uris: Mapping[str, str] | None = None) -> PersistOutcome:
+        what = f"storing {kind} of campaign {campaign_id}"
+        try:
+            self._with_retry(lambda: self._store_now(campaign_id, ops, blobs), what)
+            return PersistOutcome("stored", self.store.redacted_url, dict(uris or {}))
+        except SchemaTooNewError:
+            raise
+        except StorageError as e:
+            path = self.spool.put(kind, campaign_id, ops, blobs, reason=str(e))
+            log.warning("%s failed: %s. Spooled to %s; it is replayed by the next run or `benchflow flush`",
+                        what, e, path)
+            return PersistOutcome("spooled", str(path), dict(uris or {}), error=str(e))
+
+    def flush(self) -> FlushResult:
+        """Replays the spool, oldest first; an entry is deleted only once it is stored."""
+        with self.spool.lock() as held:
+            if not held:
+                log.info("another process is flushing %s; skipping", self.spool.root)
+                return FlushResult(remaining=len(self.spool), skipped_locked=True)
+            replayed = failed = 0
+            for entry in self.spool.entries():
+                try:
+                    self._store_now(entry.campaign_id, entry.ops, entry.verified_blobs())
+                except StorageUnavailableError as e:
+                    log.warning("storage still unreachable (%s); %d spooled entries wait in %s",
+                                e, len(self.spool), self.spool.root)
+                    break
+                except (BenchflowError, ValueError) as e:
+                    failed += 1
+                    log.error("could not replay spooled %s: %s; left in place", entry.path, e)
+                    continue
+                self.spool.remove(entry)
+                replayed += 1
+            result = FlushResult(replayed=replayed, failed=failed, remaining=len(self.spool))
+        if replayed or result.remaining:
+            log.info("flushed spool %s: %s", self.spool.root, result)
+        return result

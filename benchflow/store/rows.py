@@ -1,0 +1,312 @@
+"""Validated row inputs and the write operations built from them.
+
+Every write is an :class:`Op` (a name plus JSON-ready arguments), so the same write can run now,
+or be spooled to disk as JSON and replayed later with the same result. Content-derived ids (the
+health report id) and times (``created_at``, ``updated_at``) are fixed when the op is built, not
+when it runs, so a replay is idempotent, and a late replay of an old campaign write cannot undo a
+newer one (campaign rows are last-writer-wins by ``updated_at``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import socket
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic_core import to_jsonable_python
+
+from benchflow import SCHEMA_VERSION
+from benchflow.store.models import LATENCY_METRICS, LATENCY_STATS
+
+CampaignStatus = Literal["running", "completed", "failed", "partial"]
+CellStatus = Literal["completed", "failed", "skipped"]
+
+
+class Op(NamedTuple):
+    """One write: ``name`` selects a writer in :mod:`benchflow.store.writes`; ``args`` is JSON-ready."""
+
+    name: str
+    args: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "args": self.args}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Op:
+        return cls(str(data["name"]), dict(data["args"]))
+
+
+_DATETIME = TypeAdapter(datetime)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def json_safe(value: Any) -> Any:
+    """JSON-ready (datetimes as ISO strings, tuples as lists) with NaN/inf replaced by None."""
+    value = to_jsonable_python(value, fallback=str)
+    return _finite(value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CampaignRow(_Row):
+    id: str = Field(..., min_length=1, max_length=128, description="campaign id")
+    name: str = Field(..., min_length=1, max_length=200)
+    spec: dict[str, Any] = Field(..., description="the validated spec, JSON form")
+    spec_hash: str = Field(..., min_length=1, max_length=128)
+    status: CampaignStatus = "running"
+    kind: str = Field("campaign", max_length=32, description="campaign | nightly | tune | ...")
+    labels: dict[str, Any] = Field(default_factory=dict)
+    description: str | None = None
+    flow_run_id: str | None = Field(None, max_length=64)
+    is_baseline: bool = False
+    created_at: AwareDatetime = Field(default_factory=utcnow)
+    updated_at: AwareDatetime = Field(default_factory=utcnow, description="when this write was made")
+    finished_at: AwareDatetime | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+class BackendRow(_Row):
+    name: str = Field(..., min_length=1, max_length=128)
+    kind: str = Field(..., max_length=16)
+    launcher: str = Field(..., max_length=16)
+    image: str | None = None
+    image_digest: str | None = Field(None, max_length=128)
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    command: list[Any] | None = Field(None, description="the rendered command line")
+    content_hash: str = Field(..., min_length=1, max_length=128)
+
+
+class CellRow(_Row):
+    cell_id: str = Field(..., min_length=1, max_length=128)
+    backend_name: str = Field(..., min_length=1, max_length=128)
+    load_label: str = Field(..., min_length=1, max_length=64)
+    load_point: dict[str, Any] = Field(default_factory=dict)
+    repetition: int = Field(..., ge=0)
+    position: int = Field(..., ge=0, description="index in the campaign's execution order")
+    status: CellStatus
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    window_s: float | None = Field(None, ge=0, description="measurement window")
+    host: str | None = Field(None, max_length=255)
+    gpu_uuids: list[str] = Field(default_factory=list)
+    error: str | None = None
+    invalid_reason: str | None = None
+    artifact_uris: dict[str, str] = Field(default_factory=dict)
+    attempt: int = Field(1, ge=1)
+
+
+class AggregateInput(BaseModel):
+    """``stats.Aggregate.to_dict()`` plus where it belongs; unknown keys are kept in ``detail``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    backend_name: str = Field(..., min_length=1, max_length=128)
+    load_label: str = Field(..., min_length=1, max_length=64)
+    metric: str = Field(..., min_length=1, max_length=64, description='summary key, e.g. "ttft_ms.p99"')
+    n: int = Field(..., ge=0)
+    mean: float | None = None
+    std: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_method: str | None = None
+    t_low: float | None = None
+    t_high: float | None = None
+    values: list[float | None] = Field(default_factory=list)
+
+
+class ComparisonInput(BaseModel):
+    """``stats.Comparison`` as a dict plus where it belongs; unknown keys are kept in ``detail``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["backends", "regression"]
+    baseline_ref: str = Field(..., min_length=1, max_length=256)
+    candidate_ref: str = Field(..., min_length=1, max_length=256)
+    load_label: str = Field(..., min_length=1, max_length=64)
+    metric: str = Field(..., min_length=1, max_length=64)
+    ratio: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    verdict: str = Field(..., max_length=32)
+    tolerance: float = 0.0
+    baseline_campaign_id: str | None = None
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    return json_safe(model.model_dump(mode="json"))
+
+
+# ---- op builders: validate now, so a bad row fails at the caller, not at replay ---------------
+
+
+def campaign_op(row: CampaignRow | Mapping[str, Any]) -> Op:
+    return Op("campaign", {"row": _dump(CampaignRow.model_validate(row))})
+
+
+def campaign_status_op(campaign_id: str, status: CampaignStatus, finished_at: datetime | None = None) -> Op:
+    now = utcnow()
+    if finished_at is None and status != "running":
+        finished_at = now
+    args = {"campaign_id": campaign_id, "status": status, "finished_at": finished_at, "updated_at": now}
+    return Op("campaign_status", json_safe(args))
+
+
+def pin_baseline_op(campaign_id: str, pinned: bool = True) -> Op:
+    return Op("pin_baseline", {"campaign_id": campaign_id, "pinned": bool(pinned)})
+
+
+def _without_campaign_id(campaign_id: str, row: BaseModel | Mapping[str, Any]) -> Any:
+    """Rows may repeat their campaign id; it must then agree with the one given."""
+    if isinstance(row, Mapping) and "campaign_id" in row:
+        if row["campaign_id"] != campaign_id:
+            raise ValueError(f"row campaign_id {row['campaign_id']!r} != {campaign_id!r}")
+        return {k: v for k, v in row.items() if k != "campaign_id"}
+    return row
+
+
+def backend_op(campaign_id: str, row: BackendRow | Mapping[str, Any]) -> Op:
+    row = BackendRow.model_validate(_without_campaign_id(campaign_id, row))
+    return Op("backend", {"campaign_id": campaign_id, "row": _dump(row)})
+
+
+def cell_op(campaign_id: str, row: CellRow | Mapping[str, Any]) -> Op:
+    row = CellRow.model_validate(_without_campaign_id(campaign_id, row))
+    return Op("cell", {"campaign_id": campaign_id, "row": _dump(row)})
+
+
+def summary_op(campaign_id: str, cell_id: str, summary: Mapping[str, Any]) -> Op:
+    return Op("summary", {"campaign_id": campaign_id, "cell_id": cell_id, "summary": json_safe(dict(summary))})
+
+
+def aggregates_op(campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> Op:
+    dumped = [_dump(AggregateInput.model_validate(r)) for r in rows]
+    return Op("aggregates", {"campaign_id": campaign_id, "rows": dumped})
+
+
+def comparisons_op(campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> Op:
+    dumped = [_dump(ComparisonInput.model_validate(r)) for r in rows]
+    return Op("comparisons", {"campaign_id": campaign_id, "rows": dumped})
+
+
+def manifest_op(campaign_id: str, manifest: Mapping[str, Any]) -> Op:
+    return Op("manifest", {"campaign_id": campaign_id, "manifest": json_safe(dict(manifest))})
+
+
+def artifact_op(campaign_id: str, ref: Any, created_at: datetime | None = None) -> Op:
+    data = ref.to_dict() if hasattr(ref, "to_dict") else dict(ref)
+    data = {k: data[k] for k in ("key", "uri", "sha256", "size_bytes")}
+    data["created_at"] = created_at or utcnow()
+    return Op("artifact", json_safe({"campaign_id": campaign_id, "ref": data}))
+
+
+def health_report_op(report: Any, campaign_id: str | None = None) -> Op:
+    """Fixes hostname, checked_at and the content-derived id of a GPU health report."""
+    report = json_safe(report)  # a dict, a pydantic model or a dataclass
+    if not isinstance(report, dict):
+        raise ValueError(f"a health report must be a mapping, not {type(report).__name__}")
+    checked = _DATETIME.validate_python(report["checked_at"]) if report.get("checked_at") else utcnow()
+    checked = checked if checked.tzinfo else checked.replace(tzinfo=UTC)  # naive: taken as UTC
+    checked_at = checked.astimezone(UTC).isoformat()
+    hostname = str(report.get("hostname") or socket.gethostname())
+    canonical = json.dumps({"hostname": hostname, "checked_at": checked_at, "report": report}, sort_keys=True)
+    args = {
+        "id": hashlib.sha256(canonical.encode()).hexdigest()[:32],
+        "hostname": hostname,
+        "checked_at": checked_at,
+        "healthy": bool(report.get("healthy", False)),
+        "campaign_id": campaign_id,
+        "report": report,
+    }
+    return Op("health_report", args)
+
+
+# ---- from a CampaignSpec (duck-typed: the store does not import the spec module) ---------------
+
+
+def campaign_fields_from_spec(spec: Any) -> dict[str, Any]:
+    """name, description, labels, spec (JSON) and spec_hash of a CampaignSpec or a spec dict."""
+    if hasattr(spec, "model_dump") and hasattr(spec, "content_hash"):
+        return {"name": spec.name, "description": getattr(spec, "description", None) or None,
+                "labels": dict(getattr(spec, "labels", {}) or {}), "spec": spec.model_dump(mode="json"),
+                "spec_hash": spec.content_hash()}
+    data = dict(spec)
+    out: dict[str, Any] = {"spec": data, "labels": dict(data.get("labels") or {})}
+    if data.get("name"):
+        out["name"] = data["name"]
+    if data.get("description"):
+        out["description"] = data["description"]
+    return out
+
+
+def backend_rows_from_spec(spec: Any) -> list[dict[str, Any]]:
+    """One ``backends`` row per BackendSpec of a CampaignSpec ([] for a plain dict).
+
+    ``command`` is the spec's full command when it has one, else the rendered engine flags;
+    pass explicit rows to ``persist_campaign(backends=...)`` to record the launcher's exact command.
+    """
+    rows = []
+    for b in getattr(spec, "backends", None) or []:
+        if not hasattr(b, "content_hash"):
+            continue
+        command = b.command if getattr(b, "command", None) else b.render_engine_args()
+        image = getattr(b, "image_ref", None) if b.launcher == "docker" else None
+        rows.append({"name": b.name, "kind": b.kind, "launcher": b.launcher, "image": image,
+                     "engine_args": json_safe(dict(b.engine_args)), "command": list(command),
+                     "content_hash": b.content_hash()})
+    return rows
+
+
+# ---- the summary dict (benchflow.stats.summarize) as real columns -----------------------------
+
+
+def summary_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The METRICS.md keys of a per-cell summary, flattened to the cell_summaries columns."""
+    cols: dict[str, Any] = {}
+    for metric in LATENCY_METRICS:
+        stats = summary.get(metric) or {}
+        for stat in LATENCY_STATS:
+            cols[f"{metric}_{stat}"] = _float(stats.get(stat))
+    cols["client_lag_ms_p99"] = _float((summary.get("client_lag_ms") or {}).get("p99"))
+    for key in ("request_throughput", "output_throughput", "total_throughput", "goodput", "slo_attainment",
+                "error_rate", "duration_s", "target_rate", "achieved_rate"):
+        cols[key] = _float(summary.get(key))
+    for key in ("completed", "failed", "incomplete"):
+        value = summary.get(key)
+        cols[key] = int(value) if value is not None else None
+    estimated = summary.get("tokens_estimated")
+    cols["tokens_estimated"] = bool(estimated) if estimated is not None else None
+    invalid = summary.get("invalid")
+    cols["invalid"] = None if invalid in (None, False, "") else str(invalid)
+    version = summary.get("schema_version")
+    cols["schema_version"] = int(version) if version is not None else None
+    return cols
+
+
+def _float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
