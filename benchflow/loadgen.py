@@ -1,0 +1,359 @@
+"""The streaming load generator: drives an OpenAI-compatible endpoint and records raw facts.
+
+One :func:`run_load` call is one measured run (one cell). It opens ONE aiohttp session with a
+connection pool, sends streaming ``/v1/completions`` or ``/v1/chat/completions`` requests in a
+closed loop (N workers) or an open loop (a pre-computed schedule, :mod:`benchflow.schedule`),
+and returns a :class:`~benchflow.records.LoadRun` holding one
+:class:`~benchflow.records.RequestRecord` per request sent. Metrics are derived later by
+:mod:`benchflow.stats` (definitions in METRICS.md); nothing is aggregated here.
+
+Failed requests are data: HTTP errors, timeouts, refused connections and cut streams are
+recorded with their error class and never stop the run. When ``max_duration_s`` ends, the
+requests still in flight are cancelled and recorded with ``incomplete=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import datetime, UTC
+from time import perf_counter_ns
+from typing import Any
+
+import aiohttp
+import yarl
+
+from benchflow.errors import EndpointUnreachableError, SpecError
+from benchflow.records import LoadRun, Prompt, RequestRecord
+from benchflow.schedule import send_offsets_ns
+from benchflow.spec import ConcurrencyLoad, RateLoad
+from benchflow.sse import ERROR_MESSAGE_CHARS, StreamRecorder
+
+__all__ = ["run_load", "run_load_sync", "check_endpoint", "check_endpoint_sync", "build_body", "api_root"]
+
+logger = logging.getLogger(__name__)
+
+_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+_ERROR_BODY_CHARS = ERROR_MESSAGE_CHARS
+
+
+def api_root(base_url: str) -> str:
+    """``http://host:8000``, ``http://host:8000/`` and ``http://host:8000/v1`` all give
+    ``http://host:8000`` (the API paths are appended to it)."""
+    root = base_url.strip().rstrip("/")
+    return root[:-3] if root.endswith("/v1") else root
+
+
+def build_body(
+    model: str, prompt: Prompt, *, api: str = "completions", temperature: float = 0.0,
+    ignore_eos: bool = True, extra_body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON body of one streaming request (``extra_body`` is merged last and wins)."""
+    body: dict[str, Any] = {"model": model}
+    if api == "chat":
+        body["messages"] = list(prompt.messages) if prompt.messages else [{"role": "user", "content": prompt.text}]
+    else:
+        body["prompt"] = prompt.text
+    body["max_tokens"] = prompt.max_tokens
+    body["temperature"] = temperature
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    if ignore_eos:
+        body["ignore_eos"] = True  # vLLM / SGLang extension
+        body["min_tokens"] = prompt.max_tokens
+    if extra_body:
+        body.update(extra_body)
+    return body
+
+
+async def _read_stream(resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
+    stream = StreamRecorder(rec)
+    async for data in resp.content.iter_any():
+        stream.feed(data, perf_counter_ns())
+    rec.end_ns = perf_counter_ns()
+    stream.close(rec.end_ns)
+
+
+async def _read_error_body(resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
+    rec.error_class = "http_5xx" if rec.status >= 500 else "http_4xx" if rec.status >= 400 else "no_output"
+    body = b""
+    try:
+        while len(body) < 4 * _ERROR_BODY_CHARS:
+            part = await resp.content.read(4 * _ERROR_BODY_CHARS - len(body))
+            if not part:
+                break
+            body += part
+    except (aiohttp.ClientError, OSError):
+        pass  # keep what was read; the status already says what happened
+    rec.end_ns = perf_counter_ns()
+    text = body.decode("utf-8", "replace").strip()
+    rec.error_message = (text or f"HTTP {rec.status} {resp.reason or ''}".strip())[:_ERROR_BODY_CHARS]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:200]
+
+
+class _Client:
+    """Sends the requests of one run through one shared session and keeps their records."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, bodies: list[bytes], input_tokens: list[int],
+                 warmup: int, request_timeout_s: float) -> None:
+        self.session = session
+        self.url = yarl.URL(url)  # parsed once, not per request
+        self.bodies = bodies
+        self.input_tokens = input_tokens
+        self.warmup = warmup
+        self.timeout = aiohttp.ClientTimeout(total=request_timeout_s)
+        self.timeout_s = request_timeout_s
+        self.records: list[RequestRecord] = []
+
+    async def send(self, idx: int, scheduled_ns: int | None = None) -> None:
+        k = idx % len(self.bodies)
+        rec = RequestRecord(request_id=idx, warmup=idx < self.warmup, start_ns=0, scheduled_ns=scheduled_ns,
+                            input_tokens=self.input_tokens[k])
+        self.records.append(rec)
+        rec.start_ns = perf_counter_ns()
+        try:
+            async with self.session.post(self.url, data=self.bodies[k], headers=_HEADERS,
+                                         timeout=self.timeout) as resp:
+                rec.status = resp.status
+                if 200 <= resp.status < 300:
+                    await _read_stream(resp, rec)
+                else:
+                    await _read_error_body(resp, rec)
+        except asyncio.CancelledError:
+            rec.incomplete = True
+            raise
+        except TimeoutError:
+            rec.error_class = "timeout"
+            rec.error_message = f"no complete response within {self.timeout_s:g} s"
+        except (aiohttp.ClientError, OSError) as e:
+            if rec.status is None:
+                rec.error_class, rec.error_message = "connection", f"{_connect_reason(e)} ({_one_line(e)})"
+            else:
+                rec.error_class, rec.error_message = "stream_interrupted", _one_line(e)
+        except Exception as e:  # anything else is still one failed request, never a crashed run
+            rec.error_class = "connection" if rec.status is None else "stream_interrupted"
+            rec.error_message = _one_line(e)
+            logger.debug("request %s: unexpected error", idx, exc_info=True)
+        finally:
+            if rec.end_ns is None:
+                rec.end_ns = perf_counter_ns()
+        if rec.error_class is not None and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("request %s failed: %s %s", idx, rec.error_class, rec.error_message)
+
+
+async def _closed_loop(client: _Client, concurrency: int, total: int | None) -> None:
+    counter = itertools.count()
+
+    async def worker() -> None:
+        for idx in counter:
+            if total is not None and idx >= total:
+                return
+            await client.send(idx)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def _open_loop(client: _Client, offsets_ns: list[int], t0_ns: int, cap: int | None) -> None:
+    sem = asyncio.Semaphore(cap) if cap else None
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def capped(idx: int, scheduled_ns: int) -> None:
+        async with sem:
+            await client.send(idx, scheduled_ns)
+
+    try:
+        for idx, offset in enumerate(offsets_ns):
+            scheduled_ns = t0_ns + offset
+            delay_ns = scheduled_ns - perf_counter_ns()
+            await asyncio.sleep(delay_ns / 1e9 if delay_ns > 0 else 0)
+            coro = client.send(idx, scheduled_ns) if sem is None else capped(idx, scheduled_ns)
+            task = asyncio.create_task(coro)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.wait(set(tasks))
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(set(tasks))
+        raise
+
+
+def _validate(prompts: Sequence[Prompt], load: Any, api: str, warmup_requests: int, max_requests: int | None,
+              max_duration_s: float | None, request_timeout_s: float) -> None:
+    problems = []
+    if not prompts:
+        problems.append("prompts: at least one prompt is needed")
+    if not isinstance(load, (ConcurrencyLoad, RateLoad)):
+        problems.append(f"load: must be ConcurrencyLoad or RateLoad, got {type(load).__name__}")
+    if api not in _PATHS:
+        problems.append(f"api: must be one of {', '.join(_PATHS)}, got {api!r}")
+    if warmup_requests < 0:
+        problems.append(f"warmup_requests: must be >= 0, got {warmup_requests}")
+    if max_requests is not None and max_requests < 1:
+        problems.append(f"max_requests: must be >= 1, got {max_requests}")
+    if max_duration_s is not None and not max_duration_s > 0:
+        problems.append(f"max_duration_s: must be > 0, got {max_duration_s}")
+    if not request_timeout_s > 0:
+        problems.append(f"request_timeout_s: must be > 0, got {request_timeout_s}")
+    if problems:
+        raise SpecError(problems)
+
+
+async def run_load(
+    base_url: str, model: str, prompts: Sequence[Prompt], load: ConcurrencyLoad | RateLoad, *,
+    api: str = "completions", warmup_requests: int = 0, max_requests: int | None = None,
+    max_duration_s: float | None = None, request_timeout_s: float = 60.0, temperature: float = 0.0,
+    ignore_eos: bool = True, seed: int = 0, extra_body: dict[str, Any] | None = None,
+) -> LoadRun:
+    """Runs one load point against ``base_url`` and returns every request's raw facts.
+
+    ``warmup_requests`` are sent first (``warmup=True``). The run stops after ``max_requests``
+    measured requests (plus the warm-up) and/or when ``max_duration_s`` (which includes the
+    warm-up) ends; requests still in flight then are cancelled and recorded ``incomplete``. With
+    neither bound, each prompt is sent once. Prompts are cycled when more requests are needed
+    than there are prompts. ``seed`` seeds the open-loop schedule. Raises :class:`SpecError` for
+    invalid arguments; request failures are recorded, never raised.
+    """
+    _validate(prompts, load, api, warmup_requests, max_requests, max_duration_s, request_timeout_s)
+    total: int | None = warmup_requests + max_requests if max_requests is not None else None
+    if total is None and max_duration_s is None:
+        total = warmup_requests + len(prompts)
+    n_bodies = len(prompts) if total is None else min(len(prompts), total)
+    bodies = [json.dumps(build_body(model, p, api=api, temperature=temperature, ignore_eos=ignore_eos,
+                                    extra_body=extra_body), separators=(",", ":")).encode()
+              for p in prompts[:n_bodies]]
+    offsets_ns = None
+    if isinstance(load, RateLoad):
+        offsets_ns = send_offsets_ns(load.rate, load.arrival, n=total, duration_s=max_duration_s,
+                                     burstiness=load.burstiness, seed=seed)
+    url = api_root(base_url) + _PATHS[api]
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
+        client = _Client(session, url, bodies, [p.input_tokens for p in prompts[:n_bodies]],
+                         warmup_requests, request_timeout_s)
+        anchor_at = datetime.now(UTC)
+        anchor_ns = perf_counter_ns()
+        if offsets_ns is None:
+            main = _closed_loop(client, load.concurrency, total)
+        else:
+            main = _open_loop(client, offsets_ns, anchor_ns, load.max_concurrency)
+        logger.info("load %s on %s: %s requests, duration bound %s s", load.label, url,
+                    total if total is not None else "unbounded", max_duration_s)
+        stop_reason = await _bounded(main, max_duration_s)
+    if stop_reason == "done":
+        stop_reason = "max_requests" if max_requests is not None else (
+            "max_duration" if max_duration_s is not None else "prompts")
+    return LoadRun(
+        records=client.records, anchor_ns=anchor_ns, anchor_at=anchor_at, mode=load.mode,
+        concurrency=load.concurrency if isinstance(load, ConcurrencyLoad) else load.max_concurrency,
+        target_rate=load.rate if isinstance(load, RateLoad) else None, stop_reason=stop_reason,
+    )
+
+
+async def _bounded(main: Any, max_duration_s: float | None) -> str:
+    """Runs ``main`` until it ends or the cell's duration bound passes (then cancels it, which
+    marks the requests in flight incomplete). Returns "done" or "max_duration"."""
+    task = asyncio.ensure_future(main)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max_duration_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.wait({task})
+        raise
+    if done:
+        task.result()
+        return "done"
+    task.cancel()
+    await asyncio.wait({task})
+    return "max_duration"
+
+
+def _run_sync(coro: Any) -> Any:
+    """``asyncio.run`` that also works when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=target, name="benchflow-loadgen")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def run_load_sync(
+    base_url: str, model: str, prompts: Sequence[Prompt], load: ConcurrencyLoad | RateLoad, *,
+    api: str = "completions", warmup_requests: int = 0, max_requests: int | None = None,
+    max_duration_s: float | None = None, request_timeout_s: float = 60.0, temperature: float = 0.0,
+    ignore_eos: bool = True, seed: int = 0, extra_body: dict[str, Any] | None = None,
+) -> LoadRun:
+    """Blocking :func:`run_load` (runs its own event loop; safe to call from a worker thread)."""
+    return _run_sync(run_load(
+        base_url, model, prompts, load, api=api, warmup_requests=warmup_requests, max_requests=max_requests,
+        max_duration_s=max_duration_s, request_timeout_s=request_timeout_s, temperature=temperature,
+        ignore_eos=ignore_eos, seed=seed, extra_body=extra_body,
+    ))
+
+
+async def check_endpoint(base_url: str, timeout_s: float = 5.0) -> None:
+    """Checks that an OpenAI-compatible server answers: GET /v1/models, else GET /health.
+
+    Raises :class:`EndpointUnreachableError` with a one-line reason, such as
+    ``cannot reach http://127.0.0.1:9: connection refused``.
+    """
+    shown = base_url.strip().rstrip("/")
+    root = api_root(base_url)
+    answers = []
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+            for path in ("/v1/models", "/health"):
+                async with session.get(root + path) as resp:
+                    if 200 <= resp.status < 300:
+                        return
+                    answers.append(f"{path} answered HTTP {resp.status}")
+    except TimeoutError as e:
+        raise EndpointUnreachableError(f"cannot reach {shown}: no answer within {timeout_s:g} s") from e
+    except (aiohttp.ClientError, OSError, ValueError) as e:
+        raise EndpointUnreachableError(f"cannot reach {shown}: {_connect_reason(e)}") from e
+    raise EndpointUnreachableError(f"cannot reach {shown}: {', '.join(answers)}")
+
+
+def _connect_reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return "not an http:// or https:// URL"
+    if isinstance(exc, ValueError):  # aiohttp.InvalidURL is one
+        return f"invalid URL ({' '.join(str(exc).split())})"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "cannot resolve host"
+    os_error = getattr(exc, "os_error", None) or (exc if isinstance(exc, OSError) else None)
+    if isinstance(os_error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror.lower()
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def check_endpoint_sync(base_url: str, timeout_s: float = 5.0) -> None:
+    """Blocking :func:`check_endpoint`."""
+    _run_sync(check_endpoint(base_url, timeout_s))
