@@ -1,0 +1,101 @@
+"""Campaign bookkeeping shared by the flow and the CLI: ids, the resume check, and the rows
+that go to the results store. Prefect-free."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from benchflow.errors import CampaignMismatchError
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+
+
+def slug(text: str, max_len: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len].strip("-") or "campaign"
+
+
+def new_campaign_id(spec_name: str, now: datetime | None = None) -> str:
+    """``<name-slug>-<UTC timestamp>-<4 hex>``: readable, sortable and unique."""
+    now = now or datetime.now(UTC)
+    return f"{slug(spec_name)}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def validate_campaign_id(campaign_id: str) -> str:
+    if not _ID_RE.match(campaign_id) or ".." in campaign_id:
+        raise ValueError(
+            f"invalid campaign id {campaign_id!r}: use lowercase letters, digits, '.', '_' and '-' "
+            "(at most 128, starting with a letter or digit)")
+    return campaign_id
+
+
+def spec_diff(old: Any, new: Any, path: str = "") -> list[str]:
+    """Human-readable differences between two JSON-like specs: ``path: old -> new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append(f"{sub}: added ({new[key]!r})")
+            elif key not in new:
+                out.append(f"{sub}: removed (was {old[key]!r})")
+            else:
+                out += spec_diff(old[key], new[key], sub)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in spec_diff(a, b, f"{path}[{i}]")]
+    return [] if old == new else [f"{path or '<spec>'}: {old!r} -> {new!r}"]
+
+
+def check_resume(campaign_id: str, existing: dict[str, Any] | None, spec_json: dict[str, Any], spec_hash: str) -> None:
+    """Refuses to resume ``campaign_id`` under a spec that differs from the stored one."""
+    if existing is None or existing.get("spec_hash") == spec_hash:
+        return
+    diffs = spec_diff(existing.get("spec") or {}, spec_json) or ["(content hash differs)"]
+    shown = "; ".join(diffs[:10]) + (f"; … {len(diffs) - 10} more" if len(diffs) > 10 else "")
+    raise CampaignMismatchError(
+        f"campaign {campaign_id} exists with a different spec; refusing to resume. Differences: {shown}. "
+        "Use a new --campaign-id (or none) to start a fresh campaign.")
+
+
+def cell_row(cell: Any, outcome: Any, *, host: str | None = None, gpu_uuids: list[str] | None = None,
+             attempt: int = 1) -> dict[str, Any]:
+    """The ``cells`` row of a measured (or failed) cell."""
+    summary = outcome.summary or {}
+    return {
+        "cell_id": cell.id, "backend_name": cell.backend, "load_label": cell.load_point.label,
+        "load_point": cell.load_point.model_dump(), "repetition": cell.repetition, "position": cell.index,
+        "status": outcome.status, "started_at": outcome.started_at, "finished_at": outcome.finished_at,
+        "window_s": summary.get("duration_s"), "host": host or socket.gethostname(), "gpu_uuids": gpu_uuids or [],
+        "error": outcome.error, "invalid_reason": summary.get("invalid"), "attempt": attempt,
+    }
+
+
+def failed_cell_row(cell: Any, error: str, *, status: str = "failed", host: str | None = None) -> dict[str, Any]:
+    """The ``cells`` row of a cell that never ran (backend never ready, unhealthy GPU, ...)."""
+    now = datetime.now(UTC)
+    return {
+        "cell_id": cell.id, "backend_name": cell.backend, "load_label": cell.load_point.label,
+        "load_point": cell.load_point.model_dump(), "repetition": cell.repetition, "position": cell.index,
+        "status": status, "started_at": now, "finished_at": now, "window_s": None,
+        "host": host or socket.gethostname(), "gpu_uuids": [], "error": error, "invalid_reason": None, "attempt": 1,
+    }
+
+
+def analysis_input(cells: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Joins stored cell rows with their summaries for :mod:`benchflow.analysis`."""
+    by_id = {s["cell_id"]: s.get("summary") or s for s in summaries}
+    return [{"cell_id": c["cell_id"], "backend_name": c["backend_name"], "load_label": c["load_label"],
+             "status": c["status"], "summary": by_id.get(c["cell_id"], {})} for c in cells]
+
+
+def failure_summary(cells: list[dict[str, Any]]) -> str | None:
+    failed = [c for c in cells if c.get("status") == "failed"]
+    if not failed:
+        return None
+    lines = [f"{c['backend_name']} {c['load_label']} rep {c['repetition']}: {(c.get('error') or '').splitlines()[0] if c.get('error') else 'unknown'}"
+             for c in failed]
+    return f"{len(failed)} of {len(cells)} cells failed: " + "; ".join(lines[:10]) + (" …" if len(lines) > 10 else "")

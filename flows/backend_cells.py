@@ -1,0 +1,108 @@
+"""One backend's part of a campaign: health gate, deploy, its cells, teardown (always)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+
+from benchflow.campaign import cell_row, failed_cell_row
+from benchflow.errors import BackendStartError
+from tasks.backend import deploy_backend, teardown_backend
+from tasks.cell import run_cell
+from tasks.health import gpu_health
+from tasks.persist import persist_backend_log, persist_cell, persist_health
+
+#: How often a backend that died mid-campaign is started again for its remaining cells.
+MAX_REDEPLOYS = 2
+
+
+def gpu_indices(backend: Any) -> list[int] | None:
+    gpus = backend.gpus
+    if gpus is None:
+        return None
+    if gpus == "all":
+        return None
+    if isinstance(gpus, int):
+        return list(range(gpus))
+    return [int(g) for g in gpus if str(g).isdigit()] or None
+
+
+def _health_gate(results: Any, spec: Any, backend: Any, todo: list[Any], cid: str) -> tuple[bool, dict]:
+    logger = get_run_logger()
+    if not backend.needs_gpu:
+        logger.info("backend %s (kind %s) needs no GPU: GPU health check skipped", backend.name, backend.kind)
+        return True, {}
+    indices = gpu_indices(backend)
+    report = gpu_health(min_devices=len(indices) if indices else 1, devices=indices,
+                        min_free_gib=spec.health.min_free_memory_gib,
+                        allow_foreign_processes=spec.health.allow_foreign_processes)
+    persist_health(results, report, cid)
+    if report.get("healthy"):
+        return True, report
+    reason = "GPU health check failed: " + "; ".join(report.get("reasons") or [report.get("error") or "unknown"])
+    status = "skipped" if spec.health.on_unhealthy == "skip" else "failed"
+    for cell in todo:
+        persist_cell(results, cid, cell, failed_cell_row(cell, reason, status=status), None, {})
+    logger.error("backend %s: %s; its %d cells are %s", backend.name, reason, len(todo), status)
+    return False, report
+
+
+def _nvml_for(backend: Any) -> Any:
+    if not backend.needs_gpu:
+        return None
+    from benchflow.metrics.nvml import RealNvml
+
+    return RealNvml()
+
+
+def run_backend(results: Any, spec: Any, backend: Any, todo: list[Any], cid: str, workdir: Path,
+                progress: Any) -> None:
+    logger = get_run_logger()
+    healthy, report = _health_gate(results, spec, backend, todo, cid)
+    if not healthy:
+        progress.done += len(todo)
+        return
+    gpu_uuids = [d.get("uuid") for d in report.get("devices", [])]
+    pending = list(todo)
+    redeploys = 0
+    while pending:
+        try:
+            launcher = deploy_backend(backend, spec.model.name, cid, workdir / "logs", workdir / "processes")
+        except BackendStartError as e:
+            _fail_rest(results, cid, pending, f"backend {backend.name} never became ready: {e}", progress)
+            return
+        try:
+            pending = _run_cells(results, spec, backend, pending, cid, launcher, gpu_uuids, progress)
+        finally:
+            logs = teardown_backend(launcher, getattr(backend, "stop_grace_s", 10.0))
+            persist_backend_log(results, cid, backend.name, logs)
+        if pending:
+            redeploys += 1
+            if redeploys > MAX_REDEPLOYS:
+                _fail_rest(results, cid, pending, f"backend {backend.name} died {redeploys} times; giving up", progress)
+                return
+            logger.warning("backend %s died; starting it again for its %d remaining cells", backend.name, len(pending))
+
+
+def _run_cells(results: Any, spec: Any, backend: Any, cells: list[Any], cid: str, launcher: Any,
+               gpu_uuids: list[str], progress: Any) -> list[Any]:
+    """Runs cells until the backend dies; returns the cells still to run."""
+    nvml = _nvml_for(backend)
+    for i, cell in enumerate(cells):
+        log_start = len(launcher.logs())
+        outcome = run_cell(spec, cell, launcher, nvml=nvml, gpu_indices=gpu_indices(backend))
+        artifacts = outcome.artifacts()
+        artifacts["backend.log"] = launcher.logs()[log_start:].encode()
+        persist_cell(results, cid, cell, cell_row(cell, outcome, gpu_uuids=gpu_uuids), outcome.summary, artifacts)
+        progress.advance(f"{cell.backend} {cell.load_point.label} rep {cell.repetition}: {outcome.status}")
+        if launcher.alive() is not None:
+            return cells[i + 1:]
+    return []
+
+
+def _fail_rest(results: Any, cid: str, cells: list[Any], reason: str, progress: Any) -> None:
+    for cell in cells:
+        persist_cell(results, cid, cell, failed_cell_row(cell, reason), None, {})
+        progress.advance(f"{cell.backend} {cell.load_point.label} rep {cell.repetition}: failed")

@@ -1,0 +1,55 @@
+"""Prefect artifacts of a campaign. Keys use lowercase letters, digits and dashes only."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from benchflow import report
+
+
+def artifact_key(*parts: str) -> str:
+    """A valid artifact key from free text: lowercase, digits and dashes, at most 100 chars."""
+    key = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    return key[:100].strip("-") or "benchflow"
+
+
+class Progress:
+    """A progress artifact updated after every cell."""
+
+    def __init__(self, campaign_id: str, total: int, done: int = 0):
+        self.total = max(total, 1)
+        self.done = done
+        self.id: UUID = create_progress_artifact(
+            progress=100.0 * done / self.total, key=artifact_key("campaign", campaign_id, "progress"),
+            description=f"cells done for campaign {campaign_id}")
+
+    def advance(self, note: str) -> None:
+        self.done += 1
+        update_progress_artifact(self.id, progress=100.0 * self.done / self.total,
+                                 description=f"{self.done}/{self.total} cells — last: {note}")
+
+
+def publish_results(campaign_id: str, campaign: dict[str, Any], cells: list[dict[str, Any]],
+                    aggregates: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> str:
+    """The keyed aggregate and comparison tables and the markdown report. Returns the markdown."""
+    create_table_artifact(
+        key=artifact_key("campaign", campaign_id, "aggregates"),
+        table=[dict(zip(report.AGG_HEADERS, r)) for r in report.aggregate_table_rows(aggregates)],
+        description=f"Aggregates across repetitions with 95% CIs, campaign {campaign_id}")
+    create_table_artifact(
+        key=artifact_key("campaign", campaign_id, "comparisons"),
+        table=[dict(zip(report.CMP_HEADERS, r)) for r in report.comparison_table_rows(comparisons)],
+        description=f"Backend comparisons with verdicts, campaign {campaign_id}")
+    markdown = report.render_markdown(campaign, cells, aggregates, comparisons)
+    create_markdown_artifact(markdown=markdown, key=artifact_key("campaign", campaign_id, "report"),
+                             description=f"Report of campaign {campaign_id}")
+    return markdown

@@ -1,0 +1,71 @@
+"""Persist to the results store (SQLite/Postgres rows, local/S3 artifacts).
+
+The library's ``Results`` facade retries with backoff and spools to local disk when a store
+cannot be reached; these tasks surface that in the run log so nothing is silently lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+_POLICY = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+def open_results() -> Any:
+    """Opens the configured stores, upgrades the schema when needed and replays the spool."""
+    from benchflow.store.results import Results
+
+    logger = get_run_logger()
+    results = Results.from_env()
+    results.store.upgrade()
+    flushed = results.flush()
+    if flushed:
+        logger.warning("replayed %s spooled writes from an earlier run", flushed)
+    return results
+
+
+def _report(outcome: Any, what: str) -> None:
+    if getattr(outcome, "spooled", False):
+        get_run_logger().warning("%s could not be stored now; spooled to %s (run `benchflow flush` later)",
+                                 what, outcome.where)
+
+
+@task(name="persist-campaign", **_POLICY)
+def persist_campaign(results: Any, campaign_id: str, spec: Any, status: str, flow_run_id: str) -> None:
+    _report(results.persist_campaign(campaign_id, spec, status=status, flow_run_id=flow_run_id),
+            f"campaign {campaign_id}")
+
+
+@task(name="persist-cell", **_POLICY)
+def persist_cell(results: Any, campaign_id: str, cell: Any, row: dict[str, Any], summary: dict | None,
+                 artifacts: dict[str, bytes]) -> None:
+    _report(results.persist_cell(campaign_id, row, summary, artifacts), f"cell {cell.id}")
+
+
+@task(name="persist-backend-log", **_POLICY)
+def persist_backend_log(results: Any, campaign_id: str, backend_name: str, logs: str) -> None:
+    _report(results.persist_artifact(campaign_id, f"backend-{backend_name}.log", logs.encode()),
+            f"log of backend {backend_name}")
+
+
+@task(name="persist-health", **_POLICY)
+def persist_health(results: Any, report: dict[str, Any], campaign_id: str | None) -> None:
+    _report(results.persist_health_report(report, campaign_id=campaign_id), "GPU health report")
+
+
+@task(name="persist-analysis", **_POLICY)
+def persist_analysis(results: Any, campaign_id: str, aggregates: list[dict], comparisons: list[dict]) -> None:
+    _report(results.persist_aggregates(campaign_id, aggregates), "aggregates")
+    _report(results.persist_comparisons(campaign_id, comparisons), "comparisons")
+
+
+@task(name="persist-report", **_POLICY)
+def persist_report(results: Any, campaign_id: str, markdown: str, code_path: str | None = None) -> None:
+    from benchflow.store.manifest import build_manifest
+
+    _report(results.persist_report(campaign_id, markdown), "report")
+    manifest = build_manifest(code_path=code_path, artifacts=results.artifact_checksums(campaign_id))
+    _report(results.persist_manifest(campaign_id, manifest), "run manifest")
