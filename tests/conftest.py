@@ -7,6 +7,9 @@ import socket
 
 import pytest
 
+# No telemetry from the throwaway Prefect servers the tests start.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (the OS picks it)."""

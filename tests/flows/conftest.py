@@ -1,0 +1,116 @@
+"""Flow tests run the real campaign flow under one throwaway Prefect server per session."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-storage")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        with prefect_test_harness(server_startup_timeout=60):
+            yield
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh embedded default (SQLite + local artifacts) for one test."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("BENCHFLOW_HOME", str(path))
+    for var in ("BENCHFLOW_DATABASE_URL", "BENCHFLOW_ARTIFACTS", "BENCHFLOW_SPOOL_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    return path
+
+
+def write_spec(tmp_path: Path, backends: list[dict], *, load_points=None, repetitions=3, max_requests=8,
+               name="flowtest", **extra) -> Path:
+    spec = {
+        "name": name, "allow_simulated": True, "model": {"name": "sim-model"},
+        "backends": backends,
+        "workload": {"dataset": "D(32,8)", "seed": 1, "load_points": load_points or [{"concurrency": 4}],
+                     "max_requests": max_requests, "warmup_requests": 1, "request_timeout_s": "20s",
+                     "max_duration_s": "60s"},
+        "repetitions": repetitions, **extra,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def sim_backend(name: str, **engine_args) -> dict:
+    return {"name": name, "kind": "sim", "ready_timeout_s": 30,
+            "engine_args": {"time-scale": 0.25, **engine_args}}
+
+
+class SimServer:
+    """A simulator started by the test (an endpoint benchflow does not own)."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchflow.sim", "--port", "0", "--model", "sim-model", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        self.url = None
+        while self.url is None:
+            line = self.proc.stdout.readline()
+            m = re.search(r"running on (http://[\d.]+:\d+)", line, re.I)
+            if m:
+                self.url = m.group(1)
+            assert time.monotonic() < deadline and (line or self.proc.poll() is None), "simulator did not start"
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep the pipe drained
+
+    def requests_seen(self) -> int:
+        import urllib.request
+
+        text = urllib.request.urlopen(f"{self.url}/metrics", timeout=5).read().decode()
+        return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("vllm:e2e_request_latency_seconds_count")))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def sim_server():
+    servers: list[SimServer] = []
+
+    def start(*args: str) -> SimServer:
+        servers.append(SimServer(*args))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def processes_running(fragment: str) -> list[int]:
+    """Pids whose command line contains ``fragment`` (zombies excluded)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().split(") ")[1][0]
+        except OSError:
+            continue
+        if fragment in cmd and state != "Z":
+            pids.append(int(proc.name))
+    return pids

@@ -1,0 +1,164 @@
+"""The campaign flow end to end on the embedded default (simulator over HTTP, SQLite, a folder)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from benchflow import analysis, stats
+from benchflow.records import LoadRun, frame_to_records
+from benchflow.spec import load_spec
+from benchflow.store.results import Results
+from tests.flows.conftest import processes_running, sim_backend, write_spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+
+def _run(spec_path, campaign_id=None):
+    from flows.campaign import campaign
+
+    return campaign(spec=str(spec_path), campaign_id=campaign_id, return_state=True)
+
+
+def _cid(state) -> str:
+    data = state.result(raise_on_failure=False)
+    if isinstance(data, dict):
+        return data["campaign_id"]
+    return state.data["campaign_id"] if isinstance(state.data, dict) else state.message.split()[1].rstrip(":")
+
+
+def _recompute(results: Results, spec, cid: str) -> list[dict]:
+    """Aggregates recomputed from the stored raw request records alone."""
+    rows = []
+    for cell in results.store.cells(cid):
+        key = f"campaigns/{cid}/cells/{cell['cell_id']}/requests.parquet"
+        records = frame_to_records(pd.read_parquet(io.BytesIO(results.artifacts.get_bytes(key))))
+        run = LoadRun(records=records, anchor_ns=0, anchor_at=pd.Timestamp.now(tz="UTC").to_pydatetime(),
+                      mode="closed", concurrency=cell["load_point"].get("concurrency"))
+        summary = stats.summarize(run, slo=spec.slo or None, limits=spec.limits)
+        rows.append({"cell_id": cell["cell_id"], "backend_name": cell["backend_name"],
+                     "load_label": cell["load_label"], "status": cell["status"], "summary": summary})
+    return analysis.aggregate_rows(rows, analysis.metrics_of(spec), seed=spec.workload.seed)
+
+
+def test_campaign_completes_and_aggregates_match_the_raw_records(tmp_path, home):
+    path = write_spec(tmp_path, [sim_backend("small", **{"max-num-seqs": 2}), sim_backend("large")],
+                      load_points=[{"concurrency": 1}, {"concurrency": 4}], repetitions=3,
+                      slo={"ttft": {"p99": "2s"}})
+    state = _run(path)
+    assert state.is_completed(), state.message
+    cid = _cid(state)
+    results = Results.from_env()
+    cells = results.store.cells(cid)
+    assert len(cells) == 12 and {c["status"] for c in cells} == {"completed"}
+    stored = {(a["backend_name"], a["load_label"], a["metric"]): a for a in results.store.aggregates(cid)}
+    recomputed = _recompute(results, load_spec(path), cid)
+    assert recomputed and len(stored) == len(recomputed)
+    for row in recomputed:
+        got = stored[(row["backend_name"], row["load_label"], row["metric"])]
+        assert got["n"] == row["n"] == 3
+        assert got["mean"] == pytest.approx(row["mean"], rel=1e-9)
+        assert (got["ci_low"], got["ci_high"]) == pytest.approx((row["ci_low"], row["ci_high"]), rel=1e-9)
+    comparisons = results.store.comparisons(cid)
+    c4 = [c for c in comparisons if c["load_label"] == "c4" and c["metric"] == "ttft_ms.p99"]
+    assert c4 and c4[0]["verdict"] == "better", "max-num-seqs 256 beats 2 on TTFT at concurrency 4"
+
+
+def test_artifacts_exist_with_the_expected_keys(tmp_path, home):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    path = write_spec(tmp_path, [sim_backend("a"), sim_backend("b")], repetitions=3, max_requests=4,
+                      name="artifact-test")
+    state = _run(path, campaign_id="artifact-test-1")
+    assert state.is_completed(), state.message
+    keys = [f"campaign-artifact-test-1-{k}" for k in ("progress", "aggregates", "comparisons", "report")]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    by_key = {a.key: a for a in found}
+    assert set(by_key) == set(keys)
+    assert by_key["campaign-artifact-test-1-progress"].data == pytest.approx(100.0)
+    assert "In plain words" in by_key["campaign-artifact-test-1-report"].data
+    stored = Results.from_env().artifacts
+    assert stored.exists("campaigns/artifact-test-1/report.md")
+    assert stored.exists("campaigns/artifact-test-1/manifest.json")
+
+
+def test_backend_that_exits_at_once_fails_its_cells_with_the_log_tail(tmp_path, home):
+    path = write_spec(tmp_path, [sim_backend("oom", **{"gpu-memory-utilization": 0.05}), sim_backend("ok")],
+                      repetitions=1, max_requests=4, name="oom-test")
+    state = _run(path, campaign_id="oom-test-1")
+    assert state.is_failed()
+    assert "oom c4 rep 0" in state.message and "never became ready" in state.message
+    cells = {c["backend_name"]: c for c in Results.from_env().store.cells("oom-test-1")}
+    assert cells["oom"]["status"] == "failed"
+    assert "No available memory for the cache blocks" in cells["oom"]["error"], "the log tail is in the error"
+    assert cells["ok"]["status"] == "completed", "the other backend still runs"
+    assert not processes_running("gpu-memory-utilization=0.05"), "no backend process is left behind"
+
+
+def test_backend_that_crashes_mid_cell_is_recorded_and_the_rest_still_runs(tmp_path, home):
+    path = write_spec(tmp_path, [sim_backend("crashy", **{"crash-after": 6}), sim_backend("steady")],
+                      repetitions=3, max_requests=4, name="crash-test")
+    state = _run(path, campaign_id="crash-test-1")
+    assert state.is_failed()
+    assert "cells failed" in state.message and "crashy" in state.message
+    cells = Results.from_env().store.cells("crash-test-1")
+    crashy = [c for c in cells if c["backend_name"] == "crashy"]
+    failed = [c for c in crashy if c["status"] == "failed"]
+    assert failed and all("backend died" in c["error"] or "no request succeeded" in c["error"] for c in failed)
+    assert any(c["status"] == "completed" for c in crashy), "cells before the crash are kept"
+    assert all(c["status"] == "completed" for c in cells if c["backend_name"] == "steady")
+    assert not processes_running("crash-after=6")
+
+
+def test_resume_measures_only_the_missing_cells(tmp_path, home, sim_server):
+    server = sim_server("--time-scale", "0.25")
+    backend = {"name": "endpoint", "kind": "openai", "url": server.url}
+    path = write_spec(tmp_path, [backend], load_points=[{"concurrency": 2}], repetitions=4, max_requests=6,
+                      name="resume-test")
+    per_cell = 6 + 1  # measured + warm-up
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "benchflow", "run", str(path), "--campaign-id", "resume-1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "the first run never completed two cells"
+            try:
+                done = Results.from_env().store.completed_cell_ids("resume-1")
+            except Exception:  # noqa: BLE001 - the schema may not exist yet
+                done = set()
+            if len(done) >= 2:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)  # a crash: no clean-up of any kind
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = Results.from_env().store.completed_cell_ids("resume-1")
+    assert 2 <= len(done) < 4
+    before = server.requests_seen()
+    state = _run(path, campaign_id="resume-1")
+    assert state.is_completed(), state.message
+    assert server.requests_seen() - before == (4 - len(done)) * per_cell, "completed cells are not measured again"
+    assert len(Results.from_env().store.completed_cell_ids("resume-1")) == 4
+
+
+def test_resume_with_a_changed_spec_is_refused_naming_the_difference(tmp_path, home):
+    path = write_spec(tmp_path, [sim_backend("a")], repetitions=1, max_requests=2, name="changed")
+    assert _run(path, campaign_id="changed-1").is_completed()
+    path2 = write_spec(tmp_path, [sim_backend("a", **{"max-num-seqs": 7})], repetitions=1, max_requests=2,
+                       name="changed")
+    state = _run(path2, campaign_id="changed-1")
+    assert state.is_failed()
+    assert "refusing to resume" in state.message and "max-num-seqs" in state.message
