@@ -12,16 +12,9 @@ from typing import Any
 
 from benchflow import stats
 
-#: Metrics aggregated and compared when the spec names none.
-DEFAULT_METRICS = [
-    "ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "tpot_ms.p99", "itl_ms.p99", "e2e_ms.p50",
-    "request_throughput", "output_throughput", "goodput",
-]
-
-
 def metrics_of(spec: Any) -> list[str]:
-    compare = getattr(spec, "compare", None)
-    return list(getattr(compare, "metrics", None) or DEFAULT_METRICS)
+    """The summary keys a campaign aggregates and compares (the spec's default list when unset)."""
+    return list(spec.compare.metrics)
 
 
 def _usable(row: dict[str, Any]) -> bool:
@@ -82,10 +75,8 @@ def _cmp_dict(cmp: Any) -> dict[str, Any]:
 
 
 def baseline_of(spec: Any) -> str:
-    compare = getattr(spec, "compare", None)
-    return getattr(compare, "baseline", None) or spec.backends[0].name
+    return spec.compare.baseline or spec.backends[0].name
 
 
 def tolerance_of(spec: Any) -> float:
-    compare = getattr(spec, "compare", None)
-    return float(getattr(compare, "tolerance", 0.0) or 0.0)
+    return float(spec.compare.tolerance)
