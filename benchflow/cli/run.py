@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -27,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
             validate_campaign_id(args.campaign_id)
         except ValueError as e:
             raise SpecError([f"--campaign-id: {e}"]) from e
+    # The throwaway server has nothing to report home, and often no network to do it with.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.campaign import campaign
 
     state = campaign(spec=str(args.spec), campaign_id=args.campaign_id, code_path=args.code_path,
@@ -35,8 +38,12 @@ def run(args: argparse.Namespace) -> int:
     cid = data.get("campaign_id") if isinstance(data, dict) else None
     if cid:
         from benchflow.cli.report import print_report
+        from benchflow.errors import BenchflowError
 
-        print_report(cid)
+        try:
+            print_report(cid)
+        except BenchflowError as e:  # e.g. the database went away: the flow's message below says why
+            print(f"no report: {e}", file=sys.stderr)
     if state.is_failed():
         print(f"\ncampaign FAILED: {state.message}", file=sys.stderr)
         return 1

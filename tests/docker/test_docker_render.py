@@ -216,8 +216,10 @@ def test_every_enabled_engine_arg_reaches_the_command(engine_args):
             assert count == 1
     sim = render_container(SimBackend(name="s", kind="sim", launcher="docker", engine_args=engine_args),
                            model="m").create_kwargs["command"]
-    pairs = [sim[i + 1].split("=", 1)[0] for i, arg in enumerate(sim) if arg == "--engine-arg"]
-    assert pairs == [name for name, value in engine_args.items() if value is not False]
+    pairs = [sim[i + 1] for i, arg in enumerate(sim) if arg == "--engine-arg"]
+    # The simulator takes every knob as name=value; false passes through so default-on knobs can be turned off.
+    assert [p.split("=", 1)[0] for p in pairs] == list(engine_args)
+    assert all(p.endswith("=false") for p, v in zip(pairs, engine_args.values()) if v is False)
 
 
 @given(backend=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", fullmatch=True),

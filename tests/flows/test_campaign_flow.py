@@ -128,7 +128,7 @@ def test_resume_measures_only_the_missing_cells(tmp_path, home, sim_server):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "benchflow", "run", str(path), "--campaign-id", "resume-1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -140,11 +140,11 @@ def test_resume_measures_only_the_missing_cells(tmp_path, home, sim_server):
             if len(done) >= 2:
                 break
             time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)  # a crash: no clean-up of any kind
+        os.killpg(proc.pid, signal.SIGKILL)  # a crash of the whole run (and its Prefect server): no clean-up
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     done = Results.from_env().store.completed_cell_ids("resume-1")
     assert 2 <= len(done) < 4
     before = server.requests_seen()
