@@ -69,17 +69,22 @@ async def _rate_trial(url: str, rate: float, trial_s: float, seed: int) -> dict:
             "sustained": ok}
 
 
+#: The search gives up below this rate.
+MIN_RATE_RPS = 10.0
+
+
 async def _find_rate(url: str, start: float, trial_s: float, budget_s: float,
                      bisections: int) -> tuple[float | None, list]:
     trials: list[dict] = []
     deadline = time.monotonic() + budget_s
     good, bad, rate = None, None, start
-    while time.monotonic() < deadline and bad is None:
+    # Bracket: double while sustained; when even the first rate fails (a noisy machine), halve instead.
+    while time.monotonic() < deadline and (good is None or bad is None) and rate >= MIN_RATE_RPS:
         trials.append(await _rate_trial(url, rate, trial_s, seed=len(trials)))
         if trials[-1]["sustained"]:
             good, rate = rate, rate * 2
         else:
-            bad = rate
+            bad, rate = rate, rate / 2
     for _ in range(bisections):
         if good is None or bad is None or time.monotonic() > deadline:
             break
