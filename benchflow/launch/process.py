@@ -27,6 +27,19 @@ from benchflow.launch.readiness import wait_ready
 log = logging.getLogger(__name__)
 
 
+#: benchflow's own credentials: a serving engine never needs them, so its process never sees them.
+#: (A backend that needs a secret, such as HF_TOKEN, names it in its ``env``.)
+SCRUBBED_ENV = frozenset({
+    "BENCHFLOW_DATABASE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "PGPASSWORD",
+})
+
+
+def backend_environment() -> dict[str, str]:
+    """This process's environment minus benchflow's own credentials."""
+    return {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -65,7 +78,7 @@ class ProcessLauncher:
 
     def start(self) -> str:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **{k: str(v) for k, v in self.backend.env.items()}, "PYTHONUNBUFFERED": "1"}
+        env = {**backend_environment(), **{k: str(v) for k, v in self.backend.env.items()}, "PYTHONUNBUFFERED": "1"}
         log.info("starting backend %s: %s (log: %s)", self.backend.name, " ".join(self.argv), self.log_path)
         with open(self.log_path, "ab") as logf:
             try:

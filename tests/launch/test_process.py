@@ -128,3 +128,19 @@ def test_reap_leftovers_stops_only_the_matching_campaign(tmp_path):
     finally:
         mine.stop(1)
         other.stop(1)
+
+
+def test_backend_process_does_not_inherit_benchflow_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCHFLOW_DATABASE_URL", "postgresql+psycopg://u:topsecret@db/x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "topsecret-aws")
+    dump = tmp_path / "env.txt"
+    code = f"import os; open({str(dump)!r}, 'w').write(repr(dict(os.environ)))"
+    spec_env = {"HF_TOKEN": "hf-given-explicitly"}
+    backend = _backend(command=[sys.executable, "-c", code])
+    backend = backend.model_copy(update={"env": spec_env})
+    launcher = ProcessLauncher(backend, "m", tmp_path / "b.log")
+    launcher.start()
+    launcher._proc.wait(timeout=10)
+    text = dump.read_text()
+    assert "topsecret" not in text
+    assert "hf-given-explicitly" in text, "a secret the backend names in env is passed"
