@@ -177,5 +177,32 @@ def _failure_reason(outcome: CellOutcome, backend_dead: str | None) -> str | Non
 
 
 def measure_cell_sync(*args: Any, **kwargs: Any) -> CellOutcome:
-    """:func:`measure_cell` from synchronous code (a Prefect task thread, the CLI)."""
-    return asyncio.run(measure_cell(*args, **kwargs))
+    """:func:`measure_cell` from synchronous code (a Prefect task thread, the CLI).
+
+    A termination signal (Prefect raises a ``BaseException`` from its SIGTERM handler) that lands
+    inside one of asyncio's own callbacks would be logged and swallowed by the loop, and the cell
+    would run on. The loop's exception handler cancels the cell instead and re-raises it.
+    """
+    return asyncio.run(_propagating_fatal(measure_cell(*args, **kwargs)))
+
+
+async def _propagating_fatal(coro: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    fatal: list[BaseException] = []
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if exc is not None and not isinstance(exc, Exception):
+            fatal.append(exc)
+            main.cancel()
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if fatal:
+            raise fatal[0] from None
+        raise
