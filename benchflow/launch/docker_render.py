@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from docker.types import DeviceRequest
 
+from benchflow.redact import REDACTED, is_secret_name, redact_command
 from benchflow.errors import SpecError
+from benchflow.spec_backends import render_engine_args
 from benchflow.launch.commands import ENGINE_ARGS_TOKEN, sim_engine_args
 
 MANAGED_LABEL = "benchflow.managed"
@@ -47,11 +48,9 @@ BACKEND_LABEL = "benchflow.backend"
 CELL_LABEL = "benchflow.cell"
 #: The Prefect flow run (or other run) that started the container; set only when known.
 RUN_LABEL = "benchflow.run"
-REDACTED = "***"
 #: Engine args that the preset commands set themselves (a second --port would win and break probing).
 MANAGED_FLAGS = frozenset({"port", "host", "model", "model-path", "model_path"})
 #: A name is secret when one of its words (split on anything but letters and digits) is one of these.
-SECRET_WORDS = frozenset({"TOKEN", "KEY", "APIKEY", "SECRET", "PASSWORD", "PASSWD"})
 
 
 @dataclass(frozen=True)
@@ -120,23 +119,9 @@ def image_ref(backend: Any) -> str:
 
 
 def native_flags(engine_args: Mapping[str, Any]) -> list[str]:
-    """Engine args as native flags: ``{"a": 1, "b": True, "c": ["x", "y"], "d": False}`` gives
-    ``["--a", "1", "--b", "--c", "x", "--c", "y"]``; a mapping becomes one JSON argument."""
-    out: list[str] = []
-    for name, value in engine_args.items():
-        flag = "--" + str(name).lstrip("-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            out.append(flag)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                out += [flag, str(item)]
-        elif isinstance(value, dict):
-            out += [flag, json.dumps(value, separators=(",", ":"))]
-        else:
-            out += [flag, str(value)]
-    return out
+    """Engine args as native flags (the spec's rendering: true = bare flag, false omitted, a list
+    repeats the flag, a mapping is one JSON argument); leading dashes in names are tolerated."""
+    return render_engine_args({str(k).lstrip("-"): v for k, v in engine_args.items() if v is not None})
 
 
 def engine_flags(backend: Any) -> list[str]:
@@ -308,32 +293,6 @@ def _resources(backend: Any, preset: Preset | None) -> dict[str, Any]:
 def render_create_kwargs(backend: Any, **kwargs: Any) -> dict[str, Any]:
     """Only the ``containers.create`` keyword arguments of :func:`render_container`."""
     return render_container(backend, **kwargs).create_kwargs
-
-
-def is_secret_name(name: str) -> bool:
-    """``HF_TOKEN``, ``api-key``, ``AWS_SECRET_ACCESS_KEY``: yes; ``max-num-batched-tokens``: no."""
-    return any(word in SECRET_WORDS for word in re.split(r"[^A-Za-z0-9]+", name.upper()))
-
-
-def redact_command(argv: list[str]) -> list[str]:
-    """Hides the values of secret-looking flags: ``--api-key X``, ``--api-key=X``, and the
-    simulator's ``--engine-arg api-key=X``."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next:
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        name, sep, _ = arg.partition("=")
-        if sep and is_secret_name(name):
-            out.append(f"{name}={REDACTED}")
-        elif arg.startswith("-") and is_secret_name(arg):
-            out.append(arg)
-            hide_next = True
-        else:
-            out.append(arg)
-    return out
 
 
 def redact_create_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:

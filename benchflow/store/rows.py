@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic_core import to_jsonable_python
 
+from benchflow.redact import redact_command, redact_mapping, redact_spec
 from benchflow import SCHEMA_VERSION
 from benchflow.store.models import LATENCY_METRICS, LATENCY_STATS
 
@@ -247,9 +248,9 @@ def campaign_fields_from_spec(spec: Any) -> dict[str, Any]:
     """name, description, labels, spec (JSON) and spec_hash of a CampaignSpec or a spec dict."""
     if hasattr(spec, "model_dump") and hasattr(spec, "content_hash"):
         return {"name": spec.name, "description": getattr(spec, "description", None) or None,
-                "labels": dict(getattr(spec, "labels", {}) or {}), "spec": spec.model_dump(mode="json"),
+                "labels": dict(getattr(spec, "labels", {}) or {}), "spec": redact_spec(spec.model_dump(mode="json")),
                 "spec_hash": spec.content_hash()}
-    data = dict(spec)
+    data = redact_spec(dict(spec))
     out: dict[str, Any] = {"spec": data, "labels": dict(data.get("labels") or {})}
     if data.get("name"):
         out["name"] = data["name"]
@@ -271,7 +272,8 @@ def backend_rows_from_spec(spec: Any) -> list[dict[str, Any]]:
         command = b.command if getattr(b, "command", None) else b.render_engine_args()
         image = getattr(b, "image_ref", None) if b.launcher == "docker" else None
         rows.append({"name": b.name, "kind": b.kind, "launcher": b.launcher, "image": image,
-                     "engine_args": json_safe(dict(b.engine_args)), "command": list(command),
+                     "engine_args": json_safe(redact_mapping(dict(b.engine_args))),
+                     "command": redact_command([str(a) for a in command]),
                      "content_hash": b.content_hash()})
     return rows
 
