@@ -32,7 +32,7 @@ DOCKER_ONLY_FIELDS = ("image", "tag", "pull_policy", "shm_size", "ipc_mode", "ne
 LAUNCHED_ONLY_FIELDS = (*DOCKER_ONLY_FIELDS, "command", "engine_args", "env", "gpus", "port", "restart",
                         "ready_timeout_s", "startup_grace_s", "stop_grace_s")
 #: Operational settings that do not change what is measured; left out of ``content_hash``.
-_NOT_HASHED = {"name", "ready_timeout_s", "startup_grace_s", "stop_grace_s", "pull_policy"}
+_NOT_HASHED = {"name", "ready_timeout_s", "startup_grace_s", "stop_grace_s", "pull_policy", "gpu_slots"}
 
 _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _FLAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -164,7 +164,8 @@ class BackendSpec(StrictModel):
     gpus: GpuSelection = Field(None, description='"all", a count, or a list of GPU indices/UUIDs')
     port: int | None = Field(None, ge=1, le=65535, description="port the server listens on (default: a free one)")
     ready_timeout_s: Seconds = Field(600.0, gt=0, description="how long to wait for /health and /v1/models")
-    startup_grace_s: Seconds = Field(10.0, ge=0, description="pause after ready before the first cell")
+    startup_grace_s: Seconds = Field(0.0, ge=0, description="pause after ready before the first cell "
+                                     "(engines that finish warming up after they answer /health)")
     stop_grace_s: Seconds = Field(10.0, ge=0, description="SIGTERM-to-SIGKILL grace when stopping")
     url: Annotated[str, AfterValidator(_check_url)] | None = Field(None, description="kind openai: the endpoint")
     pull_policy: Literal["if-missing", "always", "never"] = Field("if-missing", description="docker image pulls")
@@ -176,6 +177,11 @@ class BackendSpec(StrictModel):
     restart: Literal["never", "per_repetition", "per_cell"] = Field("never", description="redeploy between cells")
     publish_host: Annotated[str, AfterValidator(_check_ip)] = Field(
         "127.0.0.1", description="docker: host address the port is published on"
+    )
+
+    gpu_slots: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, min_length=1, description="GPU indices on this host whose slots (gpu-<host>-<i>) the backend holds "
+        "while it runs; default: those of gpus. Lets a sim/openai backend stand in for a GPU job"
     )
 
     @property

@@ -94,7 +94,7 @@ def hf_token() -> str | None:
     try:
         from prefect.blocks.system import Secret
 
-        value = Secret.load(HF_TOKEN_BLOCK).get()
+        value = Secret.load(HF_TOKEN_BLOCK, _sync=True).get()
         if value:
             return str(value)
     except Exception as e:  # noqa: BLE001 - a missing block or no API both mean "use the environment"

@@ -45,7 +45,7 @@ def test_defaults_per_kind(minimal):
     assert all(isinstance(b, BackendSpec) for b in (v, s, sim, ext))
     assert v.needs_gpu and s.needs_gpu and not sim.needs_gpu and not ext.needs_gpu
     assert v.pull_policy == "if-missing" and v.network_mode == "bridge" and v.publish_host == "127.0.0.1"
-    assert v.startup_grace_s == 10 and v.stop_grace_s == 10 and v.restart == "never"
+    assert v.startup_grace_s == 0 and v.stop_grace_s == 10 and v.restart == "never"
 
 
 def test_image_digest_and_gpu_selection(minimal):
