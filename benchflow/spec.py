@@ -25,6 +25,7 @@ from benchflow.workload import parse_notation
 
 __all__ = [
     "CampaignSpec", "ModelSpec", "WorkloadSpec", "JsonlSource", "LimitsSpec", "CompareSpec", "HealthPolicy",
+    "RegressionSpec",
     "ConcurrencyLoad", "RateLoad", "LoadPoint", "Cell", "load_spec",
     "BackendSpec", "VllmBackend", "SglangBackend", "SimBackend", "OpenAIBackend", "render_engine_args",
     "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS",
@@ -214,6 +215,21 @@ class CompareSpec(StrictModel):
     )
 
 
+class RegressionSpec(StrictModel):
+    """Nightly regression check: this run against a baseline run of the same spec name."""
+
+    baseline: Literal["auto", "pinned", "previous"] = Field(
+        "auto", description="auto: the pinned baseline, else the last completed nightly; pinned; previous"
+    )
+    tolerance: float = Field(0.05, ge=0, lt=1, description="relative change treated as noise (0.05 = 5%)")
+    tolerances: dict[Annotated[str, AfterValidator(_check_summary_key)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=dict, description='per-metric tolerances, e.g. {"ttft_ms.p99": 0.1}'
+    )
+    metrics: list[Annotated[str, AfterValidator(_check_summary_key)]] | None = Field(
+        None, min_length=1, description="summary keys checked (default: compare.metrics)"
+    )
+
+
 class HealthPolicy(StrictModel):
     on_unhealthy: Literal["fail", "skip"] = Field("fail", description="what to do with a backend on a bad GPU")
     min_free_memory_gib: float = Field(1.0, ge=0, description="free GPU memory required before deploying")
@@ -242,6 +258,7 @@ class CampaignSpec(StrictModel):
     compare: CompareSpec = Field(default_factory=CompareSpec, description="backend comparison")
     health: HealthPolicy = Field(default_factory=HealthPolicy, description="GPU health gate")
     allow_simulated: bool = Field(False, description="accept kind sim backends")
+    regression: RegressionSpec | None = Field(None, description="nightly regression check against a baseline run")
 
     @model_validator(mode="before")
     @classmethod

@@ -132,6 +132,25 @@ def _compare_problems(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _regression_problems(data: Mapping[str, Any]) -> list[str]:
+    section = data.get("regression")
+    if not isinstance(section, Mapping):
+        return []
+    problems = []
+    metrics = section.get("metrics")
+    if isinstance(metrics, list) and not data.get("slo"):
+        problems += [f"regression.metrics[{j}]: {key} needs an slo section"
+                     for j, key in enumerate(metrics) if key in ("goodput", "slo_attainment")]
+    compare = data.get("compare")
+    checked = metrics if isinstance(metrics, list) else compare.get("metrics") if isinstance(compare, Mapping) else None
+    tolerances = section.get("tolerances")
+    if isinstance(checked, list) and isinstance(tolerances, Mapping):
+        shown = ", ".join(map(str, checked))
+        problems += [f"regression.tolerances.{key}: {key} is not among the checked metrics ({shown})"
+                     for key in tolerances if key not in checked]
+    return problems
+
+
 def cross_field_problems(data: Any, *, base_dir: Path | None = None, check_files: bool = True) -> list[str]:
     """One ``"path: message"`` line per broken multi-field rule in the raw spec ``data``.
 
@@ -140,4 +159,5 @@ def cross_field_problems(data: Any, *, base_dir: Path | None = None, check_files
     if not isinstance(data, Mapping):
         return []
     data = default_baseline(data)
-    return [*_backend_problems(data), *_workload_problems(data, base_dir, check_files), *_compare_problems(data)]
+    return [*_backend_problems(data), *_workload_problems(data, base_dir, check_files), *_compare_problems(data),
+            *_regression_problems(data)]

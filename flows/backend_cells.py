@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,11 @@ from prefect import get_run_logger
 
 from benchflow.campaign import cell_row, failed_cell_row
 from benchflow.errors import BackendStartError
+from benchflow.gpu_slots import GpuSlotError
 from tasks.backend import deploy_backend, teardown_backend
 from tasks.cell import run_cell
+from tasks.concurrency import gpu_slots
+from tasks.docker import record_image_digest
 from tasks.health import gpu_health
 from tasks.persist import persist_backend_log, persist_cell, persist_health
 
@@ -59,6 +63,16 @@ def _nvml_for(backend: Any) -> Any:
 
 def run_backend(results: Any, spec: Any, backend: Any, todo: list[Any], cid: str, workdir: Path,
                 progress: Any) -> None:
+    """One benchmark per GPU: holds the backend's GPU slot(s) from health gate to teardown."""
+    try:
+        with gpu_slots(backend):
+            _run_backend(results, spec, backend, todo, cid, workdir, progress)
+    except GpuSlotError as e:  # raised before the backend starts: nothing of it ran
+        _fail_rest(results, cid, todo, f"backend {backend.name}: {e}", progress)
+
+
+def _run_backend(results: Any, spec: Any, backend: Any, todo: list[Any], cid: str, workdir: Path,
+                 progress: Any) -> None:
     logger = get_run_logger()
     healthy, report = _health_gate(results, spec, backend, todo, cid)
     if not healthy:
@@ -73,12 +87,21 @@ def run_backend(results: Any, spec: Any, backend: Any, todo: list[Any], cid: str
         except BackendStartError as e:
             _fail_rest(results, cid, pending, f"backend {backend.name} never became ready: {e}", progress)
             return
+        if getattr(launcher, "image_digest", None):
+            record_image_digest(results, cid, backend, launcher)
+        if backend.startup_grace_s:
+            logger.info("backend %s ready; waiting its startup grace of %gs before the first cell",
+                        backend.name, backend.startup_grace_s)
+            time.sleep(backend.startup_grace_s)
         try:
-            pending = _run_cells(results, spec, backend, pending, cid, launcher, gpu_uuids, progress)
+            pending, died = _run_cells(results, spec, backend, pending, cid, launcher, gpu_uuids, progress)
         finally:
             logs = teardown_backend(launcher, getattr(backend, "stop_grace_s", 10.0))
             persist_backend_log(results, cid, backend.name, logs)
-        if pending:
+        if pending and not died:
+            logger.info("backend %s: restart policy %s: starting it afresh for its next cell", backend.name,
+                        backend.restart)
+        elif pending:
             redeploys += 1
             if redeploys > MAX_REDEPLOYS:
                 _fail_rest(results, cid, pending, f"backend {backend.name} died {redeploys} times; giving up", progress)
@@ -87,10 +110,13 @@ def run_backend(results: Any, spec: Any, backend: Any, todo: list[Any], cid: str
 
 
 def _run_cells(results: Any, spec: Any, backend: Any, cells: list[Any], cid: str, launcher: Any,
-               gpu_uuids: list[str], progress: Any) -> list[Any]:
-    """Runs cells until the backend dies; returns the cells still to run."""
+               gpu_uuids: list[str], progress: Any) -> tuple[list[Any], bool]:
+    """Runs cells until the backend dies or its restart policy asks for a fresh one; returns the
+    cells still to run and whether the backend died."""
     nvml = _nvml_for(backend)
     for i, cell in enumerate(cells):
+        if i and restart_due(backend.restart, cells[i - 1], cell):
+            return cells[i:], False
         log_start = len(launcher.logs())
         outcome = run_cell(spec, cell, launcher, nvml=nvml, gpu_indices=gpu_indices(backend))
         artifacts = outcome.artifacts()
@@ -98,8 +124,16 @@ def _run_cells(results: Any, spec: Any, backend: Any, cells: list[Any], cid: str
         persist_cell(results, cid, cell, cell_row(cell, outcome, gpu_uuids=gpu_uuids), outcome.summary, artifacts)
         progress.advance(f"{cell.backend} {cell.load_point.label} rep {cell.repetition}: {outcome.status}")
         if launcher.alive() is not None:
-            return cells[i + 1:]
-    return []
+            return cells[i + 1:], True
+    return [], False
+
+
+def restart_due(policy: str, previous: Any, cell: Any) -> bool:
+    """``restart`` (cold-start studies): ``per_cell`` redeploys before every cell but the first,
+    ``per_repetition`` whenever the repetition changes, ``never`` never."""
+    if policy == "per_cell":
+        return True
+    return policy == "per_repetition" and cell.repetition != previous.repetition
 
 
 def _fail_rest(results: Any, cid: str, cells: list[Any], reason: str, progress: Any) -> None:

@@ -18,12 +18,14 @@ from benchflow import analysis
 from benchflow.campaign import (
     analysis_input, check_resume, failure_summary, new_campaign_id, validate_campaign_id,
 )
+from benchflow.errors import CampaignMismatchError, StorageError
+from benchflow.redact import redact_spec
 from benchflow.spec import CampaignSpec, load_spec
 from flows.backend_cells import run_backend
-from flows.hooks import reap_on_exit
+from flows.hooks import clean_campaign_leftovers, reap_on_exit
 from tasks.analysis import aggregate, compare
 from tasks.artifacts import Progress, publish_results
-from tasks.persist import open_results, persist_analysis, persist_campaign, persist_report
+from tasks.persist import open_results, persist_analysis, persist_campaign, persist_report, replay_spool
 
 
 def _resolve_spec(spec: Union[CampaignSpec, str, dict]) -> CampaignSpec:
@@ -43,16 +45,25 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
     logger = get_run_logger()
     spec_obj = _resolve_spec(spec)
     cid = validate_campaign_id(campaign_id) if campaign_id else new_campaign_id(spec_obj.name)
-    results = open_results()
-    existing = results.store.get_campaign(cid)
-    check_resume(cid, existing, spec_obj.model_dump(mode="json"), spec_obj.content_hash())
-    persist_campaign(results, cid, spec_obj, status="running", flow_run_id=str(current_run.id or ""))
-    cells = spec_obj.cells()
-    done = results.store.completed_cell_ids(cid) & {c.id for c in cells}
+    try:  # the database decides what is done: without it, nothing starts
+        results = open_results()
+        existing = results.store.get_campaign(cid)
+        check_resume(cid, existing, redact_spec(spec_obj.model_dump(mode="json")), spec_obj.content_hash())
+        persist_campaign(results, cid, spec_obj, status="running", flow_run_id=str(current_run.id or ""))
+        cells = spec_obj.cells()
+        done = results.store.completed_cell_ids(cid) & {c.id for c in cells}
+    except StorageError as e:
+        message = f"campaign {cid} not started, nothing was measured: {e}"
+        logger.error("%s", message)
+        return Failed(message=message, data={"status": "not started"})
+    except CampaignMismatchError as e:
+        logger.error("%s", e)
+        return Failed(message=str(e), data={"status": "refused"})
     logger.info("campaign %s: %d cells, %d already completed, %d to run; results in %s", cid, len(cells),
                 len(done), len(cells) - len(done), results.describe())
     progress = Progress(cid, len(cells), done=len(done))
     workdir = results.config.home / "runs" / cid
+    clean_campaign_leftovers(spec_obj, cid, workdir)
     for backend in spec_obj.backends:
         todo = [c for c in cells if c.backend == backend.name and c.id not in done]
         if not todo:
@@ -64,8 +75,16 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
 
 def _finish(results: Any, spec: CampaignSpec, cid: str) -> Any:
     logger = get_run_logger()
-    cells = results.store.cells(cid)
-    rows = analysis_input(cells, results.store.summaries(cid))
+    problem = replay_spool(results, cid)  # cells spooled during an outage count too
+    if problem is None:
+        try:
+            cells = results.store.cells(cid)
+            summaries = results.store.summaries(cid)
+        except StorageError as e:
+            problem = str(e)
+    if problem is not None:
+        return _results_spooled(results, cid, problem)
+    rows = analysis_input(cells, summaries)
     metrics = analysis.metrics_of(spec)
     aggregates = aggregate(rows, metrics, seed=spec.workload.seed)
     comparisons = compare(rows, metrics, analysis.baseline_of(spec), analysis.tolerance_of(spec),
@@ -83,6 +102,18 @@ def _finish(results: Any, spec: CampaignSpec, cid: str) -> Any:
         return Failed(message=f"campaign {cid}: {failure}", data={"campaign_id": cid, "status": status})
     logger.info("campaign %s completed; results in %s", cid, where)
     return {"campaign_id": cid, "status": status, "aggregates": len(aggregates), "comparisons": len(comparisons)}
+
+
+def _results_spooled(results: Any, cid: str, problem: str) -> Any:
+    """The end of a run whose results cannot be read back: the measurements wait in the spool."""
+    results.finish_campaign(cid, "failed")  # stored, or spooled; a rerun sets it again
+    message = (
+        f"campaign {cid}: measured, but its results could not be aggregated: {problem}. Nothing is lost: "
+        f"{results.spool.count(cid)} writes wait in the spool at {results.spool.root}. Once storage is "
+        f"reachable, run `benchflow flush`, then `benchflow report {cid}`; running the campaign again with "
+        f"--campaign-id {cid} computes the aggregates and comparisons (completed cells are not measured again)")
+    get_run_logger().error("%s", message)
+    return Failed(message=message, data={"campaign_id": cid, "status": "spooled"})
 
 
 def run_path(path: str | Path, campaign_id: str | None = None) -> Any:

@@ -22,3 +22,21 @@ def reap_on_exit(flow, flow_run, state) -> None:
         remove_leftovers_for_run(str(flow_run.id))
     except Exception as e:  # noqa: BLE001 - no engine here is fine
         log.debug("no container clean-up: %s", e)
+
+
+def clean_campaign_leftovers(spec, campaign_id: str, workdir) -> None:
+    """A campaign started after a crash first stops its own leftover backends: processes from
+    the pid registry and, when it uses docker, containers labelled with its id."""
+    from prefect import get_run_logger
+
+    from benchflow.launch import reap_leftovers
+
+    logger = get_run_logger()
+    for info in reap_leftovers(workdir / "processes", owner=campaign_id):
+        logger.warning("stopped leftover backend %s (pid %s) of an earlier run of %s",
+                       info.get("backend"), info.get("pid"), campaign_id)
+    if any(b.launcher == "docker" for b in spec.backends):
+        from tasks.docker import cleanup_campaign_containers
+
+        for name in cleanup_campaign_containers(campaign_id):
+            logger.warning("removed leftover container %s of an earlier run of %s", name, campaign_id)

@@ -15,16 +15,36 @@ _POLICY = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
 def open_results() -> Any:
-    """Opens the configured stores, upgrades the schema when needed and replays the spool."""
-    from benchflow.store.results import Results
+    """Opens the configured stores, upgrades the schema when needed and replays the spool.
 
-    logger = get_run_logger()
+    Raises StorageError (StorageUnavailableError when the database cannot be reached).
+    """
+    from benchflow.store.results import Results
+    from tasks.secrets import load_settings
+
+    load_settings()  # BENCHFLOW_DATABASE_URL etc. from Prefect Secret blocks when the environment lacks them
     results = Results.from_env()
     results.store.upgrade()
-    flushed = results.flush()
-    if flushed:
-        logger.warning("replayed %s spooled writes from an earlier run", flushed)
+    replay_spool(results)
     return results
+
+
+def replay_spool(results: Any, campaign_id: str | None = None) -> str | None:
+    """Replays the spool (writes of earlier runs, and of this one while storage was down).
+
+    Returns None when nothing (of ``campaign_id``, when given) is left in the spool, else why
+    something is: the storage error that stopped the replay, or the count of failed replays.
+    """
+    logger = get_run_logger()
+    outcome = results.flush()
+    if outcome.replayed:
+        logger.warning("replayed %d spooled writes into %s", outcome.replayed, results.describe())
+    left = results.spool.count(campaign_id) if campaign_id else outcome.remaining
+    if not left:
+        return None
+    if outcome.skipped_locked:
+        return f"another process is flushing the spool at {results.spool.root}"
+    return outcome.error or f"{left} spooled writes could not be replayed (see the log)"
 
 
 def _report(outcome: Any, what: str) -> None:

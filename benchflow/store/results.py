@@ -55,6 +55,7 @@ class FlushResult:
     failed: int = 0
     remaining: int = 0
     skipped_locked: bool = False
+    error: str | None = None  # why the replay stopped early (storage still unreachable)
 
     def __bool__(self) -> bool:
         """True when there was anything to flush."""
@@ -229,10 +230,12 @@ class Results:
                 log.info("another process is flushing %s; skipping", self.spool.root)
                 return FlushResult(remaining=len(self.spool), skipped_locked=True)
             replayed = failed = 0
+            error = None
             for entry in self.spool.entries():
                 try:
                     self._store_now(entry.campaign_id, entry.ops, entry.verified_blobs())
                 except StorageUnavailableError as e:
+                    error = str(e)
                     log.warning("storage still unreachable (%s); %d spooled entries wait in %s",
                                 e, len(self.spool), self.spool.root)
                     break
@@ -242,7 +245,7 @@ class Results:
                     continue
                 self.spool.remove(entry)
                 replayed += 1
-            result = FlushResult(replayed=replayed, failed=failed, remaining=len(self.spool))
+            result = FlushResult(replayed=replayed, failed=failed, remaining=len(self.spool), error=error)
         if replayed or result.remaining:
             log.info("flushed spool %s: %s", self.spool.root, result)
         return result

@@ -78,6 +78,12 @@ class Spool:
     def __len__(self) -> int:
         return len(self._entry_dirs())
 
+    def count(self, campaign_id: str | None = None) -> int:
+        """Pending entries: all of them, or those of one campaign."""
+        if campaign_id is None:
+            return len(self)
+        return sum(1 for entry in self.entries() if entry.campaign_id == campaign_id)
+
     def put(self, kind: str, campaign_id: str | None, ops: Sequence[Op],
             blobs: Mapping[str, bytes | str | Path], reason: str) -> Path:
         """Writes one entry atomically and returns its folder."""

@@ -1,0 +1,120 @@
+"""``benchflow trigger DEPLOYMENT --spec FILE``: start a deployed flow through the Prefect API.
+
+A thin helper over ``run_deployment``. The spec is validated here first, then sent as a mapping
+(so the worker needs no copy of the file); the server validates it again against the
+deployment's parameter schema before any run is created. With ``--idempotency-key``, asking
+twice gives the same flow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("trigger", help="start a deployment (campaign/adhoc, campaign/nightly, ...) via the Prefect API",
+                       description="Creates a flow run of a deployment, e.g. campaign/adhoc with a spec file. "
+                                   "Prints the flow run id and the campaign id; --wait follows it to the end.")
+    p.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. campaign/adhoc")
+    spec = p.add_mutually_exclusive_group()
+    spec.add_argument("--spec", metavar="FILE", help="campaign spec file: validated here, sent as its contents")
+    spec.add_argument("--spec-path", metavar="PATH",
+                      help="a spec path on the worker, relative to its benchflow checkout (sent as is)")
+    p.add_argument("--campaign-id", help="campaign id (resume it; default: a new id, printed)")
+    p.add_argument("--idempotency-key", metavar="KEY", help="the same key twice gives one flow run")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="another flow parameter (VALUE as JSON, else a string); repeatable")
+    p.add_argument("--queue", help="work queue (default: the deployment's), e.g. a100")
+    p.add_argument("--wait", action="store_true", help="wait for the run to finish; exit 1 unless it completed")
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="with --wait: give up after S seconds")
+    p.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL)")
+    p.set_defaults(func=run)
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    from benchflow.campaign import new_campaign_id, validate_campaign_id
+    from benchflow.errors import SpecError
+    from benchflow.spec import load_spec
+
+    params: dict[str, Any] = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SpecError([f"--param {item!r}: expected NAME=VALUE"])
+        try:
+            params[name] = json.loads(value)
+        except ValueError:
+            params[name] = value
+    if args.spec:
+        spec = load_spec(args.spec)  # a bad spec stops here, before anything is sent
+        params["spec"] = spec.model_dump(mode="json", exclude_defaults=True)
+        params.setdefault("campaign_id", args.campaign_id or new_campaign_id(spec.name))
+    elif args.spec_path:
+        params["spec"] = args.spec_path
+    if args.campaign_id:
+        try:
+            params["campaign_id"] = validate_campaign_id(args.campaign_id)
+        except ValueError as e:
+            raise SpecError([f"--campaign-id: {e}"]) from e
+    return params
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    from benchflow.errors import SpecError
+
+    url = args.api_url or os.environ.get("PREFECT_API_URL")
+    if not url:
+        raise SpecError(["--api-url: no Prefect server given (pass --api-url or set PREFECT_API_URL)"])
+    return url.rstrip("/")
+
+
+def _server_detail(err: Exception) -> str:
+    response = getattr(err, "response", None)
+    try:
+        detail = response.json().get("detail") if response is not None else None
+    except ValueError:
+        detail = None
+    return str(detail or err)
+
+
+def run(args: argparse.Namespace) -> int:
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from benchflow.errors import BenchflowError, SpecError
+
+    params = _params(args)
+    url = _api_url(args)
+    timeout = (args.timeout if args.timeout is not None else None) if args.wait else 0
+    with temporary_settings({PREFECT_API_URL: url}):
+        try:
+            run_ = run_deployment(args.deployment, parameters=params, idempotency_key=args.idempotency_key,
+                                  work_queue_name=args.queue, timeout=timeout, poll_interval=2, as_subflow=False)
+        except ObjectNotFound as e:
+            raise BenchflowError(f"no deployment {args.deployment!r} on {url}") from e
+        except PrefectHTTPStatusError as e:
+            if e.response.status_code in (409, 422):  # the parameter schema rejected the parameters
+                raise SpecError([f"rejected by the server: {_server_detail(e)}"], source=args.deployment) from e
+            raise BenchflowError(f"Prefect API at {url}: {_server_detail(e)}") from e
+    return _report(run_, url, args.wait)
+
+
+def _report(run_: Any, url: str, waited: bool) -> int:
+    state = run_.state
+    campaign_id = (run_.parameters or {}).get("campaign_id")
+    ui = url[:-4] if url.endswith("/api") else url
+    print(f"flow run {run_.id} ({run_.name}): {state.name if state else 'unknown'}")
+    print(f"  {ui}/runs/flow-run/{run_.id}")
+    if campaign_id:
+        print(f"  campaign {campaign_id}  (benchflow report {campaign_id})")
+    if not waited:
+        return 0
+    if state is not None and state.is_completed():
+        return 0
+    print(f"flow run ended {state.name if state else 'unknown'}: {state.message if state else ''}", file=sys.stderr)
+    return 1

@@ -1,0 +1,117 @@
+"""One benchmark per GPU: hold the GPU's global concurrency slot(s) around a backend's whole life.
+
+``with gpu_slots(backend):`` wraps health gate -> deploy -> cells -> teardown. It takes every
+slot ``gpu-<host>-<index>`` of the GPUs the backend uses (see :mod:`benchflow.gpu_slots`) with
+``prefect.concurrency.sync.concurrency(names, occupy=1, strict=True, ...)``: a lease that a
+background thread renews every ``0.75 x lease`` seconds for as long as the block runs, so cells of
+any length keep the GPU; the slots are released on exit (success, failure, cancellation), and a
+crashed process's lease expires after ``lease`` seconds. A backend on several GPUs takes all their
+slots at once, so it never holds one GPU while waiting for another.
+
+Settings (environment of the flow run):
+- ``BENCHFLOW_GPU_SLOTS``: ``auto`` (default: create a missing limit with limit 1, then acquire
+  strictly), ``strict`` (a missing limit is an error: run ``benchflow infra bootstrap``), ``off``;
+- ``BENCHFLOW_GPU_SLOT_TIMEOUT_S``: how long to wait for a busy GPU (default 6h);
+- ``BENCHFLOW_GPU_SLOT_LEASE_S``: lease duration (default 300; the server accepts 60..86400).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.runtime import flow_run
+
+from benchflow.gpu_slots import GpuSlotError, LocalGpus, backend_slot_names, host_name
+from benchflow.units import parse_duration_s
+
+POLICY_ENV = "BENCHFLOW_GPU_SLOTS"
+TIMEOUT_ENV = "BENCHFLOW_GPU_SLOT_TIMEOUT_S"
+LEASE_ENV = "BENCHFLOW_GPU_SLOT_LEASE_S"
+DEFAULT_TIMEOUT_S = 6 * 3600.0
+DEFAULT_LEASE_S = 300.0
+_POLICIES = ("auto", "strict", "off")
+
+
+def slot_settings(env: dict[str, str] | None = None) -> tuple[str, float, float]:
+    """(policy, timeout_s, lease_s) from the environment."""
+    env = dict(os.environ if env is None else env)
+    policy = (env.get(POLICY_ENV) or "auto").strip().lower()
+    if policy not in _POLICIES:
+        raise GpuSlotError(f"{POLICY_ENV}: expected one of {', '.join(_POLICIES)}, got {policy!r}")
+    try:
+        timeout = parse_duration_s(env.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S, allow_bare=True)
+        lease = parse_duration_s(env.get(LEASE_ENV) or DEFAULT_LEASE_S, allow_bare=True)
+    except ValueError as e:
+        raise GpuSlotError(f"{TIMEOUT_ENV}/{LEASE_ENV}: {e}") from e
+    if not 60 <= lease <= 86400:
+        raise GpuSlotError(f"{LEASE_ENV}: the lease must be 60s..24h, got {lease:g}s")
+    return policy, timeout, lease
+
+
+def _ensure_limits(names: list[str]) -> None:
+    from prefect.client.orchestration import get_client
+
+    from tasks.infra import ensure_gpu_limit
+
+    with get_client(sync_client=True) as client:
+        for name in names:
+            change = ensure_gpu_limit(client, name)
+            if change.action != "unchanged":
+                get_run_logger().info("GPU slot %s: %s (%s)", name, change.action, change.detail)
+
+
+def _holder() -> Any:
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+
+    run_id = flow_run.id
+    return ConcurrencyLeaseHolder(type="flow_run", id=run_id) if run_id else None
+
+
+@contextmanager
+def gpu_slots(backend: Any, *, host: str | None = None, gpus: LocalGpus | None = None) -> Iterator[list[str]]:
+    """Holds the slots of every GPU ``backend`` uses on this host; yields their names ([] for none).
+
+    Raises :class:`GpuSlotError` (before the block runs) when the GPUs cannot be resolved, a limit
+    is missing under the strict policy, or the slots stay busy past the timeout.
+    """
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+    from prefect.concurrency.sync import concurrency
+
+    logger = get_run_logger()
+    policy, timeout_s, lease_s = slot_settings()
+    gpus = gpus or LocalGpus()
+    names = [] if policy == "off" else backend_slot_names(backend, host or host_name(), gpus.device_count,
+                                                          gpus.uuid_to_index)
+    if not names:
+        yield []
+        return
+    if policy == "auto":
+        _ensure_limits(names)
+    logger.info("backend %s: waiting for GPU slot(s) %s (at most %.0fs)", backend.name, ", ".join(names), timeout_s)
+    started = time.monotonic()
+    held = concurrency(names, occupy=1, timeout_seconds=timeout_s, lease_duration=lease_s, strict=True,
+                       holder=_holder(), raise_on_lease_renewal_failure=False)
+    try:
+        held.__enter__()
+    except TimeoutError as e:
+        raise GpuSlotError(f"GPU slot(s) {', '.join(names)} still busy after {timeout_s:.0f}s: another "
+                           "benchmark holds the GPU") from e
+    except ConcurrencySlotAcquisitionError as e:
+        raise GpuSlotError(f"cannot take GPU slot(s) {', '.join(names)}: {e}. Create them with "
+                           "`benchflow infra bootstrap` (or set BENCHFLOW_GPU_SLOTS=auto)") from e
+    logger.info("backend %s: holding GPU slot(s) %s (waited %.1fs; lease %.0fs, renewed while held)",
+                backend.name, ", ".join(names), time.monotonic() - started, lease_s)
+    try:
+        yield names
+    except BaseException:
+        if not held.__exit__(*sys.exc_info()):
+            raise
+    else:
+        held.__exit__(None, None, None)
+    logger.info("backend %s: released GPU slot(s) %s", backend.name, ", ".join(names))

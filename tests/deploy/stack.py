@@ -1,0 +1,114 @@
+"""A real Prefect stack for the deployment tests, all on 127.0.0.1 and always torn down.
+
+``prefect server start`` on Postgres, ``benchflow infra bootstrap``, ``prefect deploy --all`` from
+deployments/prefect.yaml, and a process worker on the GPU pool, as subprocesses in their own
+process groups (so a worker's flow-run children go down with it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+POOL = "benchflow-gpu"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without PREFECT_*/BENCHFLOW_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "BENCHFLOW_"))}
+    env.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
+                "PYTHONUNBUFFERED": "1", "DO_NOT_TRACK": "1"})
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def tail(self, n: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+
+def start(name: str, cmd: list[str], env: dict[str, str], cwd: Path, logdir: Path) -> Proc:
+    log = logdir / f"{name}.log"
+    handle = log.open("wb")
+    popen = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    handle.close()
+    return Proc(name, popen, log)
+
+
+def run(cmd: list[str], env: dict[str, str], cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def wait_healthy(url: str, proc: Proc, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"prefect server exited ({proc.popen.returncode}):\n{proc.tail()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"prefect server not healthy after {timeout_s}s:\n{proc.tail()}")
+
+
+@dataclass
+class Stack:
+    api_url: str
+    results_url: str
+    base_env: dict[str, str]
+    tmp: Path
+    s3_endpoint: str = ""
+    artifacts: str = ""
+    procs: list[Proc] = field(default_factory=list)
+    bootstrap_output: str = ""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**self.base_env, **extra}
+
+    def bootstrap_env(self) -> dict[str, str]:
+        """What the bootstrap turns into Secret blocks and Variables (and nobody else gets)."""
+        return self.env(BENCHFLOW_DATABASE_URL=self.results_url, BENCHFLOW_ARTIFACTS=self.artifacts,
+                        BENCHFLOW_S3_ENDPOINT_URL=self.s3_endpoint, AWS_ACCESS_KEY_ID="testing",
+                        AWS_SECRET_ACCESS_KEY="testing")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=30)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.procs)
