@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
             raise SpecError([f"--campaign-id: {e}"]) from e
     # The throwaway server has nothing to report home, and often no network to do it with.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    _exit_cleanly_on_sigterm()
     from flows.campaign import campaign
 
     state = campaign(spec=str(args.spec), campaign_id=args.campaign_id, code_path=args.code_path,
@@ -48,6 +50,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ncampaign FAILED: {state.message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM ends ``benchflow run`` through a normal interpreter exit.
+
+    During the flow, Prefect's own handler turns SIGTERM into a crash (teardown and clean-up hooks
+    run), then restores this handler and sends the signal again. Exiting through ``SystemExit``
+    rather than dying by the signal lets the atexit hooks stop the ephemeral Prefect server,
+    which would otherwise be left running.
+    """
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _state_data(state) -> dict:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from benchflow import analysis, stats
+from benchflow.launch import reap_leftovers
 from benchflow.records import LoadRun, frame_to_records
 from benchflow.spec import load_spec
 from benchflow.store.results import Results
@@ -162,3 +163,43 @@ def test_resume_with_a_changed_spec_is_refused_naming_the_difference(tmp_path, h
     state = _run(path2, campaign_id="changed-1")
     assert state.is_failed()
     assert "refusing to resume" in state.message and "max-num-seqs" in state.message
+
+
+def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, home):
+    path = write_spec(tmp_path, [sim_backend("victim", **{"max-num-seqs": 1, "seed": 4711})], repetitions=6,
+                      max_requests=6, name="sigterm-test")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "benchflow", "run", str(path), "--campaign-id", "sigterm-1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "the run never completed a cell"
+            try:
+                done = Results.from_env().store.completed_cell_ids("sigterm-1")
+            except Exception:  # noqa: BLE001 - the schema may not exist yet
+                done = set()
+            if done:
+                break
+            time.sleep(0.2)
+        group = [int(p) for p in subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        backend = processes_running("seed=4711")
+        assert len(group) >= 2 and len(backend) == 1, "benchflow run, its Prefect server and the simulator run"
+        children = [pid for pid in group if pid != proc.pid] + backend
+        proc.send_signal(signal.SIGTERM)  # only the CLI process, as a process manager would
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            for registry in (home / "runs").glob("*/processes"):
+                reap_leftovers(registry, grace_s=1)
+    deadline = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{pid}") for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [pid for pid in children if os.path.exists(f"/proc/{pid}")
+             and open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z"]
+    assert not alive, "the simulator and the ephemeral Prefect server are gone after SIGTERM"
+    assert proc.returncode != 0
+    assert 1 <= len(Results.from_env().store.completed_cell_ids("sigterm-1")) < 6, "measured cells are kept"
