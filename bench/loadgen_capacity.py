@@ -80,8 +80,7 @@ async def _find_rate(url: str, start: float, trial_s: float, budget_s: float,
     good, bad, rate = None, None, start
     # Bracket: double while sustained; when even the first rate fails (a noisy machine), halve instead.
     while time.monotonic() < deadline and (good is None or bad is None) and rate >= MIN_RATE_RPS:
-        trials.append(await _rate_trial(url, rate, trial_s, seed=len(trials)))
-        if trials[-1]["sustained"]:
+        if await _sustained(url, rate, trial_s, trials):
             good, rate = rate, rate * 2
         else:
             bad, rate = rate, rate / 2
@@ -89,9 +88,18 @@ async def _find_rate(url: str, start: float, trial_s: float, budget_s: float,
         if good is None or bad is None or time.monotonic() > deadline:
             break
         rate = float(round((good + bad) / 2))
-        trials.append(await _rate_trial(url, rate, trial_s, seed=len(trials)))
-        good, bad = (rate, bad) if trials[-1]["sustained"] else (good, rate)
+        good, bad = (rate, bad) if await _sustained(url, rate, trial_s, trials) else (good, rate)
     return good, trials
+
+
+async def _sustained(url: str, rate: float, trial_s: float, trials: list[dict]) -> bool:
+    """A rate fails only when two trials in a row fail: one lag spike (a GC pause, a noisy
+    neighbour on a shared machine) must not decide the search."""
+    for _ in range(2):
+        trials.append(await _rate_trial(url, rate, trial_s, seed=len(trials)))
+        if trials[-1]["sustained"]:
+            return True
+    return False
 
 
 async def _closed(url: str, concurrency: int, requests: int, dataset: str, server: str,
