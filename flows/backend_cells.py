@@ -56,9 +56,9 @@ def _health_gate(results: Any, spec: Any, backend: Any, todo: list[Any], cid: st
 def _nvml_for(backend: Any) -> Any:
     if not backend.needs_gpu:
         return None
-    from benchflow.metrics.nvml import RealNvml
+    from benchflow.metrics.nvml import nvml_from_env
 
-    return RealNvml()
+    return nvml_from_env()
 
 
 def run_backend(results: Any, spec: Any, backend: Any, todo: list[Any], cid: str, workdir: Path,

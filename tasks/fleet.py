@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from benchflow.metrics.nvml import nvml_from_env
 from tasks.artifacts import artifact_key
 from tasks.policy import retry_if_transient
 
-FAKE_ENV = "BENCHFLOW_FAKE_NVML"
 UNHEALTHY_EVENT = "benchflow.gpu.unhealthy"
-
-
-def nvml_from_env() -> Any:
-    """The real NVML, or the FakeNvml scenario named by ``$BENCHFLOW_FAKE_NVML`` (tests, demos)."""
-    scenario = os.environ.get(FAKE_ENV)
-    if scenario:
-        from benchflow.testing.fake_nvml import fake_scenario
-
-        return fake_scenario(scenario)
-    from benchflow.metrics.nvml import RealNvml
-
-    return RealNvml()
 
 
 @task(name="host-gpu-health", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_if_transient,

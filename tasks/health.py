@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from datetime import timedelta
 from typing import Any
@@ -12,8 +13,12 @@ from tasks.policy import retry_if_transient
 
 
 def _per_host_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Per host and check parameters (and per fake scenario, which stands in for the host's GPUs)."""
+    from benchflow.metrics.nvml import FAKE_NVML_ENV
+
     devices = ",".join(str(d) for d in parameters.get("devices") or []) or "all"
-    return (f"gpu-health-{socket.gethostname()}-{devices}-{parameters.get('min_devices')}-"
+    fake = os.environ.get(FAKE_NVML_ENV, "")
+    return (f"gpu-health-{socket.gethostname()}{'-fake-' + fake if fake else ''}-{devices}-{parameters.get('min_devices')}-"
             f"{parameters.get('min_free_gib')}-{parameters.get('allow_foreign_processes')}")
 
 
@@ -22,9 +27,10 @@ def _per_host_key(context: Any, parameters: dict[str, Any]) -> str:
 def gpu_health(min_devices: int = 1, devices: list[int] | None = None, min_free_gib: float = 0.0,
                allow_foreign_processes: bool = False) -> dict[str, Any]:
     from benchflow.metrics.health import check_health
+    from benchflow.metrics.nvml import nvml_from_env
 
     logger = get_run_logger()
-    report = check_health(min_devices=min_devices, devices=devices,
+    report = check_health(nvml_from_env(), min_devices=min_devices, devices=devices,
                           min_free_memory_bytes=int(min_free_gib * 2**30),
                           allow_foreign_processes=allow_foreign_processes)
     data = report.to_dict()

@@ -8,10 +8,8 @@ For tests and demos without a GPU, ``BENCHFLOW_FAKE_NVML=<scenario>`` (or the hi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-FAKE_ENV = "BENCHFLOW_FAKE_NVML"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,19 +48,9 @@ def _parse_devices(text: str | None) -> list[int] | None:
 
 
 def _nvml(args: argparse.Namespace):  # -> NvmlInterface
-    from benchflow.errors import SpecError
+    from benchflow.metrics.nvml import nvml_from_env
 
-    scenario = args.fake_nvml or os.environ.get(FAKE_ENV) or None
-    if scenario is None:
-        from benchflow.metrics.nvml import RealNvml
-
-        return RealNvml()
-    from benchflow.testing.fake_nvml import fake_scenario
-
-    try:
-        return fake_scenario(scenario)
-    except ValueError as e:
-        raise SpecError(f"{FAKE_ENV}: {e}") from None
+    return nvml_from_env(args.fake_nvml)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -203,3 +203,44 @@ def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, 
     assert not alive, "the simulator and the ephemeral Prefect server are gone after SIGTERM"
     assert proc.returncode != 0
     assert 1 <= len(Results.from_env().store.completed_cell_ids("sigterm-1")) < 6, "measured cells are kept"
+
+
+def _gpu_spec(tmp_path, on_unhealthy: str, name: str):
+    # The fake scenarios break GPU 1; only that GPU is checked for a backend that uses it.
+    gpu_sim = {**sim_backend("on-gpu"), "gpus": [1]}
+    return write_spec(tmp_path, [gpu_sim, sim_backend("no-gpu")], repetitions=1, max_requests=3, name=name,
+                      health={"on_unhealthy": on_unhealthy, "min_free_memory_gib": 1})
+
+
+def test_unhealthy_gpu_fails_its_backend_with_the_reasons(tmp_path, home, monkeypatch):
+    monkeypatch.setenv("BENCHFLOW_FAKE_NVML", "ecc")
+    state = _run(_gpu_spec(tmp_path, "fail", "ecc-fail"), campaign_id="ecc-fail-1")
+    assert state.is_failed()
+    cells = {c["backend_name"]: c for c in Results.from_env().store.cells("ecc-fail-1")}
+    assert cells["on-gpu"]["status"] == "failed"
+    assert "GPU health check failed" in cells["on-gpu"]["error"] and "ECC" in cells["on-gpu"]["error"]
+    assert cells["no-gpu"]["status"] == "completed", "a backend that needs no GPU is not gated"
+    reports = Results.from_env().store.health_reports()
+    assert reports and reports[0]["healthy"] is False
+
+
+def test_unhealthy_gpu_skips_its_backend_when_the_spec_says_so(tmp_path, home, monkeypatch):
+    monkeypatch.setenv("BENCHFLOW_FAKE_NVML", "throttle")
+    state = _run(_gpu_spec(tmp_path, "skip", "throttle-skip"), campaign_id="throttle-skip-1")
+    assert state.is_completed(), "skipped cells are not failures"
+    cells = {c["backend_name"]: c for c in Results.from_env().store.cells("throttle-skip-1")}
+    assert cells["on-gpu"]["status"] == "skipped" and "throttle" in cells["on-gpu"]["error"].lower()
+
+
+def test_healthy_gpu_backend_records_uuids_gpu_samples_and_energy(tmp_path, home, monkeypatch):
+    monkeypatch.setenv("BENCHFLOW_FAKE_NVML", "healthy-2gpu")
+    state = _run(_gpu_spec(tmp_path, "fail", "gpu-ok"), campaign_id="gpu-ok-1")
+    assert state.is_completed(), state.message
+    results = Results.from_env()
+    cell = next(c for c in results.store.cells("gpu-ok-1") if c["backend_name"] == "on-gpu")
+    assert cell["gpu_uuids"] and all(u.startswith("GPU-") for u in cell["gpu_uuids"])
+    gpu = pd.read_parquet(io.BytesIO(results.artifacts.get_bytes(
+        f"campaigns/gpu-ok-1/cells/{cell['cell_id']}/gpu.parquet")))
+    assert {"gpu_utilization_pct", "gpu_energy_mj"} <= set(gpu["metric"])
+    summary = next(s for s in results.store.summaries("gpu-ok-1") if s["cell_id"] == cell["cell_id"])
+    assert (summary.get("summary") or summary).get("energy_j") is not None
