@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import urllib.request
 
 import pytest
@@ -43,16 +45,19 @@ def _prompts(n: int, input_tokens: int, output_tokens: int) -> list[Prompt]:
     return [Prompt(" ".join(f"w{i}" for i in range(input_tokens)), input_tokens, output_tokens)] * n
 
 
-async def test_client_and_server_agree_on_ttft_and_tpot_at_concurrency_64():
-    from benchflow.loadgen import run_load
-    from benchflow.stats import summarize
-
+def test_benchflow_bench_and_the_server_agree_on_ttft_and_tpot_at_concurrency_64(tmp_path):
+    """`benchflow sim --engine-arg max-num-seqs=8`, then `benchflow bench` at concurrency 64: the
+    client's p50 TTFT and TPOT agree with the server's own histograms within 5%."""
+    out = tmp_path / "bench.json"
     with sim_process("--engine-arg", "max-num-seqs=8", "--model", "sim", cmd=[*BENCHFLOW_CMD, "sim"]) as sim:
-        run = await run_load(sim.base_url, "sim", _prompts(128, 64, 24), ConcurrencyLoad(concurrency=64),
-                             request_timeout_s=30)
+        bench = subprocess.run(
+            [*BENCHFLOW_CMD, "bench", "--url", sim.base_url, "--model", "sim", "--dataset", "D(64,24)",
+             "--concurrency", "64", "--requests", "128", "--timeout", "30", "--json", str(out)],
+            capture_output=True, text=True, timeout=120)
         text = _scrape(sim.base_url)
-    summary = summarize(run)
-    assert summary["completed"] == 128 and summary["failed"] == 0
+    assert bench.returncode == 0, bench.stderr
+    summary = json.loads(out.read_text())
+    assert summary["completed"] == 128 and not summary["errors"]
     server_ttft_ms = 1e3 * histogram_quantile(text, "vllm:time_to_first_token_seconds", 0.5)
     server_tpot_ms = 1e3 * histogram_quantile(text, "vllm:request_time_per_output_token_seconds", 0.5)
     assert summary["ttft_ms"]["p50"] == pytest.approx(server_ttft_ms, rel=0.05)
