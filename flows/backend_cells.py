@@ -85,6 +85,7 @@ def _run_backend(results: Any, spec: Any, backend: Any, todo: list[Any], cid: st
         try:
             launcher = deploy_backend(backend, spec.model.name, cid, workdir / "logs", workdir / "processes")
         except BackendStartError as e:
+            _store_log(results, cid, backend, workdir, str(e))
             _fail_rest(results, cid, pending, f"backend {backend.name} never became ready: {e}", progress)
             return
         if getattr(launcher, "image_digest", None):
@@ -97,7 +98,7 @@ def _run_backend(results: Any, spec: Any, backend: Any, todo: list[Any], cid: st
             pending, died = _run_cells(results, spec, backend, pending, cid, launcher, gpu_uuids, progress)
         finally:
             logs = teardown_backend(launcher, getattr(backend, "stop_grace_s", 10.0))
-            persist_backend_log(results, cid, backend.name, logs)
+            _store_log(results, cid, backend, workdir, logs)
         if pending and not died:
             logger.info("backend %s: restart policy %s: starting it afresh for its next cell", backend.name,
                         backend.restart)
@@ -134,6 +135,13 @@ def restart_due(policy: str, previous: Any, cell: Any) -> bool:
     if policy == "per_cell":
         return True
     return policy == "per_repetition" and cell.repetition != previous.repetition
+
+
+def _store_log(results: Any, cid: str, backend: Any, workdir: Path, fallback: str) -> None:
+    """Stores the backend's whole log file (every start of it, in order) as an artifact."""
+    path = workdir / "logs" / f"backend-{backend.name}.log"
+    text = path.read_text(errors="replace") if path.exists() else fallback
+    persist_backend_log(results, cid, backend.name, text)
 
 
 def _fail_rest(results: Any, cid: str, cells: list[Any], reason: str, progress: Any) -> None:

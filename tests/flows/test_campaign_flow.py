@@ -103,6 +103,8 @@ def test_backend_that_exits_at_once_fails_its_cells_with_the_log_tail(tmp_path, 
     assert "No available memory for the cache blocks" in cells["oom"]["error"], "the log tail is in the error"
     assert cells["ok"]["status"] == "completed", "the other backend still runs"
     assert not processes_running("gpu-memory-utilization=0.05"), "no backend process is left behind"
+    log = Results.from_env().artifacts.get_bytes("campaigns/oom-test-1/backend-oom.log").decode()
+    assert "No available memory for the cache blocks" in log, "the whole backend log is kept as an artifact"
 
 
 def test_backend_that_crashes_mid_cell_is_recorded_and_the_rest_still_runs(tmp_path, home):
