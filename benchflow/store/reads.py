@@ -20,16 +20,18 @@ def get_campaign(session: Session, campaign_id: str) -> dict[str, Any] | None:
     return as_dict(obj) if obj is not None else None
 
 
+def _campaign_filter(stmt: Any, **equal: str | None) -> Any:
+    """``stmt`` restricted to campaigns whose given columns equal the given (non-None) values."""
+    for column, value in equal.items():
+        if value is not None:
+            stmt = stmt.where(getattr(m.Campaign, column) == value)
+    return stmt
+
+
 def campaigns(session: Session, *, name: str | None = None, status: str | None = None,
               kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Newest first."""
-    stmt = select(m.Campaign)
-    if name is not None:
-        stmt = stmt.where(m.Campaign.name == name)
-    if status is not None:
-        stmt = stmt.where(m.Campaign.status == status)
-    if kind is not None:
-        stmt = stmt.where(m.Campaign.kind == kind)
+    stmt = _campaign_filter(select(m.Campaign), name=name, status=status, kind=kind)
     stmt = stmt.order_by(m.Campaign.created_at.desc(), m.Campaign.id.desc()).limit(limit)
     return [as_dict(c) for c in session.scalars(stmt)]
 
@@ -42,13 +44,7 @@ def latest_campaign(session: Session, *, name: str | None = None, status: str | 
     ``before`` keeps campaigns created strictly before that instant: the previous nightly run.
     """
     when = func.coalesce(m.Campaign.finished_at, m.Campaign.created_at)
-    stmt = select(m.Campaign)
-    if name is not None:
-        stmt = stmt.where(m.Campaign.name == name)
-    if status is not None:
-        stmt = stmt.where(m.Campaign.status == status)
-    if kind is not None:
-        stmt = stmt.where(m.Campaign.kind == kind)
+    stmt = _campaign_filter(select(m.Campaign), name=name, status=status, kind=kind)
     if before is not None:
         stmt = stmt.where(m.Campaign.created_at < before)
     if exclude_id is not None:

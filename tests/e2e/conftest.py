@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.store.conftest import s3_server  # noqa: F401 - a fixture, shared with the store tests
 from tests.store.pg import PostgresServer, find_pg_bin
 
 #: The database password of every server here; no output, row, object or file may contain it.
@@ -104,16 +105,9 @@ def own_pg() -> Iterator[PasswordPostgres]:
 
 
 @pytest.fixture(scope="session")
-def s3_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def s3_url(s3_server: str) -> str:
+    """The store tests' S3 endpoint on 127.0.0.1 (moto in server mode)."""
+    return s3_server
 
 
 @dataclass

@@ -122,6 +122,20 @@ def test_backend_that_crashes_mid_cell_is_recorded_and_the_rest_still_runs(tmp_p
     assert not processes_running("crash-after=6")
 
 
+def _wait_for_completed_cells(campaign_id: str, n: int, timeout_s: float = 120) -> None:
+    """Polls the results database until ``n`` cells of a run in another process are stored."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            done = Results.from_env().store.completed_cell_ids(campaign_id)
+        except Exception:  # noqa: BLE001 - the other process may not have created the schema yet
+            done = set()
+        if len(done) >= n:
+            return
+        assert time.monotonic() < deadline, f"{campaign_id}: {len(done)} of {n} cells completed in {timeout_s:g}s"
+        time.sleep(0.2)
+
+
 def test_resume_measures_only_the_missing_cells(tmp_path, home, sim_server):
     server = sim_server("--time-scale", "0.25")
     backend = {"name": "endpoint", "kind": "openai", "url": server.url}
@@ -133,16 +147,7 @@ def test_resume_measures_only_the_missing_cells(tmp_path, home, sim_server):
     proc = subprocess.Popen([sys.executable, "-m", "benchflow", "run", str(path), "--campaign-id", "resume-1"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert time.monotonic() < deadline, "the first run never completed two cells"
-            try:
-                done = Results.from_env().store.completed_cell_ids("resume-1")
-            except Exception:  # noqa: BLE001 - the schema may not exist yet
-                done = set()
-            if len(done) >= 2:
-                break
-            time.sleep(0.2)
+        _wait_for_completed_cells("resume-1", 2)
         os.killpg(proc.pid, signal.SIGKILL)  # a crash of the whole run (and its Prefect server): no clean-up
         proc.wait(timeout=10)
     finally:
@@ -175,16 +180,7 @@ def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, 
     proc = subprocess.Popen([sys.executable, "-m", "benchflow", "run", str(path), "--campaign-id", "sigterm-1"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert time.monotonic() < deadline, "the run never completed a cell"
-            try:
-                done = Results.from_env().store.completed_cell_ids("sigterm-1")
-            except Exception:  # noqa: BLE001 - the schema may not exist yet
-                done = set()
-            if done:
-                break
-            time.sleep(0.2)
+        _wait_for_completed_cells("sigterm-1", 1)
         group = [int(p) for p in subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True,
                                                    text=True).stdout.split()]
         backend = processes_running("seed=4711")
