@@ -35,7 +35,8 @@ def verdict_sentence(row: dict[str, Any]) -> str:
         ci = f" (ratio {ratio:.3f}, 95% CI {row['ci_low']:.3f}–{row['ci_high']:.3f})"
     if verdict in ("better", "worse"):
         direction = "higher" if change > 0 else "lower"
-        return f"At {load}, **{cand}** is {verdict} than **{base}** on {words}: {abs(change):.1f}% {direction}{ci}."
+        amount = f"{ratio:.1f}× as high" if ratio >= 2 else f"{abs(change):.1f}% {direction}"
+        return f"At {load}, **{cand}** is {verdict} than **{base}** on {words}: {amount}{ci}."
     return f"At {load}, {cand} and {base} show {verdict or 'no verdict'} on {words} ({change:+.1f}%{ci})."
 
 
