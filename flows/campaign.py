@@ -70,10 +70,10 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
             logger.info("backend %s: every cell already completed; skipped", backend.name)
             continue
         run_backend(results, spec_obj, backend, todo, cid, workdir, progress)
-    return _finish(results, spec_obj, cid)
+    return _finish(results, spec_obj, cid, code_path)
 
 
-def _finish(results: Any, spec: CampaignSpec, cid: str) -> Any:
+def _finish(results: Any, spec: CampaignSpec, cid: str, code_path: str | None = None) -> Any:
     logger = get_run_logger()
     problem = replay_spool(results, cid)  # cells spooled during an outage count too
     if problem is None:
@@ -94,7 +94,7 @@ def _finish(results: Any, spec: CampaignSpec, cid: str) -> Any:
     status = "failed" if failure else "completed"
     campaign_row = {"id": cid, "name": spec.name, "status": status}
     markdown = publish_results(cid, campaign_row, cells, aggregates, comparisons)
-    persist_report(results, cid, markdown)
+    persist_report(results, cid, markdown, code_path=code_path)
     results.finish_campaign(cid, status)
     where = results.describe()
     if failure:

@@ -78,7 +78,10 @@ def test_artifacts_exist_with_the_expected_keys(tmp_path, home):
 
     path = write_spec(tmp_path, [sim_backend("a"), sim_backend("b")], repetitions=3, max_requests=4,
                       name="artifact-test")
-    state = _run(path, campaign_id="artifact-test-1")
+    from flows.campaign import campaign
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    state = campaign(spec=str(path), campaign_id="artifact-test-1", code_path=repo, return_state=True)
     assert state.is_completed(), state.message
     keys = [f"campaign-artifact-test-1-{k}" for k in ("progress", "aggregates", "comparisons", "report")]
     with get_client(sync_client=True) as client:
@@ -90,6 +93,9 @@ def test_artifacts_exist_with_the_expected_keys(tmp_path, home):
     stored = Results.from_env().artifacts
     assert stored.exists("campaigns/artifact-test-1/report.md")
     assert stored.exists("campaigns/artifact-test-1/manifest.json")
+    manifest = Results.from_env().store.manifest("artifact-test-1")
+    head = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert manifest["git_commit"] == head, "the manifest records the benchmarked code's commit"
 
 
 def test_backend_that_exits_at_once_fails_its_cells_with_the_log_tail(tmp_path, home):
