@@ -87,5 +87,7 @@ def persist_report(results: Any, campaign_id: str, markdown: str, code_path: str
     from benchflow.store.manifest import build_manifest
 
     _report(results.persist_report(campaign_id, markdown), "report")
-    manifest = build_manifest(code_path=code_path, artifacts=results.artifact_checksums(campaign_id))
+    health = results.store.health_reports(campaign_id=campaign_id, limit=1)  # driver and CUDA, when GPUs were used
+    manifest = build_manifest(code_path=code_path, artifacts=results.artifact_checksums(campaign_id),
+                              health_report=(health[0].get("report") or health[0]) if health else None)
     _report(results.persist_manifest(campaign_id, manifest), "run manifest")

@@ -248,3 +248,5 @@ def test_healthy_gpu_backend_records_uuids_gpu_samples_and_energy(tmp_path, home
     assert {"gpu_utilization_pct", "gpu_energy_mj"} <= set(gpu["metric"])
     summary = next(s for s in results.store.summaries("gpu-ok-1") if s["cell_id"] == cell["cell_id"])
     assert (summary.get("summary") or summary).get("energy_j") is not None
+    manifest = results.store.manifest("gpu-ok-1")
+    assert manifest["driver_version"] and manifest["cuda_version"], "the manifest records driver and CUDA"
