@@ -30,10 +30,9 @@ def group_values(rows: list[dict[str, Any]], metrics: list[str]) -> dict[tuple[s
             continue
         for metric in metrics:
             value = stats.metric_value(row["summary"], metric)
-            key = (row["backend_name"], row["load_label"], metric)
-            out.setdefault(key, [])
+            values = out[(row["backend_name"], row["load_label"], metric)]  # present even when all are None
             if value is not None:
-                out[key].append(float(value))
+                values.append(float(value))
     return out
 
 

@@ -61,15 +61,19 @@ def check_resume(campaign_id: str, existing: dict[str, Any] | None, spec_json: d
         "Use a new --campaign-id (or none) to start a fresh campaign.")
 
 
+def _cell_identity(cell: Any, host: str | None) -> dict[str, Any]:
+    return {"cell_id": cell.id, "backend_name": cell.backend, "load_label": cell.load_point.label,
+            "load_point": cell.load_point.model_dump(), "repetition": cell.repetition, "position": cell.index,
+            "host": host or socket.gethostname()}
+
+
 def cell_row(cell: Any, outcome: Any, *, host: str | None = None, gpu_uuids: list[str] | None = None,
              attempt: int = 1) -> dict[str, Any]:
     """The ``cells`` row of a measured (or failed) cell."""
     summary = outcome.summary or {}
     return {
-        "cell_id": cell.id, "backend_name": cell.backend, "load_label": cell.load_point.label,
-        "load_point": cell.load_point.model_dump(), "repetition": cell.repetition, "position": cell.index,
-        "status": outcome.status, "started_at": outcome.started_at, "finished_at": outcome.finished_at,
-        "window_s": summary.get("duration_s"), "host": host or socket.gethostname(), "gpu_uuids": gpu_uuids or [],
+        **_cell_identity(cell, host), "status": outcome.status, "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at, "window_s": summary.get("duration_s"), "gpu_uuids": gpu_uuids or [],
         "error": outcome.error, "invalid_reason": summary.get("invalid"), "attempt": attempt,
     }
 
@@ -78,10 +82,8 @@ def failed_cell_row(cell: Any, error: str, *, status: str = "failed", host: str 
     """The ``cells`` row of a cell that never ran (backend never ready, unhealthy GPU, ...)."""
     now = datetime.now(UTC)
     return {
-        "cell_id": cell.id, "backend_name": cell.backend, "load_label": cell.load_point.label,
-        "load_point": cell.load_point.model_dump(), "repetition": cell.repetition, "position": cell.index,
-        "status": status, "started_at": now, "finished_at": now, "window_s": None,
-        "host": host or socket.gethostname(), "gpu_uuids": [], "error": error, "invalid_reason": None, "attempt": 1,
+        **_cell_identity(cell, host), "status": status, "started_at": now, "finished_at": now, "window_s": None,
+        "gpu_uuids": [], "error": error, "invalid_reason": None, "attempt": 1,
     }
 
 

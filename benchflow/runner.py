@@ -96,7 +96,7 @@ async def measure_cell(
         return CellOutcome(**base, status="failed", finished_at=datetime.now(UTC), error=str(e))
 
     prompts = make_prompts(wl, prompt_count(wl), cell.seed)
-    scraper = PrometheusScraper(f"{base_url}/metrics", interval_s=scrape_interval_s)
+    scraper = PrometheusScraper.for_endpoint(base_url, interval_s=scrape_interval_s)
     gpu = _gpu_sampler(nvml, gpu_indices, scrape_interval_s)
     async with scraper.running(), (gpu.running() if gpu else contextlib.nullcontext()):
         run = await run_load(

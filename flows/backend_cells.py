@@ -23,14 +23,14 @@ MAX_REDEPLOYS = 2
 
 
 def gpu_indices(backend: Any) -> list[int] | None:
-    gpus = backend.gpus
-    if gpus is None:
+    """The GPU indices ``backend`` uses on this host, as the GPU slots see them (UUIDs mapped
+    through NVML); None means every GPU of the host."""
+    if backend.gpus is None or backend.gpus == "all":
         return None
-    if gpus == "all":
-        return None
-    if isinstance(gpus, int):
-        return list(range(gpus))
-    return [int(g) for g in gpus if str(g).isdigit()] or None
+    from benchflow.gpu_slots import LocalGpus, backend_gpu_indices
+    from benchflow.metrics.nvml import nvml_from_env
+
+    return backend_gpu_indices(backend, uuid_to_index=LocalGpus(nvml_from_env()).uuid_to_index) or None
 
 
 def _health_gate(results: Any, spec: Any, backend: Any, todo: list[Any], cid: str) -> tuple[bool, dict]:
@@ -115,11 +115,12 @@ def _run_cells(results: Any, spec: Any, backend: Any, cells: list[Any], cid: str
     """Runs cells until the backend dies or its restart policy asks for a fresh one; returns the
     cells still to run and whether the backend died."""
     nvml = _nvml_for(backend)
+    indices = gpu_indices(backend)
     for i, cell in enumerate(cells):
         if i and restart_due(backend.restart, cells[i - 1], cell):
             return cells[i:], False
         log_start = len(launcher.logs())
-        outcome = run_cell(spec, cell, launcher, nvml=nvml, gpu_indices=gpu_indices(backend))
+        outcome = run_cell(spec, cell, launcher, nvml=nvml, gpu_indices=indices)
         artifacts = outcome.artifacts()
         artifacts["backend.log"] = launcher.logs()[log_start:].encode()
         persist_cell(results, cid, cell, cell_row(cell, outcome, gpu_uuids=gpu_uuids), outcome.summary, artifacts)

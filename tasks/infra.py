@@ -149,3 +149,17 @@ def snapshot(client: Any, plan: BootstrapPlan) -> dict[str, Any]:
         doc = client.read_block_document_by_name(name, block_type_slug="secret", include_secrets=False)
         state[f"secret:{name}"] = {"id": str(doc.id), "updated": str(getattr(doc, "updated", ""))}
     return state
+
+
+def apply_with_client(api_url: str, plan) -> list:
+    """Applies ``plan`` on the server at ``api_url`` (its errors become BenchflowError)."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        try:
+            with get_client(sync_client=True) as client:
+                return apply_plan(client, plan)
+        except httpx.HTTPError as e:
+            raise BenchflowError(f"Prefect API at {api_url}: {type(e).__name__}: {e}") from e

@@ -65,26 +65,11 @@ def run_bootstrap(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("\n".join(plan.describe()))
         return 0
+    from tasks.infra import apply_with_client
+
     changes = apply_with_client(_api_url(args), plan)
     for change in changes:
         print(change)
     counts = {a: sum(c.action == a for c in changes) for a in ("created", "updated", "unchanged")}
     print(f"bootstrap: {counts['created']} created, {counts['updated']} updated, {counts['unchanged']} unchanged")
     return 0
-
-
-def apply_with_client(api_url: str, plan) -> list:
-    """Applies ``plan`` on the server at ``api_url`` (its errors become BenchflowError)."""
-    import httpx
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from benchflow.errors import BenchflowError
-    from tasks.infra import apply_plan
-
-    with temporary_settings({PREFECT_API_URL: api_url}):
-        try:
-            with get_client(sync_client=True) as client:
-                return apply_plan(client, plan)
-        except httpx.HTTPError as e:
-            raise BenchflowError(f"Prefect API at {api_url}: {type(e).__name__}: {e}") from e

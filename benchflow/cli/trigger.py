@@ -72,35 +72,14 @@ def _api_url(args: argparse.Namespace) -> str:
     return url.rstrip("/")
 
 
-def _server_detail(err: Exception) -> str:
-    response = getattr(err, "response", None)
-    try:
-        detail = response.json().get("detail") if response is not None else None
-    except ValueError:
-        detail = None
-    return str(detail or err)
-
-
 def run(args: argparse.Namespace) -> int:
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from benchflow.errors import BenchflowError, SpecError
+    from tasks.trigger import trigger_deployment
 
     params = _params(args)
     url = _api_url(args)
-    timeout = (args.timeout if args.timeout is not None else None) if args.wait else 0
-    with temporary_settings({PREFECT_API_URL: url}):
-        try:
-            run_ = run_deployment(args.deployment, parameters=params, idempotency_key=args.idempotency_key,
-                                  work_queue_name=args.queue, timeout=timeout, poll_interval=2, as_subflow=False)
-        except ObjectNotFound as e:
-            raise BenchflowError(f"no deployment {args.deployment!r} on {url}") from e
-        except PrefectHTTPStatusError as e:
-            if e.response.status_code in (409, 422):  # the parameter schema rejected the parameters
-                raise SpecError([f"rejected by the server: {_server_detail(e)}"], source=args.deployment) from e
-            raise BenchflowError(f"Prefect API at {url}: {_server_detail(e)}") from e
+    timeout = args.timeout if args.wait else 0
+    run_ = trigger_deployment(args.deployment, params, url, idempotency_key=args.idempotency_key,
+                              queue=args.queue, timeout=timeout)
     return _report(run_, url, args.wait)
 
 
