@@ -41,6 +41,11 @@ class StorageUnavailableError(StorageError):
     """The database or artifact store could not be reached (transient: retry, then spool)."""
 
 
+class ResultsNotStoredError(StorageError):
+    """Neither the store nor the local spool could take a result (a full disk, say). The
+    campaign must stop cleanly: the message names what was lost and where it was to go."""
+
+
 class SchemaTooNewError(StorageError):
     """The database schema is newer than this code understands."""
 
@@ -55,3 +60,7 @@ class NvmlError(BenchflowError):
 
 class CampaignMismatchError(BenchflowError):
     """A campaign id was reused with a different spec."""
+
+
+class CampaignCancelled(BenchflowError):
+    """A cancel was requested for the running campaign (from the Prefect UI, the CLI or the API)."""
