@@ -95,7 +95,7 @@ def analysis_input(cells: list[dict[str, Any]], summaries: list[dict[str, Any]])
 
 
 def failure_summary(cells: list[dict[str, Any]]) -> str | None:
-    failed = [c for c in cells if c.get("status") == "failed"]
+    failed = [c for c in cells if c.get("status") in ("failed", "stalled")]
     if not failed:
         return None
     lines = [f"{c['backend_name']} {c['load_label']} rep {c['repetition']}: {(c.get('error') or '').splitlines()[0] if c.get('error') else 'unknown'}"

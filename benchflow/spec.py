@@ -193,6 +193,9 @@ class LimitsSpec(StrictModel):
     max_error_rate: float = Field(0.05, ge=0, le=1, description="error rate above which a cell is invalid")
     client_lag_p99_s: Seconds = Field(0.05, gt=0, description="open loop: p99 client lag limit")
     min_rate_fraction: float = Field(0.95, gt=0, le=1, description="open loop: achieved/target rate floor")
+    stall_after_s: Seconds | None = Field(
+        30.0, gt=0, description="stop a cell as 'stalled' (a dead backend) when requests are in flight and none "
+                                "has had an output token for this long; null turns the check off")
 
 
 def _check_summary_key(key: str) -> str:

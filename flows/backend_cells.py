@@ -125,7 +125,7 @@ def _run_cells(results: Any, spec: Any, backend: Any, cells: list[Any], cid: str
         artifacts["backend.log"] = launcher.logs()[log_start:].encode()
         persist_cell(results, cid, cell, cell_row(cell, outcome, gpu_uuids=gpu_uuids), outcome.summary, artifacts)
         progress.advance(f"{cell.backend} {cell.load_point.label} rep {cell.repetition}: {outcome.status}")
-        if launcher.alive() is not None:
+        if launcher.alive() is not None or outcome.status == "stalled":  # a stalled engine is a dead one
             return cells[i + 1:], True
     return [], False
 

@@ -25,7 +25,7 @@ from benchflow import SCHEMA_VERSION
 from benchflow.store.models import LATENCY_METRICS, LATENCY_STATS
 
 CampaignStatus = Literal["running", "completed", "failed", "partial"]
-CellStatus = Literal["completed", "failed", "skipped"]
+CellStatus = Literal["completed", "failed", "skipped", "stalled", "cancelled"]
 
 
 class Op(NamedTuple):
