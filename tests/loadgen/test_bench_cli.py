@@ -29,19 +29,30 @@ def _bench(url: str, tmp_path, *extra: str) -> tuple[int, dict]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("concurrency,dataset,requests,warmup", [
-    (1, "D(32,12)", 12, 1),
+@pytest.mark.parametrize("concurrency,dataset,requests,warmup,min_tokens", [
+    (1, "D(32,12)", 12, 1, 12),
     # Varied output lengths keep the 64 streams from moving in lock step, as real traffic does.
-    (64, "U(32,64)/(10,30)", 320, 64),
+    (64, "U(32,64)/(10,30)", 320, 64, 10),
 ])
-def test_bench_reports_known_ttft_and_tpot(timed_server, tmp_path, capsys, concurrency, dataset, requests, warmup):
+def test_bench_reports_known_ttft_and_tpot(timed_server, tmp_path, capsys, concurrency, dataset, requests, warmup,
+                                           min_tokens):
+    """Margins that hold on a busy machine (issue 12). The server waits TTFT_MS after it receives
+    a request, so no client can see a shorter TTFT: that bound is exact. How much a loaded
+    machine adds on top is not this test's business; the precise figure (the TTFT the client
+    adds at high concurrency) is measured by ``make bench`` (bench/loadgen_capacity.py). The
+    server paces tokens on an absolute schedule, so the median TPOT stays near GAP_MS even when
+    single messages are late."""
     code, summary = _bench(timed_server, tmp_path, "--dataset", dataset, "--concurrency", str(concurrency),
                            "--requests", str(requests), "--warmup", str(warmup))
     assert code == 0
-    assert summary["completed"] == requests and summary["errors"] == {} and summary["invalid"] is None
-    assert summary["ttft_ms"]["p50"] == pytest.approx(TTFT_MS, abs=2.0)
-    assert summary["tpot_ms"]["p50"] == pytest.approx(GAP_MS, abs=2.0)
-    assert summary["ttft_ms"]["count"] == requests
+    assert summary["completed"] == requests and summary["errors"] == {}
+    ttft, tpot = summary["ttft_ms"], summary["tpot_ms"]
+    assert ttft["count"] == requests and tpot["count"] == requests
+    assert ttft["min"] >= TTFT_MS  # exact: the server never answers sooner
+    assert ttft["p50"] <= TTFT_MS + 150  # a gross error (e.g. TTFT taken at the stream's end) exceeds it
+    assert tpot["p50"] == pytest.approx(GAP_MS, rel=0.4)
+    # the last token is written on schedule at the earliest (absolute times from the request's receipt)
+    assert summary["e2e_ms"]["min"] >= TTFT_MS + GAP_MS * (min_tokens - 1)
     printed = capsys.readouterr().out
     assert "ttft_ms" in printed and "tpot_ms" in printed and f"concurrency {concurrency}" in printed
 
