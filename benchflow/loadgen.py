@@ -339,6 +339,7 @@ class _Watch:
         self.max_duration_s = max_duration_s
         self.stall_after_s = stall_after_s
         self.should_stop = should_stop
+        self.stopper: asyncio.Future | None = None
         self.detail: dict[str, Any] = {}
 
     async def run(self, main: Any) -> str:
@@ -347,9 +348,11 @@ class _Watch:
         try:
             reason = await self._watch(task)
         except asyncio.CancelledError:
+            self._drop_stopper()
             task.cancel()
             await asyncio.wait({task})
             raise
+        self._drop_stopper()
         if reason == "done":
             task.result()
             return reason
@@ -357,11 +360,15 @@ class _Watch:
         await asyncio.wait({task})
         return reason
 
+    def _drop_stopper(self) -> None:
+        if self.stopper is not None:
+            self.stopper.cancel()  # its thread ends on its own; its answer is no longer wanted
+            self.stopper = None
+
     async def _watch(self, task: asyncio.Future) -> str:
         loop = asyncio.get_running_loop()
         deadline = None if self.max_duration_s is None else loop.time() + self.max_duration_s
         polling = self.stall_after_s is not None or self.should_stop is not None
-        stopper: asyncio.Future | None = None
         while True:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
             if polling:
@@ -377,13 +384,14 @@ class _Watch:
                     self.detail = evidence
                     return "stalled"
             if self.should_stop is not None:
-                if stopper is None:  # a slow callable (an API call) never blocks the load's loop
-                    stopper = asyncio.ensure_future(asyncio.to_thread(self.should_stop))
-                elif stopper.done():
-                    reason = stopper.result() if not stopper.exception() else None
-                    if stopper.exception():
-                        logger.warning("should_stop raised %s; the load goes on", _one_line(stopper.exception()))
-                    stopper = None
+                if self.stopper is None:  # a slow callable (an API call) never blocks the load's loop
+                    self.stopper = asyncio.ensure_future(asyncio.to_thread(self.should_stop))
+                elif self.stopper.done():
+                    stopper, self.stopper = self.stopper, None
+                    error = stopper.exception()
+                    reason = None if error else stopper.result()
+                    if error:
+                        logger.warning("should_stop raised %s; the load goes on", _one_line(error))
                     if reason:
                         self.detail = {"reason": str(reason)}
                         return "cancelled"

@@ -232,3 +232,42 @@ async def test_check_endpoint_bad_urls(url, reason):
     with pytest.raises(EndpointUnreachableError) as e:
         await check_endpoint(url, 2.0)
     assert str(e.value).startswith(f"cannot reach {url}: {reason}")
+
+
+async def test_a_server_that_stops_sending_is_a_stall_with_evidence():
+    cfg = StreamServerConfig(**FAST, behaviours=("ok", "ok", "stall"), stall_s=60.0)
+    async with StreamServer(cfg) as url:
+        run = await run_load(url, "m", _prompts(), ConcurrencyLoad(concurrency=2), max_requests=1000,
+                             max_duration_s=60, stall_after_s=0.5)
+    assert run.stop_reason == "stalled"
+    d = run.stop_detail
+    assert d["in_flight"] == 2 and d["stall_after_s"] == 0.5
+    assert d["seconds_without_progress"] >= 0.5 and d["seconds_since_last_token"] >= 0.5
+    stuck = [r for r in run.records if r.incomplete]
+    assert len(stuck) == 2 and all(not r.chunks for r in stuck)
+    assert sum(r.succeeded for r in run.records) >= 2
+
+
+async def test_slow_tokens_and_error_answers_are_not_a_stall():
+    cfg = StreamServerConfig(ttft_s=0.01, gap_s=0.05, behaviours=("ok", "http_500"))
+    async with StreamServer(cfg) as url:
+        run = await run_load(url, "m", _prompts(max_tokens=8), ConcurrencyLoad(concurrency=2), max_requests=8,
+                             stall_after_s=2.0)
+    assert run.stop_reason == "max_requests" and len(run.records) == 8
+
+
+async def test_should_stop_stops_the_load_and_errors_in_it_do_not():
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("API down")
+        return "stop now" if len(calls) >= 3 else None
+
+    async with StreamServer(StreamServerConfig(ttft_s=0.01, gap_s=0.05, default_max_tokens=1000)) as url:
+        run = await run_load(url, "m", _prompts(max_tokens=1000), ConcurrencyLoad(concurrency=2), max_requests=50,
+                             should_stop=should_stop)
+    assert run.stop_reason == "cancelled" and run.stop_detail == {"reason": "stop now"}
+    assert len(calls) == 3
+    assert len(run.records) == 2 and all(r.incomplete for r in run.records)
