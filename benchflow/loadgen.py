@@ -34,6 +34,7 @@ import aiohttp
 import yarl
 
 from benchflow.errors import EndpointUnreachableError, SpecError
+from benchflow.load_watch import LoadWatch
 from benchflow.records import LoadRun, Prompt, RequestRecord
 from benchflow.schedule import send_offsets_ns
 from benchflow.spec import ConcurrencyLoad, RateLoad
@@ -77,7 +78,8 @@ def build_body(
     return body
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, rec: RequestRecord, client: _Client, max_tokens: int | None) -> None:
+async def _read_stream(resp: aiohttp.ClientResponse, rec: RequestRecord, client: _Client,
+                       max_tokens: int | None) -> None:
     stream = StreamRecorder(rec, max_tokens=max_tokens)
     chunks = rec.chunks
     async for data in resp.content.iter_any():
@@ -248,10 +250,6 @@ def _validate(prompts: Sequence[Prompt], load: Any, api: str, warmup_requests: i
         raise SpecError(problems)
 
 
-#: How often the duration bound, the stall watchdog and ``should_stop`` are checked.
-POLL_S = 0.25
-
-
 async def run_load(
     base_url: str, model: str, prompts: Sequence[Prompt], load: ConcurrencyLoad | RateLoad, *,
     api: str = "completions", warmup_requests: int = 0, max_requests: int | None = None,
@@ -271,8 +269,9 @@ async def run_load(
 
     ``stall_after_s``: stop at once (``stop_reason == "stalled"``, the evidence in
     ``stop_detail``) when requests are in flight and none has had an output message for this
-    long. ``should_stop``: polled (in a worker thread) every :data:`POLL_S`; when it returns a
-    reason the run stops (``stop_reason == "cancelled"``, ``stop_detail["reason"]``).
+    long. ``should_stop``: polled (in a worker thread) every
+    :data:`benchflow.load_watch.POLL_S`; when it returns a reason the run stops
+    (``stop_reason == "cancelled"``, ``stop_detail["reason"]``).
 
     Raises :class:`SpecError` for invalid arguments; request failures are recorded, never raised.
     """
@@ -302,7 +301,7 @@ async def run_load(
         anchor_ns = perf_counter_ns()
         logger.info("load %s on %s: %s requests, duration bound %s s", load.label, url,
                     total if total is not None else "unbounded", max_duration_s)
-        watch = _Watch(client, max_duration_s, stall_after_s, should_stop)
+        watch = LoadWatch(client, max_duration_s, stall_after_s, should_stop)
         stop_reason = await watch.run(_phases(client, load, warmup_requests, total, offsets_ns))
     if stop_reason == "done":
         stop_reason = "max_requests" if max_requests is not None else (
@@ -327,74 +326,6 @@ async def _phases(client: _Client, load: ConcurrencyLoad | RateLoad, warmup: int
         await _closed_loop(client, load.concurrency, total, first=warmup)
     else:
         await _open_loop(client, offsets_ns, load.max_concurrency, first=warmup)
-
-
-class _Watch:
-    """Runs the load until it ends, the duration bound passes, the server stalls or the caller
-    asks to stop; then cancels it (which marks the requests in flight incomplete)."""
-
-    def __init__(self, client: _Client, max_duration_s: float | None, stall_after_s: float | None,
-                 should_stop: Callable[[], str | None] | None) -> None:
-        self.client = client
-        self.max_duration_s = max_duration_s
-        self.stall_after_s = stall_after_s
-        self.should_stop = should_stop
-        self.stopper: asyncio.Future | None = None
-        self.detail: dict[str, Any] = {}
-
-    async def run(self, main: Any) -> str:
-        """Returns "done", "max_duration", "stalled" or "cancelled"."""
-        task = asyncio.ensure_future(main)
-        try:
-            reason = await self._watch(task)
-        except asyncio.CancelledError:
-            self._drop_stopper()
-            task.cancel()
-            await asyncio.wait({task})
-            raise
-        self._drop_stopper()
-        if reason == "done":
-            task.result()
-            return reason
-        task.cancel()
-        await asyncio.wait({task})
-        return reason
-
-    def _drop_stopper(self) -> None:
-        if self.stopper is not None:
-            self.stopper.cancel()  # its thread ends on its own; its answer is no longer wanted
-            self.stopper = None
-
-    async def _watch(self, task: asyncio.Future) -> str:
-        loop = asyncio.get_running_loop()
-        deadline = None if self.max_duration_s is None else loop.time() + self.max_duration_s
-        polling = self.stall_after_s is not None or self.should_stop is not None
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - loop.time())
-            if polling:
-                timeout = POLL_S if timeout is None else min(timeout, POLL_S)
-            done, _ = await asyncio.wait({task}, timeout=timeout)
-            if done:
-                return "done"
-            if deadline is not None and loop.time() >= deadline:
-                return "max_duration"
-            if self.stall_after_s is not None:
-                evidence = self.client.stall(perf_counter_ns(), self.stall_after_s)
-                if evidence is not None:
-                    self.detail = evidence
-                    return "stalled"
-            if self.should_stop is not None:
-                if self.stopper is None:  # a slow callable (an API call) never blocks the load's loop
-                    self.stopper = asyncio.ensure_future(asyncio.to_thread(self.should_stop))
-                elif self.stopper.done():
-                    stopper, self.stopper = self.stopper, None
-                    error = stopper.exception()
-                    reason = None if error else stopper.result()
-                    if error:
-                        logger.warning("should_stop raised %s; the load goes on", _one_line(error))
-                    if reason:
-                        self.detail = {"reason": str(reason)}
-                        return "cancelled"
 
 
 def _run_sync(coro: Any) -> Any:
