@@ -196,7 +196,8 @@ def _status(outcome: CellOutcome, backend_dead: str | None) -> tuple[str, str | 
     run, summary = outcome.run, outcome.summary or {}
     dominant = summary.get("dominant_error")
     if backend_dead is not None:
-        return "failed", f"backend died during the cell ({backend_dead})"
+        seen = f"; requests failed with {dominant['message']!r} ×{dominant['count']}" if dominant else ""
+        return "failed", f"backend died during the cell ({backend_dead}){seen}"
     if run.stop_reason == "cancelled":
         return "cancelled", str(run.stop_detail.get("reason") or "cancelled")
     if run.stop_reason == "stalled":
