@@ -49,7 +49,8 @@ def aggregate_rows(rows: list[dict[str, Any]], metrics: list[str], seed: int = 0
 def comparison_rows(
     rows: list[dict[str, Any]], metrics: list[str], baseline: str, tolerance: float = 0.0, seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Every other backend against ``baseline``, per load point and metric."""
+    """Every other backend against ``baseline``, per load point and metric (``seed`` is unused:
+    comparisons are analytic; it stays for callers)."""
     grouped = group_values(rows, metrics)
     candidates = sorted({b for b, _, _ in grouped if b != baseline})
     result = []
@@ -61,16 +62,23 @@ def comparison_rows(
             if cand_values is None:
                 continue
             cmp = stats.compare(base_values, cand_values, higher_is_better=stats.higher_is_better(metric),
-                                tolerance=tolerance, seed=seed)
+                                tolerance=tolerance)
             result.append({"kind": "backends", "baseline_ref": baseline, "candidate_ref": cand,
                            "load_label": load, "metric": metric, "tolerance": tolerance,
                            **_cmp_dict(cmp)})
     return result
 
 
+#: Keys of a stats.Comparison kept in a comparison row. ``method`` and ``reason`` (the note: why
+#: "not enough repetitions" / "insufficient data", or what n would decide) have their own columns;
+#: the rest lands in the row's ``detail``.
+_ROW_KEYS = ("ratio", "ci_low", "ci_high", "verdict", "method", "confidence", "n_baseline", "n_candidate",
+             "n_needed", "baseline_mean", "candidate_mean")
+
+
 def _cmp_dict(cmp: Any) -> dict[str, Any]:
     d = cmp.to_dict() if hasattr(cmp, "to_dict") else dict(vars(cmp))
-    return {k: d.get(k) for k in ("ratio", "ci_low", "ci_high", "verdict")}
+    return {**{k: d.get(k) for k in _ROW_KEYS}, "reason": d.get("note")}
 
 
 def baseline_of(spec: Any) -> str:
