@@ -27,7 +27,7 @@ import numpy as np
 
 #: The workload of one simulated repetition (small, so that thousands run in seconds).
 DATASET = "N(256,64)/(64,16)"
-REQUESTS, CONCURRENCY = 48, 8
+REQUESTS, CONCURRENCY = 32, 8
 LATENCIES = {"ttft_ms": "ttft_s", "tpot_ms": "tpot_s", "e2e_ms": "e2e_s"}
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
 THROUGHPUTS = ("output_throughput", "request_throughput")

@@ -110,7 +110,9 @@ def repetitions_needed(rel_var: float, *, tolerance: float = 0.0, change: float 
     if rel_var is None or not math.isfinite(rel_var):
         return None
     d = math.log1p(tolerance + change) - math.log1p(tolerance)
-    for n in range(MIN_N_FOR_COMPARISON, MAX_N_NEEDED + 1):
+    z = sps.norm.ppf(0.5 + confidence / 2) + sps.norm.ppf(power)
+    start = max(MIN_N_FOR_COMPARISON, min(MAX_N_NEEDED, math.floor(2 * rel_var * (z / d) ** 2)))
+    for n in range(start, MAX_N_NEEDED + 1):  # t quantiles exceed z ones: the answer is >= start
         df = 2 * n - 2
         q = sps.t.ppf(0.5 + confidence / 2, df) + sps.t.ppf(power, df)
         if q * math.sqrt(2 * rel_var / n) <= d:
