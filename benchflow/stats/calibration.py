@@ -19,6 +19,7 @@ from an invented noise model. A repetition is summarised like a cell (``ttft_ms.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,12 @@ def simulated_repetition(seed: int, *, requests: int = REQUESTS, concurrency: in
 def repetition_pool(count: int, *, first_seed: int = 0, **kwargs: Any) -> list[dict[str, Any]]:
     """``count`` simulated repetitions with seeds ``first_seed ..``."""
     return [simulated_repetition(first_seed + i, **kwargs) for i in range(count)]
+
+
+@functools.lru_cache(maxsize=4)
+def cached_pool(count: int) -> tuple[dict[str, Any], ...]:
+    """:func:`repetition_pool` with the defaults, made once per process (tests share it)."""
+    return tuple(repetition_pool(count))
 
 
 def slowed(summary: Mapping[str, Any], factor: float) -> dict[str, Any]:
