@@ -125,8 +125,10 @@ def render_text(campaign: dict[str, Any], cells: list[dict[str, Any]], aggregate
                 comparisons: list[dict[str, Any]]) -> str:
     """Terminal version: the same content with aligned plain-text tables."""
     counts = cell_counts(cells)
+    skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
     lines = [f"campaign {campaign['id']} ({campaign.get('name', '')}): {campaign.get('status')} — "
-             f"{_header_counts(counts)}", ""]
+             f"{counts['completed']}/{counts['total']} cells completed, {counts['failed']} failed, "
+             f"{counts['invalid']} invalid{skipped}", ""]
     sentences = [verdict_sentence(c) for c in _decided(comparisons)]
     lines += ["  * " + line.replace("**", "") for line in words.plain_words(cells, comparisons, sentences)]
     for c in cells:
