@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from benchflow import stats
-from benchflow.analysis import group_values
+from benchflow.analysis import group_values, unusable_reason
 from benchflow.errors import BenchflowError
 
 log = logging.getLogger(__name__)
@@ -202,8 +202,10 @@ def detect(baseline_rows: Sequence[Mapping[str, Any]], candidate_rows: Sequence[
         tol = tolerance_for(metric, tolerance, tolerances)
         values = cand.get((backend, load, metric))
         if values is None:
+            has_cells = any(r["backend_name"] == backend and r["load_label"] == load for r in candidate_rows)
+            note = unusable_reason(list(candidate_rows), backend, load) if has_cells else "no cells in this run"
             findings.append(Finding(backend, load, metric, INSUFFICIENT, tol, stats.higher_is_better(metric),
-                                    n_baseline=len(base_values), note="no usable cells in this run"))
+                                    n_baseline=len(base_values), note=note))
             continue
         found = compare_values(base_values, values, metric=metric, tolerance=tol, seed=seed, **compare_kwargs)
         findings.append(Finding(backend=backend, load_label=load, metric=metric, **found))

@@ -95,7 +95,7 @@ def test_failed_or_invalid_cells_do_not_count_and_missing_data_is_reported():
     failed = rows_for([{"tpot_ms.p50": 80.0}] * 3, status="failed")
     report = regression.detect(base, failed, metrics=["tpot_ms.p50"])
     assert [f.verdict for f in report.findings] == ["insufficient data"]
-    assert report.findings[0].note == "no usable cells in this run"
+    assert report.findings[0].note == "no valid cells of a at c4 (3 failed)"
     one = regression.detect(base, rows_for([{"tpot_ms.p50": 80.0}]), metrics=["tpot_ms.p50"])
     assert [f.verdict for f in one.findings] == ["not enough repetitions"]  # 1 repetition: no interval
     assert one.findings[0].note.startswith("3 baseline and 1 candidate repetitions; need")
