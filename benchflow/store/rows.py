@@ -151,6 +151,8 @@ class ComparisonInput(BaseModel):
     verdict: str = Field(..., max_length=32)
     tolerance: float = 0.0
     baseline_campaign_id: str | None = None
+    method: str | None = Field(None, max_length=32, description="how the CI and verdict were computed")
+    reason: str | None = Field(None, description="why 'not enough repetitions' / 'insufficient data'")
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:
