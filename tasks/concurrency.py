@@ -8,6 +8,11 @@ any length keep the GPU; the slots are released on exit (success, failure, cance
 crashed process's lease expires after ``lease`` seconds. A backend on several GPUs takes all their
 slots at once, so it never holds one GPU while waiting for another.
 
+A lease that cannot be renewed (the server lost it, or was unreachable for longer than the lease)
+means another campaign may now take the GPU: the block is interrupted (Prefect's
+``raise_on_lease_renewal_failure=True``), the backend is torn down by its ``finally``, and
+:class:`GpuLeaseLostError` says so, rather than measuring on with a shared GPU.
+
 Settings (environment of the flow run):
 - ``BENCHFLOW_GPU_SLOTS``: ``auto`` (default: create a missing limit with limit 1, then acquire
   strictly), ``strict`` (a missing limit is an error: run ``benchflow infra bootstrap``), ``off``;
@@ -17,6 +22,7 @@ Settings (environment of the flow run):
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -27,6 +33,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
+from benchflow.errors import BenchflowError
 from benchflow.gpu_slots import GpuSlotError, LocalGpus, backend_slot_names, host_name
 from benchflow.units import parse_duration_s
 
@@ -36,6 +43,10 @@ LEASE_ENV = "BENCHFLOW_GPU_SLOT_LEASE_S"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
 DEFAULT_LEASE_S = 300.0
 _POLICIES = ("auto", "strict", "off")
+
+
+class GpuLeaseLostError(BenchflowError):
+    """The GPU slot lease could not be renewed while the backend ran: the backend was stopped."""
 
 
 def slot_settings(env: dict[str, str] | None = None) -> tuple[str, float, float]:
@@ -52,6 +63,13 @@ def slot_settings(env: dict[str, str] | None = None) -> tuple[str, float, float]
     if not 60 <= lease <= 86400:
         raise GpuSlotError(f"{LEASE_ENV}: the lease must be 60s..24h, got {lease:g}s")
     return policy, timeout, lease
+
+
+def _exit_quietly(held: Any) -> None:
+    try:
+        held.__exit__(None, None, None)  # releases what is left of the lease
+    except Exception as e:  # noqa: BLE001 - the lease is gone already
+        get_run_logger().debug("releasing a lost lease: %s", e)
 
 
 def _ensure_limits(names: list[str]) -> None:
@@ -96,7 +114,7 @@ def gpu_slots(backend: Any, *, host: str | None = None, gpus: LocalGpus | None =
     logger.info("backend %s: waiting for GPU slot(s) %s (at most %.0fs)", backend.name, ", ".join(names), timeout_s)
     started = time.monotonic()
     held = concurrency(names, occupy=1, timeout_seconds=timeout_s, lease_duration=lease_s, strict=True,
-                       holder=_holder(), raise_on_lease_renewal_failure=False)
+                       holder=_holder(), raise_on_lease_renewal_failure=True)
     try:
         held.__enter__()
     except TimeoutError as e:
@@ -109,6 +127,13 @@ def gpu_slots(backend: Any, *, host: str | None = None, gpus: LocalGpus | None =
                 backend.name, ", ".join(names), time.monotonic() - started, lease_s)
     try:
         yield names
+    except asyncio.CancelledError as e:  # Prefect's lease watcher injects one (a subclass) when renewal fails
+        _exit_quietly(held)
+        message = (f"backend {backend.name}: lost the lease on GPU slot(s) {', '.join(names)} (it could not be "
+                   "renewed), so another benchmark may take the GPU; the backend was stopped and its remaining "
+                   "cells were not measured")
+        logger.error("%s", message)
+        raise GpuLeaseLostError(message) from e
     except BaseException:
         if not held.__exit__(*sys.exc_info()):
             raise

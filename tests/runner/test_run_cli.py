@@ -63,16 +63,15 @@ def _poll(fn, timeout_s: float, what: str):
 def test_a_server_that_does_not_start_in_time_gives_one_clear_line(tmp_path):
     spec = _spec(tmp_path, "slow-server")
     proc = subprocess.run([BENCHFLOW, "run", str(spec)], env=_env(
-        tmp_path, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0.01"), capture_output=True, text=True,
+        tmp_path, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1"), capture_output=True, text=True,
         timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "RuntimeError" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, proc.stderr
-    assert "temporary Prefect server did not start within 0.01s" in lines[0]
+    assert "temporary Prefect server did not start within 1s" in lines[0]
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in lines[0] and "PREFECT_API_URL" in lines[0]
-    assert not (tmp_path / "home" / "benchflow.db").exists() or True  # nothing measured either way
 
 
 def test_the_default_startup_timeout_is_generous_and_the_users_value_wins():
@@ -165,5 +164,3 @@ def test_kill_9_takes_the_server_along_and_the_resume_marks_the_old_run_crashed(
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-        # the simulator the killed run left behind is reaped by the resume; make sure anyway
-        subprocess.run([BENCHFLOW, "cleanup", "--help"], env=env, capture_output=True, timeout=60)
