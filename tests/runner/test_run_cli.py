@@ -161,6 +161,12 @@ def test_kill_9_takes_the_server_along_and_the_resume_marks_the_old_run_crashed(
         assert states[old_run.replace("-", "")] == "CRASHED", states
         new_run = _campaign_flow_run(tmp_path / "home", cid)
         assert new_run != old_run and states[new_run.replace("-", "")] == "COMPLETED", states
+        # the README's sqlite3 example, on the database a real campaign wrote
+        from tests.runner.test_report_cli import README_QUERY
+
+        with sqlite3.connect(tmp_path / "home" / "benchflow.db") as conn:
+            rows = conn.execute(README_QUERY).fetchall()
+        assert len(rows) == 1 and rows[0][0] == "sim-a" and rows[0][4] > 0, rows
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
