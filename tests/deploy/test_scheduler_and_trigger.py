@@ -75,7 +75,7 @@ def test_the_nightly_gets_scheduled_runs_within_90s_of_deploy(scheduler_server):
     deadline = scheduler_server.deployed_at + 90
     with scheduler_server.client() as client:
         while True:
-            scheduled = _runs(client, "nightly/nightly", "SCHEDULED")
+            scheduled = _runs(client, "campaign/nightly", "SCHEDULED")
             if scheduled or time.monotonic() > deadline:
                 break
             time.sleep(1)
