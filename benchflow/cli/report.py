@@ -57,9 +57,26 @@ def print_report(campaign_id: str | None, markdown: bool = False) -> None:
     from benchflow import report
 
     results, campaign, cells, aggregates, comparisons = load(campaign_id)
+    warning = fake_nvml_warning(results, campaign["id"])
+    if warning:
+        print(warning)
     render = report.render_markdown if markdown else report.render_text
     print(render(campaign, cells, aggregates, comparisons))
+    if warning:
+        print(warning)
     print(f"results: {results.describe()}; campaign id {campaign['id']}")
+
+
+def fake_nvml_warning(results, campaign_id: str) -> str | None:
+    """The FAKE NVML warning line when the campaign's manifest says its GPU values were faked."""
+    from benchflow.store.manifest import FAKE_NVML_WARNING
+
+    try:
+        manifest = results.store.manifest(campaign_id) or {}
+    except BenchflowError:
+        return None
+    manifest = manifest.get("manifest", manifest) if isinstance(manifest, dict) else {}
+    return FAKE_NVML_WARNING if manifest.get("nvml") == "fake" else None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from benchflow.spec import load_spec
 
     load_spec(args.spec)  # a bad spec fails here, before Prefect or any backend starts
+    from benchflow.store.manifest import FAKE_NVML_ENV, FAKE_NVML_WARNING
+
+    if os.environ.get(FAKE_NVML_ENV):
+        print(FAKE_NVML_WARNING, file=sys.stderr)
     if args.campaign_id:
         try:
             validate_campaign_id(args.campaign_id)
