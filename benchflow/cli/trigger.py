@@ -106,6 +106,12 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         params["spec"] = spec.model_dump(mode="json", exclude_defaults=True)
         params.setdefault("campaign_id", args.campaign_id or new_campaign_id(spec.name))
     elif args.spec_path:
+        local = os.path.abspath(args.spec_path)
+        if os.path.exists(local):  # the same checkout here: a bad spec stops here too
+            load_spec(local)
+        else:
+            print(f"note: {args.spec_path} is not under {os.getcwd()}; sent unchecked (the worker resolves it "
+                  "against its benchflow checkout)", file=sys.stderr)
         params["spec"] = args.spec_path
     if args.campaign_id:
         try:

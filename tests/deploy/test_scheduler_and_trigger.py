@@ -144,9 +144,10 @@ def _db_bytes(db: Path) -> bytes:
 def test_trigger_sends_no_secret_and_the_prefect_database_holds_none(scheduler_server, tmp_path):
     spec = tiny_spec("secret-trigger")
     spec["backends"][0]["env"] = {"HF_TOKEN": SECRETS["hf"], "LOG_LEVEL": "info"}
-    spec["backends"][0]["engine_args"]["api-key"] = SECRETS["key"]
     spec["backends"].append({"name": "remote", "kind": "openai",
                              "url": f"http://bench:{SECRETS['pw']}@127.0.0.1:9/"})
+    spec["backends"].append({"name": "engine", "kind": "vllm", "engine_args": {"api-key": SECRETS["key"]},
+                             "command": ["vllm", "serve", "m", "--api-key", SECRETS["flag"]]})
     path = write_spec(tmp_path / "secret.yaml", spec)
     env = scheduler_server.env()
     with scheduler_server.client() as client:
@@ -156,8 +157,8 @@ def test_trigger_sends_no_secret_and_the_prefect_database_holds_none(scheduler_s
                     f'code_path="--token {SECRETS["flag"]}"', "--param", f"api_token={SECRETS['flag']}"], env)
         after = len(_runs(client, "campaign/adhoc"))
     assert trig.returncode == 2, trig.stdout + trig.stderr
-    for where in ("spec.backends[0].env.HF_TOKEN", "spec.backends[0].engine_args.api-key",
-                  "spec.backends[1].url (password in a URL)"):
+    for where in ("spec.backends[0].env.HF_TOKEN", "spec.backends[1].url (password in a URL)",
+                  "spec.backends[2].engine_args.api-key", "spec.backends[2].command[4] (value of --api-key)"):
         assert where in trig.stderr, trig.stderr
     assert "Secret block" in trig.stderr
     assert flag.returncode == 2 and "api_token" in flag.stderr, flag.stderr
