@@ -170,3 +170,6 @@ def test_kill_9_takes_the_server_along_and_the_resume_marks_the_old_run_crashed(
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
+        from benchflow.launch import reap_leftovers
+
+        reap_leftovers(tmp_path / "home" / "runs" / cid / "processes", grace_s=2)  # the killed run's simulator
