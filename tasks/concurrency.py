@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +64,20 @@ def slot_settings(env: dict[str, str] | None = None) -> tuple[str, float, float]
     if not 60 <= lease <= 86400:
         raise GpuSlotError(f"{LEASE_ENV}: the lease must be 60s..24h, got {lease:g}s")
     return policy, timeout, lease
+
+
+def _renewal_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("concurrency-lease-renewal-")]
+
+
+def _renewal_ended(renewers: list[threading.Thread], wait_s: float = 2.0) -> bool:
+    """True when this block's lease renewal thread has stopped (it stops only when renewal failed,
+    or on exit); False when it still runs, or when it was never seen."""
+    if not renewers:
+        return False
+    for thread in renewers:
+        thread.join(wait_s)
+    return not any(t.is_alive() for t in renewers)
 
 
 def _exit_quietly(held: Any) -> None:
@@ -113,6 +128,7 @@ def gpu_slots(backend: Any, *, host: str | None = None, gpus: LocalGpus | None =
         _ensure_limits(names)
     logger.info("backend %s: waiting for GPU slot(s) %s (at most %.0fs)", backend.name, ", ".join(names), timeout_s)
     started = time.monotonic()
+    renewers_before = _renewal_threads()
     held = concurrency(names, occupy=1, timeout_seconds=timeout_s, lease_duration=lease_s, strict=True,
                        holder=_holder(), raise_on_lease_renewal_failure=True)
     try:
@@ -123,11 +139,18 @@ def gpu_slots(backend: Any, *, host: str | None = None, gpus: LocalGpus | None =
     except ConcurrencySlotAcquisitionError as e:
         raise GpuSlotError(f"cannot take GPU slot(s) {', '.join(names)}: {e}. Create them with "
                            "`benchflow infra bootstrap` (or set BENCHFLOW_GPU_SLOTS=auto)") from e
+    renewers = [t for t in _renewal_threads() if t not in renewers_before]
     logger.info("backend %s: holding GPU slot(s) %s (waited %.1fs; lease %.0fs, renewed while held)",
                 backend.name, ", ".join(names), time.monotonic() - started, lease_s)
     try:
         yield names
-    except asyncio.CancelledError as e:  # Prefect's lease watcher injects one (a subclass) when renewal fails
+    except asyncio.CancelledError as e:
+        # Prefect's lease watcher injects one (a subclass) when the renewal failed, and its renewal
+        # thread then ends; any other cancellation finds the thread still renewing
+        if not _renewal_ended(renewers):
+            if not held.__exit__(*sys.exc_info()):
+                raise
+            return
         _exit_quietly(held)
         message = (f"backend {backend.name}: lost the lease on GPU slot(s) {', '.join(names)} (it could not be "
                    "renewed), so another benchmark may take the GPU; the backend was stopped and its remaining "

@@ -218,3 +218,33 @@ def test_a_gpu_lease_that_cannot_be_renewed_stops_the_block(scheduler_server, mo
         hold_the_gpu()
     assert "finished" not in outcome, "the block ran on after its lease was lost"
     assert "lost the lease on GPU slot(s) gpu-leasetest-0" in outcome.get("error", ""), outcome
+
+
+def test_another_cancellation_inside_the_block_is_not_called_a_lost_lease(scheduler_server, monkeypatch):
+    import asyncio
+
+    from prefect import flow
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from benchflow.gpu_slots import LocalGpus
+    from benchflow.spec import load_spec
+    from tasks.concurrency import gpu_slots
+
+    monkeypatch.setenv("BENCHFLOW_GPU_SLOTS", "auto")
+    backend = load_spec(tiny_spec(gpu_slots=[0])).backends[0]
+    seen: dict = {}
+
+    @flow
+    def cancel_inside() -> None:
+        try:
+            with gpu_slots(backend, host="leasetest2", gpus=LocalGpus(env={"BENCHFLOW_GPU_COUNT": "1"})):
+                raise asyncio.CancelledError("stop")
+        except asyncio.CancelledError as e:
+            seen["error"] = e
+
+    with temporary_settings({PREFECT_API_URL: scheduler_server.api_url}):
+        cancel_inside()
+    assert type(seen.get("error")) is asyncio.CancelledError, seen
+    with httpx.Client(base_url=scheduler_server.api_url) as client:  # the slot was given back
+        limit = client.get("/v2/concurrency_limits/gpu-leasetest2-0").json()
+    assert limit["active_slots"] == 0, limit
