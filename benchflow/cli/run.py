@@ -14,7 +14,7 @@ EXIT_SPEC = 2            # the spec or the arguments are invalid: nothing ran
 EXIT_NOTHING_VALID = 3   # it ran to the end, but not one cell gave a valid measurement
 
 EPILOG = """exit codes:
-  0  completed: every cell measured and valid
+  0  completed
   1  failed: some cells failed, or the results could not be stored, or the run was refused
   2  invalid spec or arguments: nothing ran
   3  measured, but nothing valid: every cell failed or was marked invalid (see the report)
@@ -23,9 +23,9 @@ EPILOG = """exit codes:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a campaign spec through the Prefect campaign flow",
-                       description="Runs a campaign: deploys each backend, measures its cells, aggregates "
-                                   "with confidence intervals, compares the backends, and stores everything. "
-                                   "Without PREFECT_API_URL, a temporary Prefect server is started (it may "
+                       description="Runs a campaign: deploys each backend, measures its cells, aggregates with\n"
+                                   "confidence intervals, compares the backends, and stores everything.\n"
+                                   "Without PREFECT_API_URL, a temporary Prefect server is started first (it may\n"
                                    "take up to PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, default 120).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="campaign spec file (YAML or JSON)")
