@@ -73,8 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Prints the flow run id and the campaign id; --wait follows it to the end.")
     p.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. campaign/adhoc")
     spec = p.add_mutually_exclusive_group()
-    spec.add_argument("--spec", metavar="FILE", help="campaign spec file: validated here (secret-looking values are refused: Prefect stores "
-                           "parameters in plain text), then sent as its contents")
+    spec.add_argument("--spec", metavar="FILE",
+                      help="campaign spec file: validated here (secret-looking values are refused: Prefect "
+                           "stores parameters in plain text), then sent as its contents")
     spec.add_argument("--spec-path", metavar="PATH",
                       help="a spec path on the worker, relative to its benchflow checkout (sent as is)")
     p.add_argument("--campaign-id", help="campaign id (resume it; default: a new id, printed)")
