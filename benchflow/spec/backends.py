@@ -65,6 +65,7 @@ EngineArgValue = Annotated[
     WithJsonSchema({"anyOf": [{"type": t} for t in ("boolean", "integer", "number", "string", "array", "object")]}),
 ]
 FlagName = Annotated[str, AfterValidator(_check_flag_name)]
+EnvName = Annotated[str, Field(pattern=_ENV_RE)]
 
 
 def _check_gpus(value: Any) -> Any:
@@ -101,6 +102,9 @@ def _env_value(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError('write booleans in env as quoted strings ("true", "1")')
     return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value), AfterValidator(no_nul)]
 
 
 def _image_name(value: Any) -> Any:
@@ -165,7 +169,7 @@ class BackendSpec(StrictModel):
         None, min_length=1, max_length=4096, description="full command, replacing the default one"
     )
     engine_args: dict[FlagName, EngineArgValue] = Field(default_factory=dict, description="flags by native name")
-    env: dict[Annotated[str, Field(pattern=_ENV_RE)], Annotated[str, BeforeValidator(_env_value), AfterValidator(no_nul)]] = Field(
+    env: dict[EnvName, EnvValue] = Field(
         default_factory=dict, description="environment variables"
     )
     gpus: GpuSelection = Field(None, description='"all", a count, or a list of GPU indices/UUIDs')

@@ -42,6 +42,16 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+#: Plain words for pydantic's type errors, whose own messages name Python classes.
+_EXPECTED = {
+    "model_type": "expected a mapping of keys", "model_attributes_type": "expected a mapping of keys",
+    "dict_type": "expected a mapping of keys", "path_type": "expected a file path", "list_type": "expected a list",
+    "string_type": "expected a string", "int_type": "expected a whole number", "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number", "float_type": "expected a number", "float_parsing": "expected a number",
+    "bool_type": "expected true or false", "bool_parsing": "expected true or false",
+}
+
+
 def _known_keys() -> set[str]:
     keys: set[str] = set()
     for module in (models, backends):
@@ -76,7 +86,7 @@ def _message(err: dict[str, Any]) -> str:
         return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
         return f"required key is missing ({_HINTS['kind']})"
-    msg = err["msg"]
+    msg = _EXPECTED.get(kind, err["msg"])
     if kind in ("value_error", "assertion_error"):
         return msg.split(", ", 1)[1] if ", " in msg else msg
     shows_input = ("_type", "_parsing", "literal_error", "string_pattern_mismatch")

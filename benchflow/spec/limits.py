@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
+from benchflow.workload import MAX_TOKENS_PER_REQUEST
+
 __all__ = [
     "MAX_BACKENDS", "MAX_LOAD_POINTS", "MAX_CELLS", "MAX_PROMPT_TOKENS_PER_CELL", "at_most",
     "Concurrency", "Rate", "Burstiness", "Requests", "Repetitions", "Seed", "Temperature", "Gibibytes", "Tokens",
@@ -27,7 +29,7 @@ MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 100.0
 MAX_GIB = 1_000_000.0
 #: Longer than any model's context window (and each prompt is built in memory).
-MAX_TOKENS = 2**21
+MAX_TOKENS = MAX_TOKENS_PER_REQUEST
 MAX_BACKENDS = 100
 MAX_LOAD_POINTS = 1_000
 #: Cells are expanded, stored and run one by one.

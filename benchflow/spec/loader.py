@@ -57,8 +57,10 @@ def salvage(model: type[StrictModel], data: Any, context: dict[str, Any]) -> Any
     if not isinstance(data, dict):
         return BROKEN
     values: dict[str, Any] = {}
-    for name in model.model_fields:
+    for name, field in model.model_fields.items():
         if name not in data:
+            if field.is_required():
+                values[name] = BROKEN
             continue
         try:
             values[name] = _adapter(model, name).validate_python(data[name], context=context)
@@ -72,7 +74,7 @@ def salvage(model: type[StrictModel], data: Any, context: dict[str, Any]) -> Any
             values[name] = [_validated(items, item, context) for item in data[name]]
         else:
             values[name] = BROKEN
-    return model.model_construct(_fields_set=set(values), **values)
+    return model.model_construct(_fields_set={k for k in values if k in data}, **values)
 
 
 def _validated(adapter: TypeAdapter, data: Any, context: dict[str, Any]) -> Any:
