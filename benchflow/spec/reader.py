@@ -128,8 +128,8 @@ def _check_yaml_events(text: str) -> str | None:
             continue
         if total > MAX_VALUES or any(frame[0] > MAX_VALUES for frame in stack[-1:]):
             line = event.start_mark.line + 1
-            return (f"line {line}: the spec expands to more than {MAX_VALUES:,} values "
-                    "(YAML aliases repeated inside each other?)")
+            return (f"line {line}: the spec holds more than {MAX_VALUES:,} values "
+                    "(each use of a YAML alias counts its whole value)")
     return None
 
 
