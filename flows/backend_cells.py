@@ -28,7 +28,7 @@ def gpu_indices(backend: Any) -> list[int] | None:
     if backend.gpus is None or backend.gpus == "all":
         return None
     from benchflow.gpu_slots import LocalGpus, backend_gpu_indices
-    from benchflow.metrics.nvml import nvml_from_env
+    from benchflow.metrics.nvml_env import nvml_from_env
 
     return backend_gpu_indices(backend, uuid_to_index=LocalGpus(nvml_from_env()).uuid_to_index) or None
 
@@ -56,7 +56,7 @@ def _health_gate(results: Any, spec: Any, backend: Any, todo: list[Any], cid: st
 def _nvml_for(backend: Any) -> Any:
     if not backend.needs_gpu:
         return None
-    from benchflow.metrics.nvml import nvml_from_env
+    from benchflow.metrics.nvml_env import nvml_from_env
 
     return nvml_from_env()
 

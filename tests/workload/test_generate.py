@@ -101,7 +101,9 @@ def test_spec_reports_missing_and_broken_jsonl(tmp_path, minimal, write_spec):
     minimal["workload"]["dataset"] = {"jsonl": "missing.jsonl"}
     with pytest.raises(SpecError) as info:
         load_spec(write_spec(minimal))
-    assert info.value.problems == [f"workload.dataset.jsonl: file not found: {tmp_path / 'missing.jsonl'}"]
+    assert info.value.problems == [
+        f"workload.dataset.jsonl: file not found: {tmp_path / 'missing.jsonl'} "
+        "(a relative path is resolved against the spec's folder)"]
     write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, "[1]"])
     minimal["workload"]["dataset"] = {"jsonl": "bad.jsonl"}
     with pytest.raises(SpecError) as info:
