@@ -17,12 +17,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from benchflow.errors import BackendStartError
 from benchflow.launch.base import tail
 from benchflow.launch.commands import render_process_command
-from benchflow.launch.readiness import wait_ready
+from benchflow.launch.readiness import probe, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class ProcessLauncher:
         registry_dir: Path | None = None,
         owner: str = "",
         run_id: str = "",
+        env_extra: Mapping[str, str] | None = None,
     ):
         self.backend = backend
         self.model = model
@@ -69,7 +70,9 @@ class ProcessLauncher:
         self.owner = owner
         self.run_id = run_id
         self.argv = render_process_command(backend, model, host, self.port)
+        self.env_extra = {str(k): str(v) for k, v in (env_extra or {}).items()}
         self.url: str | None = None
+        self.image_digest: str | None = None  # a process has no image
         self._proc: subprocess.Popen | None = None
 
     @property
@@ -78,7 +81,8 @@ class ProcessLauncher:
 
     def start(self) -> str:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**backend_environment(), **{k: str(v) for k, v in self.backend.env.items()}, "PYTHONUNBUFFERED": "1"}
+        env = {**backend_environment(), **self.env_extra, **{k: str(v) for k, v in self.backend.env.items()},
+               "PYTHONUNBUFFERED": "1"}
         log.info("starting backend %s: %s (log: %s)", self.backend.name, " ".join(self.argv), self.log_path)
         with open(self.log_path, "ab") as logf:
             try:
@@ -220,19 +224,29 @@ def _cmdline(pid: int) -> list[str] | None:
 
 
 class EndpointLauncher:
-    """The ``none`` launcher: an OpenAI-compatible endpoint that is already running."""
+    """The ``none`` launcher: an OpenAI-compatible endpoint that is already running.
+
+    benchflow does not own its process: ``stop()`` leaves it running, ``logs()`` is empty, and
+    ``alive()`` probes it (``/health`` and ``/v1/models``) instead of reading an exit code.
+    """
+
+    #: How long ``alive()`` waits for one probe answer.
+    alive_timeout_s = 5.0
 
     def __init__(self, url: str):
         self.url = url.rstrip("/")
+        self.image_digest: str | None = None
 
     def start(self) -> str:
         return self.url
 
     def ready(self, timeout_s: float) -> None:
-        wait_ready(self.url, timeout_s)
+        took = wait_ready(self.url, timeout_s)
+        log.info("endpoint %s ready after %.1fs", self.url, took)
 
     def alive(self) -> str | None:
-        return None
+        why = probe(self.url, self.alive_timeout_s)
+        return None if why is None else f"endpoint does not answer ({why})"
 
     def logs(self) -> str:
         return ""
