@@ -36,10 +36,9 @@ def deploy_backend(backend: Any, model: str, campaign_id: str, log_dir: Path, re
     grace_s = float(getattr(backend, "stop_grace_s", 10.0))
     launcher = make_launcher(backend, model, log_path=Path(log_dir) / f"backend-{backend.name}.log",
                              registry_dir=Path(registry_dir), owner=campaign_id, run_id=str(flow_run.id or ""),
-                             env_extra=secret_env(backend))
+                             env_extra=secret_env(backend), logger=logger)
     try:
-        url = launcher.start()
-        logger.info("backend %s starting at %s", backend.name, url)
+        launcher.start()
         launcher.ready(float(backend.ready_timeout_s))
     except BackendStartError as e:
         logger.error("backend %s failed to start: %s\n--- log tail ---\n%s", backend.name,
@@ -49,7 +48,6 @@ def deploy_backend(backend: Any, model: str, campaign_id: str, log_dir: Path, re
     except BaseException:
         launcher.stop(grace_s)  # cancelled or crashed while starting: leave nothing behind
         raise
-    logger.info("backend %s ready at %s", backend.name, launcher.url)
     return launcher
 
 
@@ -57,6 +55,8 @@ def deploy_backend(backend: Any, model: str, campaign_id: str, log_dir: Path, re
 def teardown_backend(launcher: Launcher, grace_s: float = 10.0) -> str:
     """Stops the backend (SIGTERM, grace, SIGKILL) and returns its whole log."""
     logger = get_run_logger()
+    if hasattr(launcher, "log"):
+        launcher.log = logger  # the launcher's own messages go to this task run, as its deploy's did
     launcher.stop(grace_s)
     logs = launcher.logs()
     logger.info("backend at %s torn down (%d bytes of log)", launcher.url, len(logs))

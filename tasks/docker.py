@@ -56,8 +56,10 @@ def cleanup_campaign_containers(campaign_id: str, *, grace_s: float = 10.0) -> l
     except BenchflowError as e:
         log.info("%s; no containers to clean up", e)
         return []
-    with client:
+    try:
         removed = remove_leftovers(client, campaign_id, grace_s)
+    finally:
+        client.close()
     for leftover in removed:
         _logger().warning("removed container %s left by an earlier run", leftover.describe())
     return [leftover.name for leftover in removed]

@@ -19,27 +19,29 @@ log = logging.getLogger(__name__)
 
 
 def make_launcher(backend: Any, model: str, *, log_path: Path, registry_dir: Path | None = None, owner: str = "",
-                  run_id: str = "", env_extra: Mapping[str, str] | None = None) -> Launcher:
+                  run_id: str = "", env_extra: Mapping[str, str] | None = None, logger: Any = None) -> Launcher:
     """The launcher for ``backend`` (its ``launcher`` field: ``process``, ``none`` or ``docker``).
 
     ``log_path`` receives the backend's log; ``registry_dir`` holds the pid files of ``process``
     backends; ``owner`` (the campaign id) and ``run_id`` (the flow run id) mark what the launcher
     starts, so that :func:`cleanup_leftovers` finds it after a crash. ``env_extra`` adds
     variables (secrets such as ``HF_TOKEN``) to the backend's environment; the spec's ``env``
-    wins over it. Nothing is started yet.
+    wins over it. ``logger`` (a :class:`logging.Logger` or adapter, such as a Prefect run logger)
+    receives the launcher's messages instead of the module loggers. Nothing is started yet.
     """
     kind = getattr(backend, "launcher", None)
     if kind == "none":
         if not backend.url:
             raise ValueError(f"backend {backend.name}: launcher none needs a url")
-        return EndpointLauncher(backend.url)
+        return EndpointLauncher(backend.url, logger=logger)
     if kind == "process":
         return ProcessLauncher(backend, model, log_path, registry_dir=registry_dir, owner=owner, run_id=run_id,
-                               env_extra=env_extra)
+                               env_extra=env_extra, logger=logger)
     if kind == "docker":
         from benchflow.launch.docker import DockerLauncher
 
-        return DockerLauncher(backend, model, log_path, owner=owner, run_id=run_id, env_extra=env_extra)
+        return DockerLauncher(backend, model, log_path, owner=owner, run_id=run_id, env_extra=env_extra,
+                              logger=logger)
     raise ValueError(f"backend {backend.name}: unknown launcher {kind!r}")
 
 

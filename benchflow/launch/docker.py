@@ -62,7 +62,7 @@ def docker_client(timeout_s: float = 60.0) -> Any:
     return client
 
 
-def ensure_image(client: Any, ref: str, pull_policy: str) -> Any:
+def ensure_image(client: Any, ref: str, pull_policy: str, logger: Any = log) -> Any:
     """The docker ``Image`` for ``ref``, pulled as ``pull_policy`` says."""
     if pull_policy != "always":
         try:
@@ -73,7 +73,7 @@ def ensure_image(client: Any, ref: str, pull_policy: str) -> Any:
                     f"image {ref} is not on the Docker host and pull_policy is never; build or load it "
                     "first (see `docker images`), or set pull_policy: if-missing") from None
     repository, tag = parse_repository_tag(ref)
-    log.info("pulling image %s (pull_policy %s)", ref, pull_policy)
+    logger.info("pulling image %s (pull_policy %s)", ref, pull_policy)
     try:
         client.images.pull(repository, tag=tag or "latest")
         return client.images.get(ref)
@@ -98,7 +98,10 @@ class DockerLauncher:
     snapshot_every_s = 30.0
 
     def __init__(self, backend: Any, model: str, log_path: Path | str, *, owner: str = "", run_id: str = "",
-                 cell_id: str = "", env_extra: Mapping[str, str] | None = None, client: Any = None):
+                 cell_id: str = "", env_extra: Mapping[str, str] | None = None, client: Any = None,
+                 logger: Any = None):
+        #: Where the launcher logs (a Prefect run logger when a task passes one in); never secrets.
+        self.log: Any = logger or log
         self.backend = backend
         self.name = str(backend.name)
         self.owner = owner
@@ -131,11 +134,11 @@ class DockerLauncher:
     def create(self) -> str:
         """Resolves the image, removes this backend's leftovers and creates the container (not started)."""
         client = self.client()
-        image = ensure_image(client, self.plan.image, self.plan.pull_policy)
+        image = ensure_image(client, self.plan.image, self.plan.pull_policy, self.log)
         self.image_id, self.image_digest = image.id, image_digest(image, self.plan.image)
-        _remove_stale(client, self.owner, self.name)
+        _remove_stale(client, self.owner, self.name, self.log)
         kwargs = self.create_kwargs()
-        log.info("backend %s: creating container %s from %s (%s): %s", self.name, self.container_name,
+        self.log.info("backend %s: creating container %s from %s (%s): %s", self.name, self.container_name,
                  self.plan.image, self.image_digest, redact_create_kwargs(kwargs))
         try:
             container = client.containers.create(**kwargs)
@@ -150,7 +153,7 @@ class DockerLauncher:
         kwargs = dict(self.plan.create_kwargs)
         env = dict(kwargs.get("environment") or {})
         if HF_TOKEN_ENV in env:
-            log.warning("backend %s: %s is set in the spec's env, where it is stored in plain text; pass it "
+            self.log.warning("backend %s: %s is set in the spec's env, where it is stored in plain text; pass it "
                         "from a secret store or the %s environment variable instead", self.name, HF_TOKEN_ENV,
                         HF_TOKEN_ENV)
         kwargs["environment"] = {**self.env_extra, **env}
@@ -168,18 +171,18 @@ class DockerLauncher:
             raise BackendStartError(f"cannot start container for backend {self.name}: {reason}",
                                     log_tail=tail(self.logs()), transient=busy) from e
         self.url = self.plan.base_url
-        log.info("backend %s: container %s starting at %s", self.name, self.container_name, self.url)
+        self.log.info("backend %s: container %s starting at %s", self.name, self.container_name, self.url)
         return self.url
 
     def ready(self, timeout_s: float) -> None:
         assert self.url, "start() first"
         took = wait_ready(self.url, timeout_s, alive=self.alive, logs=self.logs, on_wait=self._snapshot,
                           snapshot_every_s=self.snapshot_every_s)
-        log.info("backend %s ready at %s after %.1fs (container %s)", self.name, self.url, took,
+        self.log.info("backend %s ready at %s after %.1fs (container %s)", self.name, self.url, took,
                  self.container_name)
 
     def _snapshot(self, elapsed_s: float, why: str) -> None:
-        log.info("backend %s still starting after %.0fs (%s); container log tail:\n%s", self.name,
+        self.log.info("backend %s still starting after %.0fs (%s); container log tail:\n%s", self.name,
                  elapsed_s, why, tail(self.logs(), 10))
 
     # -- while it runs -------------------------------------------------------------------------
@@ -193,7 +196,7 @@ class DockerLauncher:
         except docker.errors.NotFound:
             return "container is gone (removed outside benchflow)"
         except (docker.errors.DockerException, BackendStartError) as e:
-            log.warning("cannot inspect container of backend %s: %s", self.name, e)
+            self.log.warning("cannot inspect container of backend %s: %s", self.name, e)
             return None
         if state.get("Status") in ("exited", "dead", "removing"):
             oom = " (out of memory)" if state.get("OOMKilled") else ""
@@ -208,7 +211,7 @@ class DockerLauncher:
         try:
             self._last_logs = self.client().api.logs(self.container_id).decode(errors="replace")
         except (docker.errors.DockerException, BackendStartError) as e:
-            log.debug("no logs from container of backend %s: %s", self.name, e)
+            self.log.debug("no logs from container of backend %s: %s", self.name, e)
         return self._last_logs
 
     # -- stop ----------------------------------------------------------------------------------
@@ -222,16 +225,16 @@ class DockerLauncher:
             self.exit_reason = self.alive()
             self.logs()  # the full log, shutdown included, before the container goes
         except Exception as e:  # noqa: BLE001 - teardown must not leave the container behind
-            log.warning("stopping container %s of backend %s failed (%s); removing it", cid[:12], self.name,
+            self.log.warning("stopping container %s of backend %s failed (%s); removing it", cid[:12], self.name,
                         _reason(e))
         finally:
             self._final_logs = self._last_logs
             try:
                 remove_container(self.client(), cid, grace_s=0)
             except Exception as e:  # noqa: BLE001 - stop() never raises; cleanup finds it by its labels
-                log.error("could not remove container %s of backend %s: %s", cid[:12], self.name, _reason(e))
+                self.log.error("could not remove container %s of backend %s: %s", cid[:12], self.name, _reason(e))
             self._write_log_file()
-        log.info("backend %s: container %s stopped (%s) and removed", self.name, self.container_name,
+        self.log.info("backend %s: container %s stopped (%s) and removed", self.name, self.container_name,
                  self.exit_reason)
 
     def _write_log_file(self) -> None:
@@ -241,7 +244,7 @@ class DockerLauncher:
                 f.write(f"=== container {self.container_name} ({(self.container_id or '')[:12]}) image "
                         f"{self.plan.image} {self.image_digest}: {self.exit_reason} ===\n{self._final_logs or ''}")
         except OSError as e:
-            log.warning("cannot write %s: %s", self.log_path, e)
+            self.log.warning("cannot write %s: %s", self.log_path, e)
 
 
 def _plan(backend: Any, model: str, campaign_id: str, cell_id: str, run_id: str) -> ContainerPlan:
@@ -257,10 +260,10 @@ def _plan(backend: Any, model: str, campaign_id: str, cell_id: str, run_id: str)
         raise BackendStartError(f"backend {backend.name}: {e}") from e
 
 
-def _remove_stale(client: Any, campaign_id: str, backend_name: str) -> None:
+def _remove_stale(client: Any, campaign_id: str, backend_name: str, logger: Any = log) -> None:
     """Removes containers of this campaign's backend that an earlier (crashed) run left behind."""
     labels = [f"{MANAGED_LABEL}=true", f"{CAMPAIGN_LABEL}={campaign_id}", f"{BACKEND_LABEL}={backend_name}"]
     for container in client.containers.list(all=True, filters={"label": labels}):
-        log.warning("backend %s: removing container %s left by an earlier run (%s)", backend_name,
+        logger.warning("backend %s: removing container %s left by an earlier run (%s)", backend_name,
                     container.name, container.status)
         remove_container(client, container.id, grace_s=10.0)
