@@ -35,7 +35,8 @@ def prefect_api(tmp_path_factory):
 def sim_backend(name: str = "sim", **fields) -> SimBackend:
     fields.setdefault("ready_timeout_s", 45)
     fields.setdefault("stop_grace_s", 5)
-    return SimBackend(name=name, kind="sim", launcher="docker", pull_policy="never", **fields)
+    fields.setdefault("pull_policy", "never")
+    return SimBackend(name=name, kind="sim", launcher="docker", **fields)
 
 
 def campaign_containers(client, campaign_id: str) -> list:
@@ -211,3 +212,34 @@ def test_hf_token_comes_from_the_secret_block_before_the_environment(prefect_api
         Secret.delete(HF_TOKEN_BLOCK)
     monkeypatch.delenv("HF_TOKEN")
     assert hf_token() is None
+
+
+@pytest.mark.parametrize(("policy", "pulls"), [("always", True), ("if-missing", False)])
+def test_pull_policy_always_pulls_even_a_local_image_and_if_missing_does_not(
+        docker_client, sim_image, campaign_id, tmp_path, policy, pulls):
+    # a local tag whose registry (127.0.0.1:1) refuses connections: a pull fails at once, offline
+    repository, tag = "127.0.0.1:1/benchflow/sim", f"pull-{campaign_id}"
+    docker_client.images.get(sim_image).tag(repository, tag)
+    backend = sim_backend("pulled", image=repository, tag=tag, pull_policy=policy)
+    launcher = DockerLauncher(backend, MODEL, tmp_path / "logs" / "backend-pulled.log", owner=campaign_id)
+    try:
+        if pulls:
+            with pytest.raises(BackendStartError, match=rf"cannot pull image {repository}:{tag} \(pull_policy always\)"):
+                launcher.start()
+            assert campaign_containers(docker_client, campaign_id) == []
+        else:
+            launcher.start()
+            assert launcher.image_digest == docker_client.images.get(sim_image).id
+    finally:
+        launcher.stop(0)
+        docker_client.images.remove(f"{repository}:{tag}")
+
+
+def test_a_missing_image_is_pulled_when_pull_policy_is_if_missing(docker_client, campaign_id, tmp_path):
+    backend = sim_backend("missing", image="127.0.0.1:1/benchflow/no-such-image", tag="x", pull_policy="if-missing")
+    launcher = DockerLauncher(backend, MODEL, tmp_path / "logs" / "backend-missing.log", owner=campaign_id)
+    with pytest.raises(BackendStartError, match=r"cannot pull image 127.0.0.1:1/benchflow/no-such-image:x") as info:
+        launcher.start()
+    assert info.value.transient  # the registry did not answer: worth a retry
+    launcher.stop(0)
+    assert campaign_containers(docker_client, campaign_id) == []
