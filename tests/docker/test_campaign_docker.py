@@ -138,8 +138,8 @@ def test_terminating_the_run_leaves_no_container(docker_client, campaign_id, tmp
             if stage == "mid-cell":
                 wait_for(lambda: served_requests(container) > 0, 30, "the cell's first requests", proc)
             else:
-                wait_for(lambda: container.reload() or container.status == "running", 30, "the container", proc)
-                time.sleep(1)  # inside wait_ready
+                # the engine is up and "loading" (so its SIGTERM handler is installed) while the run waits for it
+                wait_for(lambda: b"Loading model" in container.logs(), 60, "the engine to start loading", proc)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
