@@ -40,6 +40,16 @@ def probe(base_url: str, timeout_s: float = 2.0) -> str | None:
         return f"{type(e).__name__}: {getattr(e, 'reason', e)}"
 
 
+def reachable(base_url: str, timeout_s: float = 5.0) -> str | None:
+    """``None`` when ``/health`` gives any HTTP answer (a server that answers 503 while loading or
+    busy is still there), else why not (one line)."""
+    try:
+        _get(f"{base_url}/health", timeout_s)
+        return None
+    except (OSError, ValueError) as e:
+        return f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+
+
 def wait_ready(
     base_url: str,
     timeout_s: float,
