@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
-# No telemetry from the throwaway Prefect servers the tests start.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# ``from tests.conftest import free_port`` keeps working; new code imports it from tests.support.
+from tests.support.helpers import free_port, prefect_test_env  # noqa: F401
 
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# For every throwaway Prefect server a test starts, in this process or in a subprocess that inherits
+# the environment (`benchflow run` without PREFECT_API_URL): no telemetry, and a start-up limit that
+# holds on a loaded 2-core machine (Prefect's default of 20 s does not). A value set outside wins.
+for _name, _value in prefect_test_env().items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture
