@@ -47,7 +47,7 @@ def _prompts(n: int, input_tokens: int, output_tokens: int) -> list[Prompt]:
 
 def test_benchflow_bench_and_the_server_agree_on_ttft_and_tpot_at_concurrency_64(tmp_path):
     """`benchflow sim --engine-arg max-num-seqs=8`, then `benchflow bench` at concurrency 64: the
-    client's p50 TTFT and TPOT agree with the server's own histograms within 5%."""
+    client's p50 TTFT, TPOT, ITL and E2E agree with the server's own histograms."""
     out = tmp_path / "bench.json"
     with sim_process("--engine-arg", "max-num-seqs=8", "--model", "sim", cmd=[*BENCHFLOW_CMD, "sim"]) as sim:
         bench = subprocess.run(
@@ -60,26 +60,35 @@ def test_benchflow_bench_and_the_server_agree_on_ttft_and_tpot_at_concurrency_64
     assert summary["completed"] == 128 and not summary["errors"]
     server_ttft_ms = 1e3 * histogram_quantile(text, "vllm:time_to_first_token_seconds", 0.5)
     server_tpot_ms = 1e3 * histogram_quantile(text, "vllm:request_time_per_output_token_seconds", 0.5)
-    assert summary["ttft_ms"]["p50"] == pytest.approx(server_ttft_ms, rel=0.05)
-    assert summary["tpot_ms"]["p50"] == pytest.approx(server_tpot_ms, rel=0.05)
+    # Both sides time the same tokens: a quiet machine agrees within ~4% (the client stamps later
+    # than the server, and the server's figure is interpolated inside a histogram bucket); 15%
+    # holds on a loaded machine and still catches a metric defined differently (seconds for ms,
+    # TPOT over n rather than n - 1 tokens, queueing left out of TTFT).
+    assert summary["ttft_ms"]["p50"] == pytest.approx(server_ttft_ms, rel=0.15)
+    assert summary["tpot_ms"]["p50"] == pytest.approx(server_tpot_ms, rel=0.15)
     for metric, hist in (("itl_ms", "vllm:inter_token_latency_seconds"), ("e2e_ms", "vllm:e2e_request_latency_seconds")):
-        assert summary[metric]["p50"] == pytest.approx(1e3 * histogram_quantile(text, hist, 0.5), rel=0.05), metric
-    # queueing behind max-num-seqs=8 dominates the TTFT; a decode step is ~8 ms
+        assert summary[metric]["p50"] == pytest.approx(1e3 * histogram_quantile(text, hist, 0.5), rel=0.15), metric
+    # queueing behind max-num-seqs=8 dominates the TTFT; a decode step takes at least its simulated
+    # ~8 ms (tokens are never released early; a loaded machine only makes steps longer, so there is
+    # no upper bound here: tests/sim/test_tradeoffs.py checks the step model's figure in virtual time)
     assert summary["ttft_ms"]["p50"] > 5 * summary["tpot_ms"]["p50"]
-    assert 8.0 < summary["tpot_ms"]["p50"] < 12.0
+    assert summary["tpot_ms"]["p50"] > 8.0
 
 
 async def _throughput(max_num_seqs: int) -> float:
     from benchflow.loadgen import run_load
     from benchflow.stats import summarize
 
-    with sim_process("--max-num-seqs", str(max_num_seqs), "--model", "sim") as sim:
-        run = await run_load(sim.base_url, "sim", _prompts(128, 16, 16), ConcurrencyLoad(concurrency=64),
-                             request_timeout_s=30)
+    # time-scale 3: the 64-sequence run asks ~1.2k tokens/s of client and server, which a loaded
+    # 2-core machine still serves, so the simulated step times (not the CPU) set the throughput.
+    with sim_process("--max-num-seqs", str(max_num_seqs), "--time-scale", "3", "--model", "sim") as sim:
+        run = await run_load(sim.base_url, "sim", _prompts(64, 16, 16), ConcurrencyLoad(concurrency=64),
+                             request_timeout_s=60)
     summary = summarize(run)
-    assert summary["completed"] == 128
+    assert summary["completed"] == 64
     return summary["output_throughput"]
 
 
 async def test_throughput_with_64_sequences_is_clearly_higher_than_with_8():
+    # the step model (virtual time) gives 4.2x for this workload; half of that holds under load
     assert await _throughput(64) > 2 * await _throughput(8)

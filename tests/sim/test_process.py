@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+import urllib.error
 import urllib.request
 
 import pytest
 
 from benchflow.sim.config import OOM_MESSAGE
+from tests.support import wait_for
 
 from .helpers import BENCHFLOW_CMD, SIM_CMD, run_to_exit, sim_process
 
@@ -107,21 +108,20 @@ def test_openai_client_streaming_and_not():
             client.completions.create(model="sim-llama", prompt="hi", max_tokens=9000)
 
 
+def _health(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 def test_startup_delay_reports_loading_over_http():
-    with sim_process("--startup-delay-s", "0.5", wait_ready=False) as sim:
-        try:
-            urllib.request.urlopen(sim.base_url + "/health", timeout=2)
-            status = 200
-        except urllib.error.HTTPError as e:
-            status, body = e.code, e.read()
-        assert (status, body) == (503, b"loading")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if urllib.request.urlopen(sim.base_url + "/health", timeout=2).status == 200:
-                    break
-            except urllib.error.HTTPError:
-                time.sleep(0.05)
+    # The delay starts just before the start-up line; it only has to outlast one request after it.
+    with sim_process("--startup-delay-s", "2", wait_ready=False) as sim:
+        assert _health(sim.base_url) == (503, b"loading")
+        wait_for(lambda: _health(sim.base_url)[0] == 200, timeout_s=30, what="/health to answer 200",
+                 detail=lambda: sim.output)
         assert _post(sim.base_url + "/v1/completions", {"prompt": "a", "max_tokens": 1})[0] == 200
 
 
@@ -139,8 +139,8 @@ def test_sigterm_with_hung_streams_still_exits_0():
         hung = threading.Thread(target=lambda: pytest.raises(Exception, _post, sim.base_url + "/v1/completions",
                                                              {"prompt": "a", "stream": True}, 15), daemon=True)
         hung.start()
-        time.sleep(0.3)
-        assert "simulated stall (--stall-after 0)" in sim.output
+        wait_for(lambda: "simulated stall (--stall-after 0)" in sim.output, timeout_s=30,
+                 what="the simulator to log the stall", detail=lambda: sim.output)
         assert sim.stop() == 0
     hung.join(timeout=15)
     assert not hung.is_alive()
