@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -14,6 +17,16 @@ from tests.support.helpers import free_port, prefect_test_env  # noqa: F401
 # holds on a loaded 2-core machine (Prefect's default of 20 s does not). A value set outside wins.
 for _name, _value in prefect_test_env().items():
     os.environ.setdefault(_name, _value)
+
+# Never the user's Prefect: a Prefect home of this session's own (its profiles, its ephemeral server's
+# SQLite database), so that a second `make test` beside this one, or a pytest-xdist worker, does not
+# share the database file, and no profile or exported PREFECT_API_URL sends test flows to a real server.
+# Tests that need a server set PREFECT_API_URL themselves (the harness, tests/deploy).
+_PREFECT_HOME = tempfile.mkdtemp(prefix="benchflow-tests-prefect-home-")
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+for _name in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture

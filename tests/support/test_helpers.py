@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -84,3 +85,14 @@ def test_prefect_subprocesses_inherit_a_startup_limit_that_holds_under_load():
     code = "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s; print(s.value())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert int(out.stdout.strip()) == PREFECT_STARTUP_TIMEOUT_S >= 60
+
+
+def test_prefect_subprocesses_get_this_sessions_own_prefect_home(tmp_path):
+    """tests/conftest.py isolates Prefect: a `benchflow run` of the tests never shares ~/.prefect
+    (its ephemeral server's SQLite database) with another test run on the same machine."""
+    code = "from prefect.settings import PREFECT_HOME, PREFECT_API_URL; print(PREFECT_HOME.value()); print(PREFECT_API_URL.value())"
+    env = {**os.environ, "HOME": str(tmp_path)}
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                           env=env).stdout.split()
+    assert lines[0] == os.environ["PREFECT_HOME"] and "benchflow-tests-prefect-home-" in lines[0]
+    assert lines[1] == "None"
