@@ -37,3 +37,31 @@ def tmp_benchflow_home(tmp_path, monkeypatch):
     monkeypatch.delenv("BENCHFLOW_DATABASE_URL", raising=False)
     monkeypatch.delenv("BENCHFLOW_ARTIFACTS", raising=False)
     return home
+
+
+# pytest-xdist (`make test-fast`: -n 2 --dist loadgroup): the areas whose session fixtures are
+# expensive or machine-wide run on one worker each, so each starts its fixtures once and no two
+# workers build the same Docker image or start a Postgres/Prefect stack each. Without pytest-xdist
+# installed the marks are not added.
+XDIST_GROUPS = {
+    "docker": "docker",        # one Docker engine; sim_image builds benchflow/sim:latest
+    "deploy": "deploy",        # prefect_stack: Postgres + Prefect server + worker per session
+    "flows": "prefect",        # prefect_harness: one throwaway Prefect server per session
+    "e2e": "e2e",              # secure_pg: a password Postgres per session
+    "store": "postgres",       # pg_server: a Postgres per session
+}
+
+
+def xdist_group_of(relpath: str) -> str | None:
+    """The xdist group of a test file, from its area (``tests/<area>/...``); None: any worker."""
+    parts = relpath.replace("\\", "/").split("/")
+    return XDIST_GROUPS.get(parts[1]) if len(parts) > 2 and parts[0] == "tests" else None
+
+
+def pytest_itemcollected(item):
+    # during collection, so the mark is there when xdist's worker turns it into the group suffix
+    if not item.config.pluginmanager.hasplugin("xdist"):  # the mark is xdist's (harmless when not distributing)
+        return
+    group = xdist_group_of(os.path.relpath(str(item.path), str(item.config.rootpath)))
+    if group is not None:
+        item.add_marker(pytest.mark.xdist_group(group))

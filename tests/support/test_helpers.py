@@ -96,3 +96,13 @@ def test_prefect_subprocesses_get_this_sessions_own_prefect_home(tmp_path):
                            env=env).stdout.split()
     assert lines[0] == os.environ["PREFECT_HOME"] and "benchflow-tests-prefect-home-" in lines[0]
     assert lines[1] == "None"
+
+
+def test_areas_with_heavy_session_fixtures_are_one_xdist_group_each():
+    from tests.conftest import xdist_group_of
+
+    assert xdist_group_of("tests/docker/test_cleanup.py") == "docker"
+    assert xdist_group_of("tests/flows/test_campaign_flow.py") == "prefect"
+    assert xdist_group_of("tests/store/sub/test_x.py") == "postgres"
+    assert xdist_group_of("tests/sim/test_server.py") is None
+    assert xdist_group_of("tests/conftest.py") is None and xdist_group_of("other/docker/test_x.py") is None
