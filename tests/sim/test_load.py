@@ -79,8 +79,8 @@ async def _throughput(max_num_seqs: int) -> float:
     from benchflow.loadgen import run_load
     from benchflow.stats import summarize
 
-    # time-scale 3: the 64-sequence run asks ~1.2k tokens/s of client and server, which a loaded
-    # 2-core machine still serves, so the simulated step times (not the CPU) set the throughput.
+    # time-scale 3: the simulated steps are slow enough that the CPU (client and server in Python)
+    # limits the 64-sequence run less on a loaded machine
     with sim_process("--max-num-seqs", str(max_num_seqs), "--time-scale", "3", "--model", "sim") as sim:
         run = await run_load(sim.base_url, "sim", _prompts(64, 16, 16), ConcurrencyLoad(concurrency=64),
                              request_timeout_s=60)
@@ -90,5 +90,7 @@ async def _throughput(max_num_seqs: int) -> float:
 
 
 async def test_throughput_with_64_sequences_is_clearly_higher_than_with_8():
-    # the step model (virtual time) gives 4.2x for this workload; half of that holds under load
-    assert await _throughput(64) > 2 * await _throughput(8)
+    # The step model (virtual time) gives 4.2x for this workload. Measured: 2.9-3.1x at load average 7
+    # and 2.3-2.6x at 11 on a 2-core machine (the CPU limits the 64-sequence run). A server that
+    # ignored max-num-seqs would give about 1x.
+    assert await _throughput(64) > 1.5 * await _throughput(8)
