@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 # ``from tests.conftest import free_port`` keeps working; new code imports it from tests.support.
-from tests.support.helpers import free_port, prefect_test_env  # noqa: F401
+from tests.support.helpers import PREFECT_STARTUP_TIMEOUT_S, free_port, prefect_test_env  # noqa: F401
 
 # For every throwaway Prefect server a test starts, in this process or in a subprocess that inherits
 # the environment (`benchflow run` without PREFECT_API_URL): no telemetry, and a start-up limit that
@@ -27,6 +27,19 @@ atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 for _name in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
     os.environ.pop(_name, None)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One throwaway Prefect server (SQLite) for the whole session, with a start-up limit that holds
+    under load and cache records in a temporary folder. Flows run in this process use it."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-storage")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        with prefect_test_harness(server_startup_timeout=PREFECT_STARTUP_TIMEOUT_S):
+            yield
 
 
 @pytest.fixture

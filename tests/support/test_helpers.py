@@ -104,3 +104,4 @@ def test_areas_with_heavy_session_fixtures_are_one_xdist_group_each():
     assert xdist_group_of("tests/store/sub/test_x.py") == "postgres"
     assert xdist_group_of("tests/sim/test_server.py") is None
     assert xdist_group_of("tests/conftest.py") is None and xdist_group_of("other/docker/test_x.py") is None
+
