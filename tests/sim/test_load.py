@@ -72,7 +72,8 @@ def test_benchflow_bench_and_the_server_agree_on_ttft_and_tpot_at_concurrency_64
     # TPOT and ITL as means (the server's exact sum/count, where delivery jitter cancels out) within
     # 5% (measured: up to 1.4%; the ITL median moved 11% once). Still caught: a metric defined
     # differently (seconds for ms, queueing left out of TTFT, the first token counted in TPOT).
-    for metric, hist in (("ttft_ms", "vllm:time_to_first_token_seconds"), ("e2e_ms", "vllm:e2e_request_latency_seconds")):
+    for metric, hist in (("ttft_ms", "vllm:time_to_first_token_seconds"),
+                         ("e2e_ms", "vllm:e2e_request_latency_seconds")):
         assert summary[metric]["p50"] == pytest.approx(1e3 * histogram_quantile(text, hist, 0.5), rel=0.15), metric
     for metric, hist in (("tpot_ms", "vllm:request_time_per_output_token_seconds"),
                          ("itl_ms", "vllm:inter_token_latency_seconds")):
