@@ -213,13 +213,19 @@ class FaultServer:
     - ``context_overflow``: vLLM's 400 for a prompt over ``max-model-len``;
     - ``http_500``: vLLM's 500 body.
 
-    It counts the completion requests it received (``requests``), so a test can tell a retry loop.
+    It counts the completion requests it received (``requests``), so a test can tell a retry loop,
+    and the most it held at once (``peak_in_flight``). With ``gate=N`` no request is answered until
+    N have arrived (or ``gate_timeout_s`` passed): proof that N were in flight together.
     """
 
-    def __init__(self, behaviours: tuple[str, ...]) -> None:
+    def __init__(self, behaviours: tuple[str, ...], gate: int = 0, gate_timeout_s: float = 120) -> None:
         assert behaviours and set(behaviours) <= set(FAULTS), behaviours
         self.behaviours = behaviours
+        self.gate, self.gate_timeout_s = gate, gate_timeout_s
+        self._gate_open: asyncio.Event | None = None
         self.requests = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self.url = ""
         self._lock = threading.Lock()
 
@@ -230,8 +236,23 @@ class FaultServer:
         return behaviour
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1  # one event loop: no lock needed
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         behaviour = self._next()
+        if self.gate:
+            if self._gate_open is None:
+                self._gate_open = asyncio.Event()
+            if self.requests >= self.gate:
+                self._gate_open.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._gate_open.wait(), self.gate_timeout_s)
         max_tokens = int(body.get("max_tokens") or 8)
         if behaviour in ("http_429", "http_500", "context_overflow"):
             status = {"http_429": 429, "http_500": 500, "context_overflow": 400}[behaviour]
@@ -289,9 +310,9 @@ class FaultServer:
 
 
 @contextlib.contextmanager
-def fault_server(*behaviours: str) -> Iterator[FaultServer]:
+def fault_server(*behaviours: str, gate: int = 0) -> Iterator[FaultServer]:
     """A :class:`FaultServer` on 127.0.0.1 on its own event loop in a daemon thread."""
-    server = FaultServer(tuple(behaviours))
+    server = FaultServer(tuple(behaviours), gate=gate)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, web.AppRunner] = {}
