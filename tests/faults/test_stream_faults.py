@@ -21,7 +21,7 @@ from tests.faults.conftest import REPO, fault_server
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT_S = 2  # the per-request timeout given to bench: a silent server costs this much
+TIMEOUT_S = 3  # the per-request timeout given to bench: a silent server costs this much
 
 
 def _bench(url: str, tmp_path: Path, requests: int, concurrency: int = 3) -> tuple[int, str, str, dict, pd.DataFrame]:
