@@ -133,7 +133,7 @@ def write_spec(path: Path, backends: list[dict], *, name: str = "faults", repeti
 
 
 def sim_backend(name: str, **engine_args: Any) -> dict:
-    """A ``sim`` backend that benchflow launches; ``marker`` is a unique seed to find its process by."""
+    """A ``sim`` backend that benchflow launches (give it a unique ``seed`` to find its process by)."""
     return {"name": name, "kind": "sim", "ready_timeout_s": 60, "engine_args": {"time-scale": 0.25, **engine_args}}
 
 
@@ -180,12 +180,20 @@ def wait_gone(procs: list[psutil.Process], timeout_s: float = 30) -> list[psutil
 
 
 def stop_tree(proc: subprocess.Popen) -> None:
-    """Kills what is left of a ``benchflow`` command started in its own session (test clean-up)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
+    """Kills what is left of a ``benchflow`` command started in its own session (test clean-up):
+    the command and every process still in its process group (e.g. the ephemeral Prefect server a
+    ``kill -9`` orphaned), even after the command itself has ended."""
+    group = []
+    for other in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if other.pid != os.getpid() and os.getpgid(other.pid) == proc.pid:
+                group.append(other)
+    for member in group:
+        with contextlib.suppress(psutil.Error):
+            member.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(10)
+    psutil.wait_procs(group, timeout=10)
     if proc.stdout and not proc.stdout.closed:
         proc.stdout.close()
 

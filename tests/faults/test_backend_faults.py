@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import pytest
 
 from tests.faults.conftest import (
-    Home,
     FaultServer,
+    Home,
     fault_server,
     processes_with,
     sim_backend,
