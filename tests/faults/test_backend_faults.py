@@ -11,6 +11,8 @@ healthy one and an OpenAI endpoint that answers every request with vLLM's contex
 - ``tinyctx``: ``max-model-len`` 16 with 40-token requests: every request is a 400;
 - ``overflow``: an ``openai`` endpoint (a server of this test) that answers every request 400,
   and counts them, so a retry loop would show;
+- ``flaky``: an ``openai`` endpoint whose answers cycle through a good stream, a 429, a stream of
+  messages that are not JSON and a stream cut mid-message;
 - ``steady``: nothing wrong with it.
 """
 
@@ -47,6 +49,7 @@ class Outcome:
     home: Home
     seeds: dict[str, int]
     overflow: FaultServer
+    flaky: FaultServer
 
     def cells(self, backend: str) -> list[dict]:
         return [c for c in self.home.cells(CID) if c["backend_name"] == backend]
@@ -72,20 +75,21 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     knobs = {"exits": {"gpu-memory-utilization": 0.05}, "crashy": {"crash-after": 9},
              "slow": {"startup-delay-s": 4}, "bursty": {"error-rate": 0.4}, "tinyctx": {"max-model-len": 16},
              "steady": {}}
-    with fault_server("context_overflow") as overflow:
+    with fault_server("context_overflow") as overflow, fault_server("ok", "http_429", "malformed", "cut") as flaky:
         backends = [sim_backend(name, seed=seeds[name], **knobs[name]) for name in names]
-        backends.insert(5, {"name": "overflow", "kind": "openai", "url": overflow.url})
+        backends[5:5] = [{"name": "overflow", "kind": "openai", "url": overflow.url},
+                         {"name": "flaky", "kind": "openai", "url": flaky.url}]
         spec = write_spec(base / "faults.yaml", backends, name="faults-backends", repetitions=REPETITIONS,
                           max_requests=MAX_REQUESTS, dataset="D(32,8)")
         rc, output = home.benchflow("run", str(spec), "--campaign-id", CID)
-    return Outcome(rc=rc, output=output, home=home, seeds=seeds, overflow=overflow)
+    return Outcome(rc=rc, output=output, home=home, seeds=seeds, overflow=overflow, flaky=flaky)
 
 
 def test_the_campaign_ends_failed_with_a_summary_not_a_traceback(outcome: Outcome):
     assert outcome.rc != 0, outcome.output[-3000:]
     assert "Traceback" not in outcome.output, outcome.output[-3000:]
     assert outcome.home.campaign(CID)["status"] == "failed"
-    assert len(outcome.home.cells(CID)) == 7 * REPETITIONS, "every cell has its row"
+    assert len(outcome.home.cells(CID)) == 8 * REPETITIONS, "every cell has its row"
 
 
 def test_a_backend_that_exits_at_start_up_fails_its_cells_with_the_log_tail(outcome: Outcome):
@@ -146,6 +150,17 @@ def test_context_overflow_is_not_retried(outcome: Outcome):
     assert all("maximum context length" in c["error"] for c in cells)
     # every request went out once: no retry of a request, no re-run of a cell
     assert 0 < outcome.overflow.requests <= REPETITIONS * (MAX_REQUESTS + WARMUP), outcome.overflow.requests
+
+
+def test_429s_malformed_and_cut_streams_make_the_cells_invalid_without_retries(outcome: Outcome):
+    cells = outcome.cells("flaky")
+    assert len(cells) == REPETITIONS and {c["status"] for c in cells} == {"completed"}, "measured, not failed"
+    for cell in cells:
+        assert re.fullmatch(r"error rate \d+\.\d% exceeds the limit 5\.0%", cell["invalid_reason"] or ""), cell
+    rates = [s["error_rate"] for s in outcome.summaries("flaky")]
+    assert len(rates) == REPETITIONS and all(0.5 <= r < 1 for r in rates), rates
+    assert outcome.flaky.requests == REPETITIONS * (MAX_REQUESTS + WARMUP), "each request sent once, 429s too"
+    assert "flaky" not in outcome.aggregated_backends()
 
 
 def test_the_healthy_backend_is_unaffected(outcome: Outcome):
