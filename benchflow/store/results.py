@@ -21,7 +21,8 @@ from typing import Any, Literal
 from benchflow.errors import BenchflowError, SchemaTooNewError, StorageError, StorageUnavailableError
 from benchflow.store import keys
 from benchflow.store import rows as r
-from benchflow.store.artifacts import ArtifactRef, ArtifactStore, artifact_store_from_config
+from benchflow.store.artifact_factory import artifact_store_from_config
+from benchflow.store.artifacts import ArtifactRef, ArtifactStore
 from benchflow.store.config import RetryPolicy, StoreConfig
 from benchflow.store.db import ResultStore
 from benchflow.store.spool import Spool
