@@ -23,6 +23,7 @@ from benchflow.errors import BackendStartError
 from benchflow.launch.base import tail
 from benchflow.launch.commands import render_process_command
 from benchflow.launch.readiness import wait_ready
+from benchflow.redact import redact_command
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class ProcessLauncher:
     def start(self) -> str:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**backend_environment(), **{k: str(v) for k, v in self.backend.env.items()}, "PYTHONUNBUFFERED": "1"}
-        log.info("starting backend %s: %s (log: %s)", self.backend.name, " ".join(self.argv), self.log_path)
+        log.info("starting backend %s: %s (log: %s)", self.backend.name, " ".join(redact_command(self.argv)), self.log_path)
         with open(self.log_path, "ab") as logf:
             try:
                 self._proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
