@@ -126,31 +126,42 @@ def redact_url_password(url: str) -> str:
     return _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", url)
 
 
-class RedactingFilter(logging.Filter):
-    """Redacts each record's formatted message (and drops its args), so no handler prints a secret.
+def _redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a broken record is the formatter's to report
+        return record
+    redacted = redact_text(message)
+    if redacted != message:
+        record.msg, record.args = redacted, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+    elif record.exc_text:
+        record.exc_text = redact_text(record.exc_text)
+    return record
 
-    Install it on handlers (``handler.addFilter(RedactingFilter())``): filters on a logger do not
-    apply to records from its children.
-    """
+
+class RedactingFilter(logging.Filter):
+    """Redacts each record's message and traceback text, for one handler
+    (``handler.addFilter(RedactingFilter())``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is the formatter's to report
-            return True
-        redacted = redact_text(message)
-        if redacted != message or record.args:
-            record.msg, record.args = redacted, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
-        elif record.exc_text:
-            record.exc_text = redact_text(record.exc_text)
+        _redact_record(record)
         return True
 
 
-def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Adds a :class:`RedactingFilter` to every handler of ``logger`` (the root logger by default)."""
-    target = logger or logging.getLogger()
-    for handler in target.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+def install_log_redaction() -> None:
+    """Redacts every log record of this process as it is created, whatever handler then prints,
+    files or ships it (the console, Prefect's API log handler, ...). Idempotent.
+
+    Installed through :func:`logging.setLogRecordFactory`, so it covers handlers configured later.
+    """
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "benchflow_redacting", False):
+        return
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return _redact_record(factory(*args, **kwargs))
+
+    make_record.benchflow_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)

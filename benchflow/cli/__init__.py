@@ -14,6 +14,7 @@ import pkgutil
 import sys
 
 from benchflow.errors import BenchflowError, SpecError
+from benchflow.redact import install_log_redaction
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # no log line, on the console or in Prefect's database, shows a secret
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -35,12 +35,13 @@ def _summary(spec) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from benchflow.redact import redact_spec
     from benchflow.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.json:
         out = {
-            "spec": spec.model_dump(mode="json"),
+            "spec": redact_spec(spec.model_dump(mode="json")),  # secret env values, flags, URL passwords
             "content_hash": spec.content_hash(),
             "cells": [c.model_dump(mode="json") for c in spec.cells()],
         }

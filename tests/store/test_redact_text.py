@@ -69,3 +69,16 @@ def test_log_filter_redacts_messages_and_arguments(caplog):
     except RuntimeError:
         logger.exception("failed")
     assert SECRET not in caplog.text
+
+
+def test_installed_record_factory_redacts_every_handler(caplog):
+    from benchflow.redact import install_log_redaction
+
+    before = logging.getLogRecordFactory()
+    try:
+        install_log_redaction()
+        install_log_redaction()  # idempotent
+        logging.getLogger("prefect.task_runs").warning("backend at %s", f"http://u:{SECRET}@h:1")
+        assert SECRET not in caplog.text and "http://u:***@h:1" in caplog.text
+    finally:
+        logging.setLogRecordFactory(before)
