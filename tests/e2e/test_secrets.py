@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, Deployment, spool_bytes, write_spec
+from tests.e2e.conftest import PASSWORD, Deployment, make_deployment, spool_bytes, write_spec
 from tests.support.sim_process import SimServer
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def _leaks(text: str | bytes) -> list[str]:
     return [what for what, secret in SECRETS.items() if secret.encode() in data]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def remote_sim():
     server = SimServer("--served-model-name", "sim-e2e", "--time-scale", "0.1")
     try:
@@ -47,8 +47,11 @@ def remote_sim():
         server.stop()
 
 
-@pytest.fixture
-def campaign(deployment: Deployment, remote_sim: SimServer, tmp_path: Path):
+@pytest.fixture(scope="module")
+def campaign(secure_pg, s3_url: str, remote_sim: SimServer, tmp_path_factory: pytest.TempPathFactory):
+    """The campaign, run once for this module's tests."""
+    tmp_path = tmp_path_factory.mktemp("secrets")
+    deployment = make_deployment(secure_pg, s3_url, tmp_path)
     plain_env = deployment.env
     # a loaded machine: the throwaway Prefect server may need more than its default 20 s to start
     deployment.env = lambda: {**plain_env(), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
