@@ -223,3 +223,35 @@ def test_frozen_s3_spools_within_the_bound_then_flushes(moto, tmp_path: Path, mo
         assert results.artifacts.exists(keys.cell_key(CID, "cell-1", keys.REQUESTS))
     finally:
         results.store.dispose()
+
+
+# ---- a whole campaign: `benchflow run` while its Postgres is frozen ------------------------------
+
+
+def test_campaign_keeps_going_while_postgres_is_frozen(own_pg, s3_url: str, tmp_path: Path):
+    """The campaign measured with its database frozen: each cell is spooled within the bound (the
+    run does not hang), and once Postgres runs again the run replays the spool and completes."""
+    from tests.e2e.conftest import make_deployment, sim, stop_process_group, wait_for, write_spec
+
+    d = make_deployment(own_pg, s3_url, tmp_path)
+    plain_env = d.env
+    d.env = lambda: {**plain_env(), "BENCHFLOW_STORE_WRITE_TIMEOUT_S": "5",
+                     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+    spec = write_spec(tmp_path / "hang.yaml", "e2e-hang", [sim("solo")], repetitions=4, dataset="D(16,48)")
+    log = tmp_path / "run.log"
+    cid = "e2e-hang"
+    proc = d.start_benchflow("run", str(spec), "--campaign-id", cid, log=log)
+    try:
+        wait_for(lambda: d.cells_stored(cid) >= 1, "the first stored cell", 180, proc, log)
+        with frozen(_postgres_pids(own_pg)):
+            # before the bound existed, the run sat here, silent, for as long as the server was frozen
+            wait_for(lambda: "could not be stored now; spooled to" in log.read_text(), "a spooled cell", WAIT_S,
+                     proc, log)
+        rc = proc.wait(timeout=300)
+    finally:
+        stop_process_group(proc, d.home)
+    output = log.read_text()
+    assert rc == 0, output
+    assert "did not answer within 5s" in output
+    assert d.read(lambda s: s.get_campaign(cid))["status"] == "completed"
+    assert d.read(lambda s: len(s.completed_cell_ids(cid))) == 4
