@@ -57,7 +57,7 @@ def make_s3_client(endpoint_url: str | None = None, region_name: str | None = No
     config = Config(
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
-        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
         s3={"addressing_style": "path"} if endpoint_url else None,
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
