@@ -37,13 +37,13 @@ from benchflow.errors import (
     StorageError,
     StorageUnavailableError,
 )
-from benchflow.redact import redact_text
 from benchflow.store import keys
 from benchflow.store import rows as r
 from benchflow.store.artifact_factory import artifact_store_from_config
 from benchflow.store.artifacts import ArtifactRef, ArtifactStore
 from benchflow.store.config import DEFAULT_WRITE_TIMEOUT_S, RetryPolicy, StoreConfig, _positive_float
 from benchflow.store.db import ResultStore
+from benchflow.store.scrub import redacted_blob
 from benchflow.store.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ class Results:
     def _submit(self, kind: str, campaign_id: str | None, ops: Sequence[r.Op], blobs: Mapping[str, Blob],
                 uris: Mapping[str, str] | None = None, label: str | None = None) -> PersistOutcome:
         what = f"storing {label or kind} of campaign {campaign_id}"
-        blobs = {key: _redacted_blob(key, blob) for key, blob in blobs.items()}
+        blobs = {key: redacted_blob(key, blob) for key, blob in blobs.items()}
         try:
             self._with_retry(lambda: self._store_now(campaign_id, ops, blobs), what)
             return PersistOutcome("stored", self.store.redacted_url, dict(uris or {}))
@@ -351,23 +351,6 @@ class Results:
         if replayed or result.remaining:
             log.info("flushed spool %s: %s", self.spool.root, result)
         return result
-
-
-#: Artifacts that are text: secrets in them (URL passwords, --api-key values, ...) are redacted.
-TEXT_SUFFIXES = (".log", ".md", ".txt", ".json", ".jsonl", ".yaml", ".yml", ".csv", ".out", ".err")
-
-
-def _redacted_blob(key: str, blob: Blob) -> Blob:
-    """A text artifact with :func:`benchflow.redact.redact_text` applied (unchanged when clean)."""
-    if not key.lower().endswith(TEXT_SUFFIXES):
-        return blob
-    try:
-        data = blob if isinstance(blob, bytes) else Path(blob).read_bytes()
-    except OSError:
-        return blob  # the store reports the unreadable file
-    text = data.decode("utf-8", errors="surrogateescape")
-    clean = redact_text(text)
-    return blob if clean == text else clean.encode("utf-8", errors="surrogateescape")
 
 
 def _one_line(error: BaseException) -> str:

@@ -82,3 +82,29 @@ def test_installed_record_factory_redacts_every_handler(caplog):
         assert SECRET not in caplog.text and "http://u:***@h:1" in caplog.text
     finally:
         logging.setLogRecordFactory(before)
+
+
+def test_artifacts_are_redacted_text_and_parquet_alike(tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchflow.store.scrub import redacted_blob
+
+    log = tmp_path / "backend.log"
+    log.write_text(f"serving with --api-key {SECRET}\n")
+    assert SECRET.encode() not in redacted_blob("campaigns/c/backend-x.log", log)
+    clean = b"nothing to hide"
+    assert redacted_blob("campaigns/c/report.md", clean) is clean
+
+    table = pa.table({"error_message": [None, f"GET http://u:{SECRET}@h/v1 failed"], "status": [200, 500]})
+    raw = io.BytesIO()
+    pq.write_table(table, raw)
+    out = redacted_blob("campaigns/c/cells/x/requests.parquet", raw.getvalue())
+    back = pq.read_table(io.BytesIO(out))
+    assert back.column("error_message").to_pylist() == [None, "GET http://u:***@h/v1 failed"]
+    assert back.column("status").to_pylist() == [200, 500]
+    plain = io.BytesIO()
+    pq.write_table(pa.table({"error_message": ["timeout"]}), plain)
+    assert redacted_blob("x/requests.parquet", plain.getvalue()) == plain.getvalue()
