@@ -46,19 +46,34 @@ CID = "hang-1"
 @contextmanager
 def frozen(pids: list[int]) -> Iterator[None]:
     """SIGSTOPs the processes; always SIGCONTs them again."""
-    procs = [psutil.Process(p) for p in pids]
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:  # a backend that just ended
+            continue
     try:
         for proc in procs:
-            proc.send_signal(signal.SIGSTOP)
+            try:
+                proc.send_signal(signal.SIGSTOP)
+            except psutil.NoSuchProcess:
+                continue
         for proc in procs:
-            _wait(lambda p=proc: p.status() == psutil.STATUS_STOPPED, f"pid {proc.pid} to stop", 10)
+            _wait(lambda p=proc: _stopped_or_gone(p), f"pid {proc.pid} to stop", 30)
         yield
     finally:
         for proc in procs:
             try:
                 proc.send_signal(signal.SIGCONT)
             except psutil.NoSuchProcess:
-                pass
+                continue
+
+
+def _stopped_or_gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout_s: float) -> None:
