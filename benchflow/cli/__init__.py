@@ -14,7 +14,7 @@ import pkgutil
 import sys
 
 from benchflow.errors import BenchflowError, SpecError
-from benchflow.redact import install_log_redaction
+from benchflow.redact import install_log_redaction, redact_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SpecError as e:
-        print(str(e), file=sys.stderr)
+        print(redact_text(str(e)), file=sys.stderr)
         return 2
     except BenchflowError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact_text(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -108,3 +108,19 @@ def test_artifacts_are_redacted_text_and_parquet_alike(tmp_path):
     plain = io.BytesIO()
     pq.write_table(pa.table({"error_message": ["timeout"]}), plain)
     assert redacted_blob("x/requests.parquet", plain.getvalue()) == plain.getvalue()
+
+
+def test_cli_errors_are_printed_redacted(tmp_path, capsys):
+    from benchflow.cli import main
+
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\nallow_simulated: true\nmodel: {name: m}\nbackends:\n"
+                    f"  - {{name: r, kind: openai, url: 'ftp://u:{SECRET}@127.0.0.1:80'}}\n"
+                    "workload: {dataset: 'D(16,8)', load_points: [{concurrency: 2}], max_requests: 4}\n")
+    before = logging.getLogRecordFactory()
+    try:
+        assert main(["validate", str(spec)]) == 2
+    finally:
+        logging.setLogRecordFactory(before)
+    err = capsys.readouterr().err
+    assert "ftp://u:***@127.0.0.1:80" in err and SECRET not in err
