@@ -15,9 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "benchflow"
 
-#: Cycles known to exist when this test was written, owned by another change. Each has a strict
-#: xfail test below that starts failing once the cycle is gone: then delete the entry.
-KNOWN = {frozenset({"benchflow.store.artifacts", "benchflow.store.s3"})}
+#: No cycle is allowed: add none here.
+KNOWN: set[frozenset[str]] = set()
 
 
 def _modules() -> dict[str, Path]:
@@ -121,9 +120,3 @@ def test_the_checker_finds_a_cycle_hidden_in_a_function():
 def test_no_import_cycles():
     found = [c for c in cycles(import_graph()) if frozenset(c) not in KNOWN]
     assert found == [], "import cycles in benchflow/: " + "; ".join(" <-> ".join(c) for c in found)
-
-
-@pytest.mark.xfail(strict=True, reason="store/artifacts.py <-> store/s3.py: the store change cuts it; "
-                                       "once this passes, delete it and its KNOWN entry")
-def test_known_store_cycle_is_gone():
-    assert frozenset({"benchflow.store.artifacts", "benchflow.store.s3"}) not in map(frozenset, cycles(import_graph()))

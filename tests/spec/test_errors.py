@@ -254,7 +254,6 @@ def test_validate_json_hides_secret_looking_values(write_spec, minimal, capsys):
     assert backend["env"]["OMP_NUM_THREADS"] == "4" and backend["engine_args"]["max-num-seqs"] == 64
 
 
-@pytest.mark.xfail(reason="URL passwords: benchflow.redact.redact_spec learns them in the store change", strict=False)
 def test_validate_json_hides_url_passwords(write_spec, minimal, capsys):
     minimal["backends"][0] = {"name": "a", "kind": "openai", "url": "http://user:s3cret@127.0.0.1:9"}
     assert main(["validate", str(write_spec(minimal)), "--json"]) == 0
