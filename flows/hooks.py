@@ -3,8 +3,40 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+#: flow run id -> (results, campaign id) of a campaign that a signal interrupted (a worker's cancel).
+_INTERRUPTED: dict[str, tuple[Any, str]] = {}
+
+
+@contextmanager
+def running_campaign(flow_run_id: Any, results: Any, campaign_id: str) -> Iterator[None]:
+    """Remembers the campaign of a flow run that a signal ends (a worker delivers a cancel by
+    stopping the flow's process), so that :func:`mark_cancelled` can mark it."""
+    try:
+        yield
+    except BaseException as e:
+        if not isinstance(e, Exception):
+            _INTERRUPTED[str(flow_run_id)] = (results, campaign_id)
+        raise
+
+
+def mark_cancelled(flow, flow_run, state) -> None:
+    """On cancellation: a campaign the engine did not end itself (its process was told to stop) is
+    marked ``cancelled`` in the results database; one that ended itself already is."""
+    entry = _INTERRUPTED.pop(str(flow_run.id), None)
+    if entry is None:
+        return
+    results, campaign_id = entry
+    try:
+        results.finish_campaign(campaign_id, "cancelled")
+        log.warning("campaign %s cancelled (flow run %s); measured cells are stored", campaign_id, flow_run.id)
+    except Exception as e:  # noqa: BLE001 - a hook must not raise
+        log.warning("campaign %s: could not mark it cancelled: %s", campaign_id, e)
 
 
 def reap_on_exit(flow, flow_run, state) -> None:

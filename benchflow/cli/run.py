@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     if state.is_failed():
         print(f"\ncampaign FAILED: {state.message}", file=sys.stderr)
         return 1
+    if state.is_cancelled():
+        print(f"\ncampaign CANCELLED: {state.message}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -73,4 +76,6 @@ def _state_data(state) -> dict:
         return {"error": str(e)}
     if isinstance(result, dict):
         return result
+    if isinstance(getattr(result, "summary", None), dict):  # a failed or cancelled run's error carries it
+        return result.summary
     return getattr(state, "data", None) if isinstance(getattr(state, "data", None), dict) else {}

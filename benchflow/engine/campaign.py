@@ -19,7 +19,16 @@ from benchflow import analysis
 from benchflow.campaign import analysis_input, failure_summary
 from benchflow.engine.backend import BackendResult, run_backend
 from benchflow.engine.steps import BackendSteps, FinishSteps
-from benchflow.errors import CampaignCancelled, ResultsNotStoredError, StorageError
+from benchflow.errors import BenchflowError, CampaignCancelled, ResultsNotStoredError, StorageError
+
+
+class RunFailed(BenchflowError):
+    """A run (campaign, nightly, fleet check) that ended failed, as a value: the data of the flow
+    run's Failed state. ``summary`` is what the run would have returned (campaign id, status)."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.summary = dict(summary or {})
 
 
 @dataclass
