@@ -51,9 +51,19 @@ def run_cell(spec: Any, cell: Any, launcher: Launcher, nvml: Any = None, gpu_ind
         return outcome
     if outcome.status == "cancelled":
         logger.warning("%s cancelled: %s", name, outcome.error)
-        return Cancelled(message=f"{name} cancelled: {_first(outcome.error)}", data=outcome)
+        return Cancelled(message=f"{name} cancelled: {_first(outcome.error)}", data=Carried(outcome))
     logger.error("%s %s: %s", name, outcome.status, outcome.error)
-    return Failed(message=f"{name} {outcome.status}: {outcome.error}", data=outcome)
+    return Failed(message=f"{name} {outcome.status}: {outcome.error}", data=Carried(outcome))
+
+
+class Carried:
+    """A failed cell's outcome as the data of its state, with a short repr (Prefect logs the state)."""
+
+    def __init__(self, outcome: CellOutcome):
+        self.outcome = outcome
+
+    def __repr__(self) -> str:
+        return f"<cell {self.outcome.cell_id} {self.outcome.status}>"
 
 
 def outcome_of(state: Any) -> CellOutcome:
@@ -62,7 +72,7 @@ def outcome_of(state: Any) -> CellOutcome:
     value = state.result(raise_on_failure=False)
     if isinstance(value, BaseException):
         raise value
-    return value
+    return value.outcome if isinstance(value, Carried) else value
 
 
 def _first(text: str | None) -> str:
