@@ -9,34 +9,50 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: flow run id -> (results, campaign id) of a campaign that a signal interrupted (a worker's cancel).
-_INTERRUPTED: dict[str, tuple[Any, str]] = {}
-
-
 @contextmanager
 def running_campaign(flow_run_id: Any, results: Any, campaign_id: str) -> Iterator[None]:
-    """Remembers the campaign of a flow run that a signal ends (a worker delivers a cancel by
-    stopping the flow's process), so that :func:`mark_cancelled` can mark it."""
+    """Marks the campaign ``cancelled`` when a worker stops the flow's process to cancel it (Prefect's
+    runner sends SIGTERM with a cancel intent; the engine has torn the backend down by then)."""
     try:
         yield
     except BaseException as e:
-        if not isinstance(e, Exception):
-            _INTERRUPTED[str(flow_run_id)] = (results, campaign_id)
+        if not isinstance(e, Exception) and _cancel_intent():
+            _set_cancelled(results, campaign_id, flow_run_id)
         raise
 
 
-def mark_cancelled(flow, flow_run, state) -> None:
-    """On cancellation: a campaign the engine did not end itself (its process was told to stop) is
-    marked ``cancelled`` in the results database; one that ended itself already is."""
-    entry = _INTERRUPTED.pop(str(flow_run.id), None)
-    if entry is None:
-        return
-    results, campaign_id = entry
+def _cancel_intent() -> bool:
+    try:  # Prefect 3.8's runner-to-flow control channel; absent elsewhere
+        from prefect._internal.control_listener import get_intent
+    except ImportError:
+        return False
+    return get_intent() == "cancel"
+
+
+def _set_cancelled(results: Any, campaign_id: str, flow_run_id: Any) -> None:
     try:
         results.finish_campaign(campaign_id, "cancelled")
-        log.warning("campaign %s cancelled (flow run %s); measured cells are stored", campaign_id, flow_run.id)
-    except Exception as e:  # noqa: BLE001 - a hook must not raise
+        log.warning("campaign %s cancelled (flow run %s); measured cells are stored", campaign_id, flow_run_id)
+    except Exception as e:  # noqa: BLE001 - never raise from clean-up
         log.warning("campaign %s: could not mark it cancelled: %s", campaign_id, e)
+
+
+def mark_cancelled(flow, flow_run, state) -> None:
+    """``on_cancellation``: a campaign of this flow run still ``running`` in the results database is
+    marked ``cancelled`` (this hook may run in the worker, not in the flow's process)."""
+    try:
+        from benchflow.store.results import Results
+        from tasks.secrets import load_settings
+
+        load_settings()
+        results = Results.from_env()
+        running = [c for c in results.store.campaigns(status="running")
+                   if c.get("flow_run_id") == str(flow_run.id)]
+    except Exception as e:  # noqa: BLE001 - never raise from a hook
+        log.warning("flow run %s: cannot look up its campaign: %s", flow_run.id, e)
+        return
+    for campaign in running:
+        _set_cancelled(results, campaign["id"], flow_run.id)
 
 
 def reap_on_exit(flow, flow_run, state) -> None:

@@ -12,20 +12,31 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import threading
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 2.0
+#: Seconds between two looks at the flow run's state (default 2).
+INTERVAL_ENV = "BENCHFLOW_CANCEL_POLL_S"
+
+
+def poll_interval_s() -> float:
+    try:
+        return max(0.2, float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL_S))
+    except ValueError:
+        log.warning("%s: not a number; polling every %gs", INTERVAL_ENV, DEFAULT_INTERVAL_S)
+        return DEFAULT_INTERVAL_S
 
 
 class CancelWatcher:
     """``watcher()`` is None until a cancel of ``flow_run_id`` is requested, then the reason."""
 
-    def __init__(self, flow_run_id: Any, interval_s: float = DEFAULT_INTERVAL_S):
+    def __init__(self, flow_run_id: Any, interval_s: float | None = None):
         self.flow_run_id = flow_run_id
-        self.interval_s = interval_s
+        self.interval_s = poll_interval_s() if interval_s is None else interval_s
         self.reason: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -44,7 +55,7 @@ class CancelWatcher:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.interval_s + 5)
+            self._thread.join(timeout=min(self.interval_s, 30) + 5)
 
     def _watch(self) -> None:
         from prefect.client.orchestration import get_client
