@@ -76,7 +76,7 @@ def stored_status(status: str, error: str | None) -> tuple[str, str | None]:
 
     if status in get_args(CellStatus):
         return status, error
-    if error and error.lower().startswith(status):
+    if error and status in error.splitlines()[0].lower():
         return "failed", error
     return "failed", f"{status}: {error}" if error else status
 
@@ -109,8 +109,12 @@ def analysis_input(cells: list[dict[str, Any]], summaries: list[dict[str, Any]])
              "status": c["status"], "summary": by_id.get(c["cell_id"], {})} for c in cells]
 
 
+#: Stored cell statuses that make a campaign fail.
+FAILED_STATUSES = ("failed", "stalled")
+
+
 def failure_summary(cells: list[dict[str, Any]]) -> str | None:
-    failed = [c for c in cells if c.get("status") == "failed"]
+    failed = [c for c in cells if c.get("status") in FAILED_STATUSES]
     if not failed:
         return None
     lines = [f"{c['backend_name']} {c['load_label']} rep {c['repetition']}: {(c.get('error') or '').splitlines()[0] if c.get('error') else 'unknown'}"

@@ -66,7 +66,8 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
     progress = Progress(cid, len(cells), done=len(done))
     workdir = results.config.home / "runs" / cid
     clean_campaign_leftovers(spec_obj, cid, workdir)
-    with running_campaign(current_run.id, results, cid), CancelWatcher(current_run.id) as cancel:
+    watcher = CancelWatcher(current_run.id, also=(current_run.root_flow_run_id,))
+    with running_campaign(current_run.id, results, cid), watcher as cancel:
         result = engine.run_campaign(spec_obj, cid, cells, backend_steps(results, spec_obj, cid, workdir, progress,
                                                                           cancel),
                                      finish_steps(results, cid, code_path), done=done, workdir=workdir)

@@ -32,10 +32,13 @@ def poll_interval_s() -> float:
 
 
 class CancelWatcher:
-    """``watcher()`` is None until a cancel of ``flow_run_id`` is requested, then the reason."""
+    """``watcher()`` is None until a cancel of ``flow_run_id`` is requested, then the reason.
+    ``also``: more flow runs whose cancel counts (the root run of a nightly that runs the campaign
+    as a subflow)."""
 
-    def __init__(self, flow_run_id: Any, interval_s: float | None = None):
+    def __init__(self, flow_run_id: Any, interval_s: float | None = None, also: tuple[Any, ...] = ()):
         self.flow_run_id = flow_run_id
+        self.watched = [i for i in dict.fromkeys([flow_run_id, *also]) if i is not None]
         self.interval_s = poll_interval_s() if interval_s is None else interval_s
         self.reason: str | None = None
         self._stop = threading.Event()
@@ -45,7 +48,7 @@ class CancelWatcher:
         return self.reason
 
     def __enter__(self) -> CancelWatcher:
-        if self.flow_run_id is not None:
+        if self.watched:
             ctx = contextvars.copy_context()  # the Prefect settings (API URL) of this flow run
             self._thread = threading.Thread(target=ctx.run, args=(self._watch,), name="benchflow-cancel-watcher",
                                             daemon=True)
@@ -71,13 +74,14 @@ class CancelWatcher:
     def _check(self, client: Any) -> bool:
         from prefect.client.schemas.objects import StateType
 
-        try:
-            run = client.read_flow_run(self.flow_run_id)
-        except Exception as e:  # noqa: BLE001 - a blip of the API: try again next time
-            log.debug("reading flow run %s: %s", self.flow_run_id, e)
-            return False
-        state = run.state
-        if state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED):
-            self.reason = f"flow run {run.name} was cancelled (state {state.name})"
-            return True
+        for flow_run_id in self.watched:
+            try:
+                run = client.read_flow_run(flow_run_id)
+            except Exception as e:  # noqa: BLE001 - a blip of the API: try again next time
+                log.debug("reading flow run %s: %s", flow_run_id, e)
+                continue
+            state = run.state
+            if state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED):
+                self.reason = f"flow run {run.name} was cancelled (state {state.name})"
+                return True
         return False

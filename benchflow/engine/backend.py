@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchflow.campaign import cell_row, failed_cell_row
+from benchflow.campaign import FAILED_STATUSES, cell_row, failed_cell_row
 from benchflow.engine.cells import LOG_TAIL_MARKER, restart_due, with_log_tail
 from benchflow.engine.steps import BackendSteps
 from benchflow.errors import BackendStartError, CampaignCancelled
@@ -117,7 +117,7 @@ def _run_cells(steps: BackendSteps, backend: Any, cells: list[Any], launcher: An
         row = cell_row(cell, outcome, gpu_uuids=gpu_uuids)
         steps.persist_cell(cell, row, outcome.summary, artifacts)
         result.measured += 1
-        result.failed += row["status"] == "failed"
+        result.failed += row["status"] in FAILED_STATUSES
         steps.progress(_note(cell, outcome.status))
         if outcome.status == "cancelled":
             raise CampaignCancelled(f"cancelled during cell {cell.backend} {cell.load_point.label} rep "
