@@ -47,12 +47,12 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
     logger = get_run_logger()
     spec_obj = _resolve_spec(spec)
     cid = validate_campaign_id(campaign_id) if campaign_id else new_campaign_id(spec_obj.name)
+    cells = spec_obj.cells()
     try:  # the database decides what is done: without it, nothing starts
         results = open_results()
         existing = results.store.get_campaign(cid)
         check_resume(cid, existing, redact_spec(spec_obj.model_dump(mode="json")), spec_obj.content_hash())
         persist_campaign(results, cid, spec_obj, status="running", flow_run_id=str(current_run.id or ""))
-        cells = spec_obj.cells()
         done = results.store.completed_cell_ids(cid) & {c.id for c in cells}
     except StorageError as e:
         message = f"campaign {cid} not started, nothing was measured: {e}"
@@ -63,14 +63,17 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
         return failed(str(e), {"campaign_id": cid, "status": "refused"})
     logger.info("campaign %s: %d cells, %d already completed, %d to run; results in %s", cid, len(cells),
                 len(done), len(cells) - len(done), results.describe())
-    progress = Progress(cid, len(cells), done=len(done))
+    finish = finish_steps(results, cid, code_path)
     workdir = results.config.home / "runs" / cid
-    clean_campaign_leftovers(spec_obj, cid, workdir)
     watcher = CancelWatcher(current_run.id, also=(current_run.root_flow_run_id,))
     with running_campaign(current_run.id, results, cid), watcher as cancel:
-        result = engine.run_campaign(spec_obj, cid, cells, backend_steps(results, spec_obj, cid, workdir, progress,
-                                                                          cancel),
-                                     finish_steps(results, cid, code_path), done=done, workdir=workdir)
+        try:
+            clean_campaign_leftovers(spec_obj, cid, workdir)
+            steps = backend_steps(results, spec_obj, cid, workdir, Progress(cid, len(cells), done=len(done)), cancel)
+        except Exception as e:  # noqa: BLE001 - a campaign is never left running
+            result = engine.end_campaign(finish, cid, "failed", f"campaign {cid} failed: {type(e).__name__}: {e}")
+        else:
+            result = engine.run_campaign(spec_obj, cid, cells, steps, finish, done=done, workdir=workdir)
     return campaign_state(result)
 
 

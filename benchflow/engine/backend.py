@@ -80,9 +80,10 @@ def _lifecycle(steps: BackendSteps, spec: Any, backend: Any, pending: list[Any],
                             backend.name, grace)
                 steps.sleep(grace)
             pending, died = _run_cells(steps, backend, pending, launcher, gpu_uuids, result)
-        finally:
-            logs = steps.teardown(launcher, float(getattr(backend, "stop_grace_s", 10.0)))
-            _store_log(steps, backend, workdir, logs)
+        except BaseException:
+            _teardown(steps, backend, launcher, workdir, quiet=True)
+            raise
+        _teardown(steps, backend, launcher, workdir)
         if not pending:
             return
         if died is None:
@@ -164,6 +165,18 @@ def _check_cancel(steps: BackendSteps) -> None:
 
 def _note(cell: Any, status: str) -> str:
     return f"{cell.backend} {cell.load_point.label} rep {cell.repetition}: {status}"
+
+
+def _teardown(steps: BackendSteps, backend: Any, launcher: Any, workdir: Path | None, quiet: bool = False) -> None:
+    """Stops the backend and stores its log. ``quiet`` (an error is already on its way out): a
+    failure here is logged, so that it does not replace the error that says what went wrong."""
+    try:
+        logs = steps.teardown(launcher, float(getattr(backend, "stop_grace_s", 10.0)))
+        _store_log(steps, backend, workdir, logs)
+    except Exception as e:
+        if not quiet:
+            raise
+        steps.logger.warning("backend %s: teardown or storing its log failed: %s", backend.name, e)
 
 
 def _store_log(steps: BackendSteps, backend: Any, workdir: Path | None, fallback: str) -> None:

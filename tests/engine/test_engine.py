@@ -207,6 +207,19 @@ def test_results_that_cannot_be_stored_stop_the_campaign_cleanly_with_one_messag
     assert fakes.status == ["failed"], "never left running"
 
 
+def test_the_first_storage_error_is_the_one_reported_when_the_backend_log_cannot_be_stored_either():
+    spec = make_spec(repetitions=2)
+    error = ResultsNotStoredError("cell c1 could not be stored nor spooled to /spool: [Errno 28]")
+    fakes = Fakes(persist_raises=error, persist_raises_at=0)
+
+    def log_fails(name, text):
+        raise ResultsNotStoredError("backend log could not be stored either")
+
+    result = _run(spec, fakes, persist_backend_log=log_fails)
+    assert result.message == f"campaign cid-1 stopped: {error}"
+    assert fakes.launchers[0].stopped and fakes.status == ["failed"]
+
+
 def test_an_unexpected_exception_fails_the_campaign_with_its_cause_after_teardown():
     spec = make_spec(repetitions=2)
     fakes = Fakes(script={("a", 0): "raise"})
