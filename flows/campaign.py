@@ -53,7 +53,7 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
         existing = results.store.get_campaign(cid)
         check_resume(cid, existing, redact_spec(spec_obj.model_dump(mode="json")), spec_obj.content_hash())
         persist_campaign(results, cid, spec_obj, status="running", flow_run_id=str(current_run.id or ""))
-        done = results.store.completed_cell_ids(cid) & {c.id for c in cells}
+        done = engine.completed_among(cells, results.store.completed_cell_ids(cid))
     except StorageError as e:
         message = f"campaign {cid} not started, nothing was measured: {e}"
         logger.error("%s", message)

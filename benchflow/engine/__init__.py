@@ -10,9 +10,12 @@ callables), so ``flows/`` passes Prefect tasks in and tests pass plain functions
 """
 
 from benchflow.engine.backend import MAX_REDEPLOYS, BackendResult, run_backend
-from benchflow.engine.campaign import CampaignResult, RunFailed, end_campaign, finish_campaign, run_campaign
+from benchflow.engine.campaign import (
+    CampaignResult, RunFailed, completed_among, end_campaign, finish_campaign, run_campaign,
+)
 from benchflow.engine.cells import restart_due, with_log_tail
 from benchflow.engine.steps import BackendSteps, FinishSteps, StopCheck
 
-__all__ = ["MAX_REDEPLOYS", "BackendResult", "BackendSteps", "CampaignResult", "FinishSteps", "RunFailed", "StopCheck",
-           "end_campaign", "finish_campaign", "restart_due", "run_backend", "run_campaign", "with_log_tail"]
+__all__ = ["MAX_REDEPLOYS", "BackendResult", "BackendSteps", "CampaignResult", "FinishSteps", "RunFailed",
+           "StopCheck", "completed_among", "end_campaign", "finish_campaign", "restart_due", "run_backend",
+           "run_campaign", "with_log_tail"]

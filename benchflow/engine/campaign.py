@@ -54,6 +54,11 @@ class CampaignResult:
         return out
 
 
+def completed_among(cells: list[Any], completed_ids: set[str]) -> set[str]:
+    """The ids of ``cells`` that are stored as completed (a resume skips them)."""
+    return completed_ids & {c.id for c in cells}
+
+
 def run_campaign(spec: Any, campaign_id: str, cells: list[Any], steps: BackendSteps, finish: FinishSteps, *,
                  done: set[str] | frozenset[str] = frozenset(), workdir: Path | None = None) -> CampaignResult:
     """Runs every backend's cells that are not in ``done``, then finishes the campaign."""
