@@ -88,9 +88,13 @@ def test_failure_summary_lists_each_failed_cell_with_its_reason():
 
 
 def test_outcomes_the_store_has_no_status_for_are_stored_failed_with_their_own_status_leading():
-    from benchflow.campaign import stored_status
+    from typing import get_args
 
-    assert stored_status("completed", None) == ("completed", None)
-    assert stored_status("stalled", "no output token for 30s") == ("failed", "stalled: no output token for 30s")
-    assert stored_status("stalled", "backend stalled: 4 in flight") == ("failed", "backend stalled: 4 in flight")
-    assert stored_status("cancelled", None) == ("failed", "cancelled")
+    from benchflow.campaign import stored_status
+    from benchflow.store.rows import CellStatus
+
+    for status in get_args(CellStatus):
+        assert stored_status(status, "why") == (status, "why")
+    assert stored_status("exploded", "no output token for 30s") == ("failed", "exploded: no output token for 30s")
+    assert stored_status("exploded", "backend exploded: 4 in flight") == ("failed", "backend exploded: 4 in flight")
+    assert stored_status("exploded", None) == ("failed", "exploded")
