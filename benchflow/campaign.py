@@ -67,14 +67,29 @@ def _cell_identity(cell: Any, host: str | None) -> dict[str, Any]:
             "host": host or socket.gethostname()}
 
 
+def stored_status(status: str, error: str | None) -> tuple[str, str | None]:
+    """The cell status the store accepts, and the error: an outcome the store has no status for
+    (``stalled``, ``cancelled``) is stored as ``failed`` with its own status leading the error."""
+    from typing import get_args
+
+    from benchflow.store.rows import CellStatus
+
+    if status in get_args(CellStatus):
+        return status, error
+    if error and status in error.splitlines()[0].lower():
+        return "failed", error
+    return "failed", f"{status}: {error}" if error else status
+
+
 def cell_row(cell: Any, outcome: Any, *, host: str | None = None, gpu_uuids: list[str] | None = None,
              attempt: int = 1) -> dict[str, Any]:
     """The ``cells`` row of a measured (or failed) cell."""
     summary = outcome.summary or {}
+    status, error = stored_status(outcome.status, outcome.error)
     return {
-        **_cell_identity(cell, host), "status": outcome.status, "started_at": outcome.started_at,
+        **_cell_identity(cell, host), "status": status, "started_at": outcome.started_at,
         "finished_at": outcome.finished_at, "window_s": summary.get("duration_s"), "gpu_uuids": gpu_uuids or [],
-        "error": outcome.error, "invalid_reason": summary.get("invalid"), "attempt": attempt,
+        "error": error, "invalid_reason": summary.get("invalid"), "attempt": attempt,
     }
 
 
@@ -94,8 +109,12 @@ def analysis_input(cells: list[dict[str, Any]], summaries: list[dict[str, Any]])
              "status": c["status"], "summary": by_id.get(c["cell_id"], {})} for c in cells]
 
 
+#: Stored cell statuses that make a campaign fail.
+FAILED_STATUSES = ("failed", "stalled")
+
+
 def failure_summary(cells: list[dict[str, Any]]) -> str | None:
-    failed = [c for c in cells if c.get("status") in ("failed", "stalled")]
+    failed = [c for c in cells if c.get("status") in FAILED_STATUSES]
     if not failed:
         return None
     lines = [f"{c['backend_name']} {c['load_label']} rep {c['repetition']}: {(c.get('error') or '').splitlines()[0] if c.get('error') else 'unknown'}"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-from prefect.states import Failed
+from prefect import flow, get_run_logger
 
+from flows.states import failed
 from tasks.fleet import host_gpu_health, publish_health
 from tasks.persist import open_results, persist_health
 
@@ -34,6 +34,8 @@ def fleet_health(min_devices: int = 1, min_free_gib: float = 1.0, allow_foreign_
     summary = {"hostname": report.get("hostname"), "healthy": bool(report.get("healthy")),
                "devices": len(report.get("devices", [])), "fake_nvml": bool(report.get("fake_nvml"))}
     if not report.get("healthy"):
-        return Failed(message=f"GPUs of {report.get('hostname')} unhealthy: "
-                              + "; ".join(report.get("reasons") or [report.get("error") or "unknown"]), data=summary)
+        message = f"GPUs of {report.get('hostname')} unhealthy: " + "; ".join(
+            report.get("reasons") or [report.get("error") or "unknown"])
+        get_run_logger().error("%s", message)
+        return failed(message, summary)
     return summary

@@ -3,8 +3,56 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+@contextmanager
+def running_campaign(flow_run_id: Any, results: Any, campaign_id: str) -> Iterator[None]:
+    """Marks the campaign ``cancelled`` when a worker stops the flow's process to cancel it (Prefect's
+    runner sends SIGTERM with a cancel intent; the engine has torn the backend down by then)."""
+    try:
+        yield
+    except BaseException as e:
+        if not isinstance(e, Exception) and _cancel_intent():
+            _set_cancelled(results, campaign_id, flow_run_id)
+        raise
+
+
+def _cancel_intent() -> bool:
+    try:  # Prefect 3.8's runner-to-flow control channel; absent elsewhere
+        from prefect._internal.control_listener import get_intent
+    except ImportError:
+        return False
+    return get_intent() == "cancel"
+
+
+def _set_cancelled(results: Any, campaign_id: str, flow_run_id: Any) -> None:
+    try:
+        results.finish_campaign(campaign_id, "cancelled")
+        log.warning("campaign %s cancelled (flow run %s); measured cells are stored", campaign_id, flow_run_id)
+    except Exception as e:  # noqa: BLE001 - never raise from clean-up
+        log.warning("campaign %s: could not mark it cancelled: %s", campaign_id, e)
+
+
+def mark_cancelled(flow, flow_run, state) -> None:
+    """``on_cancellation``: a campaign of this flow run still ``running`` in the results database is
+    marked ``cancelled`` (this hook may run in the worker, not in the flow's process)."""
+    try:
+        from benchflow.store.results import Results
+        from tasks.secrets import load_settings
+
+        load_settings()
+        results = Results.from_env()
+        running = [c for c in results.store.campaigns(status="running")
+                   if c.get("flow_run_id") == str(flow_run.id)]
+    except Exception as e:  # noqa: BLE001 - never raise from a hook
+        log.warning("flow run %s: cannot look up its campaign: %s", flow_run.id, e)
+        return
+    for campaign in running:
+        _set_cancelled(results, campaign["id"], flow_run.id)
 
 
 def reap_on_exit(flow, flow_run, state) -> None:

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from typing import Any, Union
 
 from prefect import flow, get_run_logger
-from prefect.states import Failed
 
 from benchflow import regression
 from benchflow.campaign import analysis_input, new_campaign_id, validate_campaign_id
 from benchflow.spec import CampaignSpec, load_spec
 from flows.campaign import campaign
+from flows.states import cancelled, failed
 from tasks.persist import open_results
 from tasks.regression import check_regressions, emit_regression_event, persist_regressions, publish_regressions
 
@@ -52,7 +52,9 @@ def nightly(spec: Union[CampaignSpec, str] = DEFAULT_SPEC, campaign_id: str | No
     results = open_results()
     current = results.store.get_campaign(cid)
     if current is None:
-        return Failed(message=f"nightly {cid}: the campaign did not start: {state.message}")
+        return failed(f"nightly {cid}: the campaign did not start: {state.message}", {"campaign_id": cid})
+    if state.is_cancelled():
+        return cancelled(f"nightly {cid}: {state.message}", {"campaign_id": cid, "status": current["status"]})
     settings = regression.regression_settings(spec_obj)
     baseline = regression.find_baseline(results.store, spec_obj.name, cid, policy=settings["policy"],
                                         explicit_id=baseline_campaign_id, before=current["created_at"])
@@ -74,7 +76,7 @@ def nightly(spec: Union[CampaignSpec, str] = DEFAULT_SPEC, campaign_id: str | No
     if problems:
         message = "nightly: " + "; ".join(problems)
         logger.error("%s", message)
-        return Failed(message=message, data=summary)
+        return failed(message, summary)
     return summary
 
 

@@ -12,13 +12,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1          # the campaign failed (some cells failed, storage unreachable, refused, ...)
 EXIT_SPEC = 2            # the spec or the arguments are invalid: nothing ran
 EXIT_NOTHING_VALID = 3   # it ran to the end, but not one cell gave a valid measurement
+EXIT_CANCELLED = 130     # cancelled (Prefect UI, API, CLI) or interrupted
 
 EPILOG = """exit codes:
   0  completed
   1  failed: some cells failed, or the results could not be stored, or the run was refused
   2  invalid spec or arguments: nothing ran
   3  measured, but nothing valid: every cell failed or was marked invalid (see the report)
-  130 interrupted"""
+  130 cancelled (from the Prefect UI, the API or `prefect flow-run cancel`) or interrupted"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
             print_report(cid)
         except BenchflowError as e:  # e.g. the database went away: the flow's message below says why
             print(f"no report: {e}", file=sys.stderr)
+    if state.is_cancelled():
+        print(f"\ncampaign CANCELLED: {state.message}", file=sys.stderr)
+        return EXIT_CANCELLED
     if cid and _nothing_valid(cid):
         print(f"\ncampaign {cid}: measured, but nothing valid: every cell failed or was marked invalid "
               f"(exit code {EXIT_NOTHING_VALID}); see the report above", file=sys.stderr)
@@ -132,4 +136,6 @@ def _state_data(state) -> dict:
         return {"error": str(e)}
     if isinstance(result, dict):
         return result
+    if isinstance(getattr(result, "summary", None), dict):  # a failed or cancelled run's error carries it
+        return result.summary
     return getattr(state, "data", None) if isinstance(getattr(state, "data", None), dict) else {}

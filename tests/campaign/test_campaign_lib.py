@@ -85,3 +85,16 @@ def test_failure_summary_lists_each_failed_cell_with_its_reason():
     text = failure_summary(cells)
     assert text == "1 of 2 cells failed: b c4 rep 1: backend died during the cell (exit code 1)"
     assert failure_summary(cells[:1]) is None
+
+
+def test_outcomes_the_store_has_no_status_for_are_stored_failed_with_their_own_status_leading():
+    from typing import get_args
+
+    from benchflow.campaign import stored_status
+    from benchflow.store.rows import CellStatus
+
+    for status in get_args(CellStatus):
+        assert stored_status(status, "why") == (status, "why")
+    assert stored_status("exploded", "no output token for 30s") == ("failed", "exploded: no output token for 30s")
+    assert stored_status("exploded", "backend exploded: 4 in flight") == ("failed", "backend exploded: 4 in flight")
+    assert stored_status("exploded", None) == ("failed", "exploded")

@@ -29,10 +29,9 @@ def _run(spec_path, campaign_id=None):
 
 
 def _cid(state) -> str:
-    data = state.result(raise_on_failure=False)
-    if isinstance(data, dict):
-        return data["campaign_id"]
-    return state.data["campaign_id"] if isinstance(state.data, dict) else state.message.split()[1].rstrip(":")
+    from flows.states import summary_of
+
+    return summary_of(state)["campaign_id"]
 
 
 def _recompute(results: Results, spec, cid: str) -> list[dict]:

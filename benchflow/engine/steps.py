@@ -1,0 +1,100 @@
+"""The steps the campaign engine calls: plain callables, so ``flows/`` passes Prefect tasks in and
+tests pass plain functions in.
+
+Every step belongs to one campaign: the caller binds the results store, the campaign id and the
+spec into the callables (``functools.partial`` or a closure); the engine passes only what changes
+from call to call. A step reports failure by raising:
+
+* ``deploy`` raises :class:`~benchflow.errors.BackendStartError` when the backend never becomes
+  ready (it has stopped what it started by then);
+* any ``persist_*`` step raises :class:`~benchflow.errors.ResultsNotStoredError` when neither the
+  store nor the spool could take the write: the engine then stops the campaign cleanly;
+* ``gpu_slots(backend)`` raises :class:`~benchflow.gpu_slots.GpuSlotError` on entry when the slots
+  cannot be taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Returns None while the campaign may go on, else why it must stop (a cancel request, a signal).
+StopCheck = Callable[[], "str | None"]
+
+log = logging.getLogger("benchflow.engine")
+
+
+def _no_stop() -> str | None:
+    return None
+
+
+def _ignore(*_: Any, **__: Any) -> None:
+    return None
+
+
+def _no_slots(backend: Any) -> AbstractContextManager[Any]:
+    return nullcontext([])
+
+
+@dataclass
+class BackendSteps:
+    """What one backend's lifecycle needs (see :func:`benchflow.engine.run_backend`)."""
+
+    #: ``deploy(backend) -> launcher``, started and ready (raises BackendStartError otherwise).
+    deploy: Callable[[Any], Any]
+    #: ``teardown(launcher, grace_s) -> str``: stops the backend (idempotent) and returns its whole log.
+    teardown: Callable[[Any, float], str]
+    #: ``run_cell(backend, cell, launcher, should_stop) -> CellOutcome``; never raises for a failed cell.
+    run_cell: Callable[[Any, Any, Any, StopCheck], Any]
+    #: ``persist_cell(cell, row, summary, artifacts)``.
+    persist_cell: Callable[[Any, dict[str, Any], dict[str, Any] | None, dict[str, bytes]], None]
+    #: ``persist_backend_log(backend_name, text)``: the backend's whole log (every start of it).
+    persist_backend_log: Callable[[str, str], None] = _ignore
+    #: ``health(backend) -> report dict`` (``healthy``, ``reasons``, ``devices``); called only for
+    #: backends that need a GPU. None: no gate.
+    health: Callable[[Any], dict[str, Any]] | None = None
+    #: ``persist_health(report)``.
+    persist_health: Callable[[dict[str, Any]], None] = _ignore
+    #: ``after_deploy(backend, launcher)``: e.g. record the image digest of a container.
+    after_deploy: Callable[[Any, Any], None] = _ignore
+    #: ``progress(note)``: one call per cell that is done (measured, failed or skipped).
+    progress: Callable[[str], None] = _ignore
+    #: polled between cells and handed to ``run_cell`` as ``should_stop``.
+    cancel_requested: StopCheck = _no_stop
+    #: ``sleep(seconds)``: the start-up grace (injected so tests do not wait).
+    sleep: Callable[[float], None] = time.sleep
+    #: ``gpu_slots(backend)``: a context manager held from the health gate to the teardown.
+    gpu_slots: Callable[[Any], AbstractContextManager[Any]] = _no_slots
+    #: where the engine logs (flows pass Prefect's run logger, so the lines reach the UI).
+    logger: Any = field(default_factory=lambda: log)
+
+
+@dataclass
+class FinishSteps:
+    """What the end of a campaign needs (see :func:`benchflow.engine.finish_campaign`)."""
+
+    #: ``replay_spool() -> None | str``: None when nothing of this campaign is left in the spool, else why.
+    replay_spool: Callable[[], "str | None"]
+    #: ``stored() -> (cells, summaries)``: the campaign's stored rows (raises StorageError).
+    stored: Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+    #: ``aggregate(rows, metrics, seed) -> rows``.
+    aggregate: Callable[..., list[dict[str, Any]]]
+    #: ``compare(rows, metrics, baseline, tolerance, seed) -> rows``.
+    compare: Callable[..., list[dict[str, Any]]]
+    #: ``persist_analysis(aggregates, comparisons)``.
+    persist_analysis: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None]
+    #: ``publish(campaign_row, cells, aggregates, comparisons) -> markdown``.
+    publish: Callable[..., str]
+    #: ``persist_report(markdown)``.
+    persist_report: Callable[[str], None]
+    #: ``set_status(status)``: the campaign's final status in the results database.
+    set_status: Callable[[str], None]
+    #: ``describe() -> str``: where the results are, for the log.
+    describe: Callable[[], str] = lambda: "the results store"
+    #: ``spool_note() -> str``: how many writes wait in the spool and where.
+    spool_note: Callable[[], str] = lambda: "writes wait in the spool"
+    logger: Any = field(default_factory=lambda: log)
