@@ -24,7 +24,7 @@ from benchflow.redact import redact_command, redact_mapping, redact_spec, redact
 from benchflow import SCHEMA_VERSION
 from benchflow.store.models import LATENCY_METRICS, LATENCY_STATS
 
-CampaignStatus = Literal["running", "completed", "failed", "partial"]
+CampaignStatus = Literal["running", "completed", "failed", "partial", "cancelled"]
 CellStatus = Literal["completed", "failed", "skipped", "stalled", "cancelled"]
 
 
