@@ -25,10 +25,12 @@ def _alt(name: str) -> str:
 def charts_markdown(charts: Mapping[str, str], names: list[str] | None = None, heading: str = "## Charts") -> str:
     """Markdown with each chart as an embedded ``data:image/svg+xml;base64`` image.
 
-    ``names``: which charts, in which order (default: all, in the mapping's order). Prefect's
-    markdown artifacts render these images.
+    ``names``: which charts, in which order (default: the campaign-level ones in the mapping's
+    order, i.e. all but the per-cell ``server-*.svg`` series, which stay in the artifact store).
+    Prefect's markdown artifacts render these images.
     """
-    chosen = [n for n in (names if names is not None else list(charts)) if n in charts]
+    default = [n for n in charts if not n.startswith("server-")]
+    chosen = [n for n in (names if names is not None else default) if n in charts]
     if not chosen:
         return ""
     parts = [heading, ""] if heading else []

@@ -135,5 +135,25 @@ def test_the_campaign_charts_are_stored_under_the_campaign_and_embed_in_markdown
     sizes = {name: len(svg.encode()) for name, svg in charts.items()}
     print(f"chart sizes (bytes): {sizes}")
     assert max(sizes.values()) < 80_000
-    md = charts_markdown(charts, names=["latency-throughput.svg", "comparisons.svg", "cdf-c8.svg"])
-    assert md.count("](data:image/svg+xml;base64,") == 3
+    md = charts_markdown(charts)  # the campaign-level charts; the per-cell server series stay in the store
+    assert md.count("](data:image/svg+xml;base64,") == 3 and "![latency throughput](data:" in md
+    print(f"charts markdown: {len(md.encode())} bytes")
+
+
+def test_load_cell_frame_joins_backend_load_and_repetition_onto_each_request(campaign, monkeypatch):
+    from benchflow.records import load_cell_frame
+    from benchflow.store.results import Results
+
+    monkeypatch.setenv("BENCHFLOW_HOME", campaign["env"]["BENCHFLOW_HOME"])
+    monkeypatch.delenv("BENCHFLOW_DATABASE_URL", raising=False)
+    monkeypatch.delenv("BENCHFLOW_ARTIFACTS", raising=False)
+    results = Results.from_env()
+    df = load_cell_frame(results, campaign["id"])
+    assert set(df["backend_name"]) == set(BACKENDS) and set(df["load_label"]) == set(LOADS)
+    assert set(df["repetition"]) == {0, 1} and df["cell_id"].nunique() == 8
+    assert (df["campaign_id"] == campaign["id"]).all()
+    measured = df[~df["warmup"]]
+    assert len(measured) == 8 * 12 and measured["ttft_ms"].notna().all() and (measured["ttft_ms"] > 0).all()
+    one = load_cell_frame(results, campaign["id"], backend="mns8", load_label="c8", metrics=False)
+    assert set(one["backend_name"]) == {"mns8"} and set(one["load_label"]) == {"c8"} and "ttft_ms" not in one
+    assert load_cell_frame(results, campaign["id"], backend="nope").empty

@@ -110,3 +110,5 @@ def test_charts_embed_as_data_uris_in_markdown_and_inline_in_html():
     assert data_uri(svg) in md
     assert inline_svg(svg).startswith("<svg") and "DOCTYPE" not in inline_svg(svg)
     assert charts_markdown({}) == ""
+    default = charts_markdown({"latency-throughput.svg": svg, "server-abc.svg": svg})
+    assert default.count("data:image/svg+xml;base64,") == 1 and "server abc" not in default
