@@ -227,7 +227,8 @@ def load_cell_frame(results: Any, campaign_id: str, *, backend: str | None = Non
             df.insert(i, col, value)
         frames.append(df)
     if not frames:
-        return pd.DataFrame(columns=CELL_COLUMNS + REQUEST_COLUMNS + (["ttft_ms", "tpot_ms", "e2e_ms"] if metrics else []))
+        extra = ["ttft_ms", "tpot_ms", "e2e_ms"] if metrics else []
+        return pd.DataFrame(columns=CELL_COLUMNS + REQUEST_COLUMNS + extra)
     return pd.concat(frames, ignore_index=True)
 
 

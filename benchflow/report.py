@@ -39,8 +39,8 @@ def verdict_sentence(row: dict[str, Any]) -> str:
         ci = f" (ratio {ratio_text}, {f'{conf * 100:g}% ' if conf else ''}CI {ci_text})"
     if verdict in ("better", "worse"):
         direction = "higher" if change > 0 else "lower"
-        amount = (f"{ratio_text}× as high" if ratio >= 2 else
-                  f"{format_change(ratio, row.get('ci_low'), row.get('ci_high')).split('%')[0].lstrip('+-')}% {direction}")
+        pct = format_change(ratio, row.get("ci_low"), row.get("ci_high")).split("%")[0].lstrip("+-")
+        amount = f"{ratio_text}× as high" if ratio >= 2 else f"{pct}% {direction}"
         return f"At {load}, **{cand}** is {verdict} than **{base}** on {what}: {amount}{ci}."
     change_text = format_change(ratio, row.get("ci_low"), row.get("ci_high")).split(" (")[0]
     return f"At {load}, {cand} and {base} show {verdict or 'no verdict'} on {what} ({change_text}{ci})."

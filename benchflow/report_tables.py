@@ -79,7 +79,8 @@ CMP_HEADERS = ["load", "metric", "baseline", "baseline mean", "candidate", "cand
                "change (95% CI)", "verdict", "reason"]
 
 
-def comparison_long(comparisons: list[dict[str, Any]], aggregates: list[dict[str, Any]] | None = None) -> list[list[str]]:
+def comparison_long(comparisons: list[dict[str, Any]],
+                    aggregates: list[dict[str, Any]] | None = None) -> list[list[str]]:
     """One row per comparison: both means (rounded by their own aggregate's CI when known), the
     change as a percent with its CI, the verdict and the reason."""
     by = {(a["backend_name"], a["load_label"], a["metric"]): a for a in aggregates or []}

@@ -12,6 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="print a stored campaign's results from the database")
     p.add_argument("campaign_id", nargs="?", help="campaign id (default: the most recent campaign)")
     p.add_argument("--markdown", action="store_true", help="print the markdown report instead of tables")
+    p.add_argument("--json", action="store_true",
+                   help="print the campaign, its cells, aggregates and comparisons as one JSON object")
     p.add_argument("--html", metavar="FILE", type=Path,
                    help="also write a self-contained HTML report (charts inline, no network needed) to FILE")
     p.add_argument("--load", metavar="LABEL", help="load point of the CDF and server charts in --html "
@@ -55,6 +57,19 @@ def load(campaign_id: str | None) -> tuple:
     if campaign is None:
         raise BenchflowError(f"no campaign {campaign_id!r} in {results.describe()}")
     return results, campaign, store.cells(campaign_id), store.aggregates(campaign_id), store.comparisons(campaign_id)
+
+
+def print_json(campaign_id: str | None) -> None:
+    """The stored rows as JSON (datetimes as ISO text), for scripts: ``benchflow report --json | jq``."""
+    import json
+
+    from benchflow.report_tables import one_line_answer
+
+    results, campaign, cells, aggregates, comparisons = load(campaign_id)
+    doc = {"campaign": campaign, "answer": one_line_answer(comparisons),
+           "backends": results.store.backends(campaign["id"]), "cells": cells, "aggregates": aggregates,
+           "comparisons": comparisons}
+    print(json.dumps(doc, indent=1, sort_keys=True, default=str))
 
 
 def print_report(campaign_id: str | None, markdown: bool = False, html: Path | None = None,
@@ -107,5 +122,8 @@ def fake_nvml_warning(results, campaign_id: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print_report(args.campaign_id, args.markdown, args.html, args.load)
+    if args.json:
+        print_json(args.campaign_id)
+    else:
+        print_report(args.campaign_id, args.markdown, args.html, args.load)
     return 0
