@@ -149,14 +149,15 @@ def cdf_svg(values: Mapping[str, Mapping[str, Sequence[float]]], load_label: str
     return to_svg(fig)
 
 
-def _series(df: Any, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(t_ns, value) of one metric, summed over label sets per sample time."""
+def _series(df: Any, metric: str, how: str = "sum") -> tuple[np.ndarray, np.ndarray] | None:
+    """(t_ns, value) of one metric, combined over label sets (engines) per sample time: summed
+    for counts, averaged (``how="mean"``) for a fraction such as KV-cache usage."""
     if df is None or len(df) == 0:
         return None
     sub = df[df["metric"] == metric]
     if sub.empty:
         return None
-    g = sub.groupby("t_ns")["value"].sum().sort_index()
+    g = sub.groupby("t_ns")["value"].agg(how).sort_index()
     return g.index.to_numpy(dtype=np.int64), g.to_numpy(dtype=float)
 
 
@@ -186,7 +187,8 @@ def server_timeseries_svg(server: Any, gpu: Any = None, title: str = "",
     it. The active window (KV-cache usage above ``threshold``) is shaded in every panel."""
     from benchflow.stats.window import active_window
 
-    kv, running, waiting = (_series(server, m) for m in (KV_GAUGE, RUNNING, WAITING))
+    kv = _series(server, KV_GAUGE, "mean")
+    running, waiting = _series(server, RUNNING), _series(server, WAITING)
     power = _power_series(gpu)
     starts = [s[0][0] for s in (kv, running, waiting) if s is not None and len(s[0])]
     starts += [t[0] for t, _ in power.values() if len(t)]
