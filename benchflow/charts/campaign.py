@@ -137,11 +137,11 @@ def render_campaign_charts(results: Any, campaign_id: str, *, load_label: str | 
 
 
 def store_charts(results: Any, campaign_id: str, charts: Mapping[str, str]) -> dict[str, str]:
-    """Puts each chart at ``campaigns/<id>/charts/<name>``; returns name -> URI."""
-    uris = {}
-    for name, svg in charts.items():
-        key = chart_key(campaign_id, name)
-        results.artifacts.put_bytes(key, svg.encode())
-        uris[name] = results.artifacts.uri(key)
-    log.info("stored %d charts of campaign %s", len(uris), campaign_id)
+    """Puts each chart at ``campaigns/<id>/charts/<name>`` as one unit through ``Results`` (so
+    uploads are verified, recorded as artifact rows, retried, and spooled when storage is down);
+    returns name -> URI."""
+    blobs = {chart_key(campaign_id, name): svg.encode() for name, svg in charts.items()}
+    uris = {name: results.artifacts.uri(chart_key(campaign_id, name)) for name in charts}
+    outcome = results._submit("charts", campaign_id, [], blobs, uris)
+    log.info("charts of campaign %s: %d %s (%s)", campaign_id, len(uris), outcome.status, outcome.where)
     return uris

@@ -129,6 +129,7 @@ def test_the_campaign_charts_are_stored_under_the_campaign_and_embed_in_markdown
     assert sorted(k.rsplit("/", 1)[-1] for k in stored) == sorted(charts)
     key = f"campaigns/{campaign['id']}/charts/latency-throughput.svg"
     assert results.artifacts.get_bytes(key).decode() == charts["latency-throughput.svg"]
+    assert key in results.artifact_checksums(campaign["id"])  # recorded as an artifact row too
     # deterministic: rendering again gives the same bytes
     assert render_campaign_charts(results, campaign["id"], store=False)["latency-throughput.svg"] == \
         charts["latency-throughput.svg"]
