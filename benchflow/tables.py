@@ -205,11 +205,12 @@ def format_estimate(mean: float | None, low: float | None = None, high: float | 
 
 
 def _bound_text(value: float, decimals: int) -> str:
-    """An interval bound: at the estimate's decimals, but with at least two significant figures
-    (a wide interval's small bound such as 3.2 is not shown as 0)."""
+    """An interval bound: at the estimate's decimals, with up to one more decimal so that a wide
+    interval's small bound keeps a significant figure (3.2 with an estimate rounded to tens
+    prints as 3, not 0)."""
     if value == 0:
         return "0"
-    return _round_text(value, max(decimals, 1 - math.floor(math.log10(abs(value)))))
+    return _round_text(value, min(max(decimals, 1 - math.floor(math.log10(abs(value)))), decimals + 1))
 
 
 def format_change(ratio: float | None, low: float | None = None, high: float | None = None) -> str:
@@ -237,4 +238,9 @@ def format_change(ratio: float | None, low: float | None = None, high: float | N
     body = f"{signed(point)}%"
     if lo is None:
         return body
-    return f"{body} ({signed(format_sig(lo, 2))} to {signed(format_sig(hi, 2))}%)"
+
+    def bound(v: float) -> str:
+        text = format_sig(v, 2)
+        return _bound_text(v, decimals) if decimals is not None and "." in text else text
+
+    return f"{body} ({signed(bound(lo))} to {signed(bound(hi))}%)"

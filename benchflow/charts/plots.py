@@ -85,7 +85,7 @@ def latency_throughput_svg(aggregates: Sequence[Mapping[str, Any]], title: str =
                 xerr = _err([x for _, x, _ in pts])
                 yerr = _err([y for _, _, y in pts])
                 cont = ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o" + style, color=colors[backend],
-                                   capsize=2, elinewidth=0.8, label=f"{backend} {stat}")
+                                   capsize=0, elinewidth=0.8, label=f"{backend} {stat}")
                 cont.lines[0].set_gid(series_id("lt", backend, metric, stat))
         ax.set_ylim(bottom=0)
         ax.set_xlim(left=0)

@@ -120,7 +120,7 @@ def test_a_healthy_comparison_still_reads_as_before():
     (1234.5, 1100.0, 1370.0, ("1,230", "1,100–1,370")),       # half-width 135 (first digit 1): two figures
     (123456.7, 120000.0, 127000.0, ("123,000", "120,000–127,000")),
     (0.01234, 0.0101, 0.0148, ("0.012", "0.010–0.015")),
-    (13.2, 3.1, 63.0, ("10", "3.1–63")),                       # a small bound keeps two figures, not "0"
+    (13.2, 3.1, 63.0, ("10", "3–63")),                         # a small bound keeps a figure, not "0"
     (5.88729004654206, None, None, ("5.89", "")),             # no interval: three significant figures
 ])
 def test_numbers_are_rounded_to_the_digits_their_ci_supports(mean, low, high, expected):
@@ -149,7 +149,8 @@ def test_changes_and_the_one_line_answer():
 
     assert format_change(0.403, 0.30, 0.55) == "-60% (-70 to -45%)"
     assert format_change(0.428, 0.0344, 5.33) == "-60% (-97 to +430%)"  # asymmetric: the narrow side rounds
-    assert format_change(13.2, 3.1, 63.0) == "10× (3.1–63×)"
+    assert format_change(13.2, 3.1, 63.0) == "10× (3–63×)"
+    assert format_change(0.99, 0.979, 1.00092) == "-1.0% (-2.1 to +0.09%)"
 
     def cmp(load, metric, ratio, verdict):
         return {"candidate_ref": "mns48", "baseline_ref": "mns8", "load_label": load, "metric": metric,
