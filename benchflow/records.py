@@ -190,18 +190,18 @@ CELL_COLUMNS = ["campaign_id", "cell_id", "backend_name", "load_label", "repetit
 
 
 def load_cell_frame(results: Any, campaign_id: str, *, backend: str | None = None, load_label: str | None = None,
-                    completed_only: bool = True, metrics: bool = True) -> pd.DataFrame:
+                    completed_only: bool = True) -> pd.DataFrame:
     """Every stored request of a campaign as one frame, each row carrying its campaign, cell id,
     backend, load point and repetition (``requests.parquet`` alone does not).
 
     ``results`` is an opened :class:`benchflow.store.results.Results`. ``backend`` and
-    ``load_label`` filter cells; ``completed_only`` skips failed cells. With ``metrics`` the
-    per-request ``ttft_ms``, ``tpot_ms`` and ``e2e_ms`` of successful measured requests are added
-    (``NaN`` otherwise). Cells without a stored ``requests.parquet`` are skipped.
+    ``load_label`` filter cells; ``completed_only`` skips failed cells. Cells without a stored
+    ``requests.parquet`` are skipped. ``benchflow.charts.with_request_metrics`` adds the
+    per-request ``ttft_ms``, ``tpot_ms`` and ``e2e_ms`` (this module stays below ``stats``).
 
     The classic plots from here are short pandas: e.g. a TTFT CDF per backend at c16::
 
-        df = load_cell_frame(results, cid, load_label="c16")
+        df = with_request_metrics(load_cell_frame(results, cid, load_label="c16"))
         for name, g in df.groupby("backend_name"):
             plt.ecdf(g["ttft_ms"].dropna(), label=name)
     """
@@ -219,26 +219,12 @@ def load_cell_frame(results: Any, campaign_id: str, *, backend: str | None = Non
         if not results.artifacts.exists(key):
             continue
         df = pd.read_parquet(io.BytesIO(results.artifacts.get_bytes(key)))
-        if metrics:
-            df = _with_metrics(df)
         for i, (col, value) in enumerate(zip(CELL_COLUMNS, (campaign_id, cell["cell_id"], cell["backend_name"],
                                                             cell["load_label"], cell.get("repetition"),
                                                             cell.get("status")))):
             df.insert(i, col, value)
         frames.append(df)
     if not frames:
-        extra = ["ttft_ms", "tpot_ms", "e2e_ms"] if metrics else []
-        return pd.DataFrame(columns=CELL_COLUMNS + REQUEST_COLUMNS + extra)
+        return pd.DataFrame(columns=CELL_COLUMNS + REQUEST_COLUMNS)
     return pd.concat(frames, ignore_index=True)
 
-
-def _with_metrics(df: pd.DataFrame) -> pd.DataFrame:
-    from benchflow.stats.requests import request_metrics
-
-    ttft, tpot, e2e = [], [], []
-    for record in frame_to_records(df):
-        m = None if record.warmup else request_metrics(record)
-        ttft.append(m.ttft_ns / 1e6 if m else float("nan"))
-        e2e.append(m.e2e_ns / 1e6 if m else float("nan"))
-        tpot.append(m.tpot_ns / 1e6 if m and m.tpot_ns is not None else float("nan"))
-    return df.assign(ttft_ms=ttft, tpot_ms=tpot, e2e_ms=e2e)

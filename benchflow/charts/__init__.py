@@ -7,9 +7,10 @@ in markdown as ``data:`` images (the Prefect report artifact).
 
 from __future__ import annotations
 
-from benchflow.charts.campaign import chart_key, render_campaign_charts, store_charts
+from benchflow.charts.campaign import chart_key, render_campaign_charts, store_charts, with_request_metrics
 from benchflow.charts.embed import charts_markdown, data_uri, inline_svg
 from benchflow.charts.plots import cdf_svg, forest_svg, latency_throughput_svg, server_timeseries_svg
 
 __all__ = ["cdf_svg", "chart_key", "charts_markdown", "data_uri", "forest_svg", "inline_svg",
-           "latency_throughput_svg", "render_campaign_charts", "server_timeseries_svg", "store_charts"]
+           "latency_throughput_svg", "render_campaign_charts", "server_timeseries_svg", "store_charts",
+           "with_request_metrics"]

@@ -75,6 +75,21 @@ def request_values(results: Any, campaign_id: str, cells: list[dict[str, Any]]) 
     return out
 
 
+def with_request_metrics(df: Any) -> Any:
+    """``df`` (rows of ``requests.parquet``, e.g. from ``records.load_cell_frame``) with each
+    request's ``ttft_ms``, ``tpot_ms`` and ``e2e_ms`` (NaN for warm-up and failed requests)."""
+    from benchflow.records import frame_to_records
+    from benchflow.stats import request_metrics
+
+    ttft, tpot, e2e = [], [], []
+    for record in frame_to_records(df):
+        m = None if record.warmup else request_metrics(record)
+        ttft.append(m.ttft_ns / 1e6 if m else float("nan"))
+        e2e.append(m.e2e_ns / 1e6 if m else float("nan"))
+        tpot.append(m.tpot_ns / 1e6 if m and m.tpot_ns is not None else float("nan"))
+    return df.assign(ttft_ms=ttft, tpot_ms=tpot, e2e_ms=e2e)
+
+
 def usable_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [c for c in cells if c.get("status") == "completed" and not c.get("invalid_reason")]
 

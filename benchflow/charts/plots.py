@@ -20,7 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from matplotlib.ticker import NullFormatter
+
 from benchflow.charts.svg import new_figure, series_id, to_svg
+from benchflow.report_tables import short_metric
 
 #: (metric key prefix, axis label) of the latency charts.
 LATENCIES = (("ttft_ms", "TTFT (ms)"), ("tpot_ms", "TPOT (ms)"), ("e2e_ms", "E2E latency (ms)"))
@@ -145,7 +148,7 @@ def cdf_svg(values: Mapping[str, Mapping[str, Sequence[float]]], load_label: str
         ax.set_xlim(left=0)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside right upper")
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 4))
     return to_svg(fig)
 
 
@@ -262,7 +265,7 @@ def forest_svg(comparisons: Sequence[Mapping[str, Any]], title: str = "") -> str
             seg.set_gid(series_id("forest", c["candidate_ref"], c["load_label"], c["metric"], "ci"))
         point, = ax.plot([ratio], [y], "o", color=color)
         point.set_gid(series_id("forest", c["candidate_ref"], c["load_label"], c["metric"]))
-        labels.append(f"{c['load_label']} {c['metric']}  {c['candidate_ref']}/{c['baseline_ref']}")
+        labels.append(f"{c['load_label']} {short_metric(c['metric'])}  {c['candidate_ref']}/{c['baseline_ref']}")
         ax.annotate(c.get("verdict") or "", (1.01, y), xycoords=("axes fraction", "data"), va="center",
                     fontsize=7, color=color, annotation_clip=False)
     ax.set_yticks(range(len(rows) - 1, -1, -1), labels)
@@ -270,7 +273,12 @@ def forest_svg(comparisons: Sequence[Mapping[str, Any]], title: str = "") -> str
     ratios = [float(c["ratio"]) for c in rows if float(c["ratio"]) > 0]
     lo, hi = min(ratios + [1 - tol]) / 1.25, max(ratios + [1 + tol]) * 1.25
     ax.set_xscale("log")
-    ax.set_xlim(max(lo, 1 / RATIO_LIMIT), min(hi, RATIO_LIMIT))  # a huge CI runs off the edge
+    lo, hi = max(lo, 1 / RATIO_LIMIT), min(hi, RATIO_LIMIT)
+    ax.set_xlim(lo, hi)  # a huge CI runs off the edge
+    steps = (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20) if hi / lo > 4 else (0.5, 0.75, 0.9, 1, 1.1, 1.25, 1.5, 2)
+    nice = [t for t in steps if lo <= t <= hi]
+    ax.set_xticks(nice, [f"{t:g}" for t in nice])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("ratio candidate / baseline, log scale (bars: CI; shaded: tolerance)")
     ax.grid(axis="y", visible=False)
     if title:

@@ -142,6 +142,7 @@ def test_the_campaign_charts_are_stored_under_the_campaign_and_embed_in_markdown
 
 
 def test_load_cell_frame_joins_backend_load_and_repetition_onto_each_request(campaign, monkeypatch):
+    from benchflow.charts import with_request_metrics
     from benchflow.records import load_cell_frame
     from benchflow.store.results import Results
 
@@ -149,12 +150,12 @@ def test_load_cell_frame_joins_backend_load_and_repetition_onto_each_request(cam
     monkeypatch.delenv("BENCHFLOW_DATABASE_URL", raising=False)
     monkeypatch.delenv("BENCHFLOW_ARTIFACTS", raising=False)
     results = Results.from_env()
-    df = load_cell_frame(results, campaign["id"])
+    df = with_request_metrics(load_cell_frame(results, campaign["id"]))
     assert set(df["backend_name"]) == set(BACKENDS) and set(df["load_label"]) == set(LOADS)
     assert set(df["repetition"]) == {0, 1} and df["cell_id"].nunique() == 8
     assert (df["campaign_id"] == campaign["id"]).all()
     measured = df[~df["warmup"]]
     assert len(measured) == 8 * 12 and measured["ttft_ms"].notna().all() and (measured["ttft_ms"] > 0).all()
-    one = load_cell_frame(results, campaign["id"], backend="mns8", load_label="c8", metrics=False)
+    one = load_cell_frame(results, campaign["id"], backend="mns8", load_label="c8")
     assert set(one["backend_name"]) == {"mns8"} and set(one["load_label"]) == {"c8"} and "ttft_ms" not in one
     assert load_cell_frame(results, campaign["id"], backend="nope").empty
