@@ -35,6 +35,8 @@ KV_GAUGE = "vllm:kv_cache_usage_perc"
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 ACTIVE_THRESHOLD = 0.7
+#: NVML power draw in watts (benchflow.metrics.gpu), labels {"gpu": index, "uuid": ...}.
+GPU_POWER = "gpu_power_w"
 
 #: The forest plot's x axis never reaches beyond 1/RATIO_LIMIT .. RATIO_LIMIT.
 RATIO_LIMIT = 20.0
@@ -168,11 +170,10 @@ def _power_series(gpu: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """GPU power per GPU (label set), from the NVML frame's power metric (watts)."""
     if gpu is None or len(gpu) == 0:
         return {}
-    names = sorted(m for m in gpu["metric"].unique() if "power" in str(m))
-    if not names:
+    if not (gpu["metric"] == GPU_POWER).any():
         return {}
     out = {}
-    sub = gpu[gpu["metric"] == names[0]]
+    sub = gpu[gpu["metric"] == GPU_POWER]
     for labels, g in sub.groupby("labels"):
         try:
             d = json.loads(labels) if labels else {}
