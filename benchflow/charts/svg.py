@@ -4,9 +4,8 @@ Deterministic: a fixed ``svg.hashsalt`` (ids of clip paths and glyphs), no date 
 the metadata, text kept as ``<text>`` (``svg.fonttype = none``: smaller files, and readable by a
 test). The same data gives byte-identical SVG, so stored charts do not churn.
 
-Series carry their name as the SVG group id (``gid``): ``series-<chart>-<backend>[-<what>]``,
-with a ``<title>`` a browser shows on hover is not added (matplotlib has no hook); tests and users
-find a backend's line by that id.
+Series carry their name as the SVG group id (``gid``): ``series-<chart>-<backend>[-<what>]``;
+tests and users find a backend's line by that id (matplotlib writes no ``<title>`` elements).
 """
 
 from __future__ import annotations
