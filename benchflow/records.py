@@ -183,3 +183,48 @@ def dominant_error(records: list[RequestRecord]) -> dict[str, Any] | None:
         return None
     message, count = texts.most_common(1)[0]
     return {"message": message, "count": count, "failed": sum(texts.values())}
+
+
+#: Columns :func:`load_cell_frame` puts in front of the requests columns.
+CELL_COLUMNS = ["campaign_id", "cell_id", "backend_name", "load_label", "repetition", "cell_status"]
+
+
+def load_cell_frame(results: Any, campaign_id: str, *, backend: str | None = None, load_label: str | None = None,
+                    completed_only: bool = True) -> pd.DataFrame:
+    """Every stored request of a campaign as one frame, each row carrying its campaign, cell id,
+    backend, load point and repetition (``requests.parquet`` alone does not).
+
+    ``results`` is an opened :class:`benchflow.store.results.Results`. ``backend`` and
+    ``load_label`` filter cells; ``completed_only`` skips failed cells. Cells without a stored
+    ``requests.parquet`` are skipped. ``benchflow.charts.with_request_metrics`` adds the
+    per-request ``ttft_ms``, ``tpot_ms`` and ``e2e_ms`` (this module stays below ``stats``).
+
+    The classic plots from here are short pandas: e.g. a TTFT CDF per backend at c16::
+
+        df = with_request_metrics(load_cell_frame(results, cid, load_label="c16"))
+        for name, g in df.groupby("backend_name"):
+            plt.ecdf(g["ttft_ms"].dropna(), label=name)
+    """
+    import io
+
+    from benchflow.store import keys
+
+    frames = []
+    for cell in results.store.cells(campaign_id):
+        if (backend is not None and cell["backend_name"] != backend) or (
+                load_label is not None and cell["load_label"] != load_label) or (
+                completed_only and cell.get("status") != "completed"):
+            continue
+        key = keys.cell_key(campaign_id, cell["cell_id"], keys.REQUESTS)
+        if not results.artifacts.exists(key):
+            continue
+        df = pd.read_parquet(io.BytesIO(results.artifacts.get_bytes(key)))
+        for i, (col, value) in enumerate(zip(CELL_COLUMNS, (campaign_id, cell["cell_id"], cell["backend_name"],
+                                                            cell["load_label"], cell.get("repetition"),
+                                                            cell.get("status")))):
+            df.insert(i, col, value)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=CELL_COLUMNS + REQUEST_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+

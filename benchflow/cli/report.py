@@ -12,6 +12,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="print a stored campaign's results from the database")
     p.add_argument("campaign_id", nargs="?", help="campaign id (default: the most recent campaign)")
     p.add_argument("--markdown", action="store_true", help="print the markdown report instead of tables")
+    p.add_argument("--json", action="store_true",
+                   help="print the campaign, its cells, aggregates and comparisons as one JSON object")
+    p.add_argument("--html", metavar="FILE", type=Path,
+                   help="also write a self-contained HTML report (charts inline, no network needed) to FILE")
+    p.add_argument("--load", metavar="LABEL", help="load point of the CDF and server charts in --html "
+                   "(default: the highest)")
     p.set_defaults(func=run)
 
 
@@ -53,18 +59,54 @@ def load(campaign_id: str | None) -> tuple:
     return results, campaign, store.cells(campaign_id), store.aggregates(campaign_id), store.comparisons(campaign_id)
 
 
-def print_report(campaign_id: str | None, markdown: bool = False) -> None:
+def print_json(campaign_id: str | None) -> None:
+    """The stored rows as JSON (datetimes as ISO text), for scripts: ``benchflow report --json | jq``."""
+    import json
+
+    from benchflow.report_tables import one_line_answer
+
+    results, campaign, cells, aggregates, comparisons = load(campaign_id)
+    doc = {"campaign": campaign, "answer": one_line_answer(comparisons),
+           "backends": results.store.backends(campaign["id"]), "cells": cells, "aggregates": aggregates,
+           "comparisons": comparisons}
+    print(json.dumps(doc, indent=1, sort_keys=True, default=str))
+
+
+def print_report(campaign_id: str | None, markdown: bool = False, html: Path | None = None,
+                 load_label: str | None = None) -> None:
     from benchflow import report
 
     results, campaign, cells, aggregates, comparisons = load(campaign_id)
+    backends = results.store.backends(campaign["id"])
     warning = fake_nvml_warning(results, campaign["id"])
     if warning:
         print(warning)
     render = report.render_markdown if markdown else report.render_text
-    print(render(campaign, cells, aggregates, comparisons))
+    print(render(campaign, cells, aggregates, comparisons, backends=backends))
+    if html is not None:
+        write_html(results, campaign, cells, aggregates, comparisons, backends, html, load_label, warning)
+        print(f"HTML report: {html}")
     if warning:
         print(warning)
     print(f"results: {results.describe()}; campaign id {campaign['id']}")
+
+
+def write_html(results, campaign: dict, cells: list, aggregates: list, comparisons: list, backends: list,
+               path: Path, load_label: str | None = None, warning: str | None = None) -> Path:
+    """Renders the charts (without storing them: a report only reads) and writes the HTML file."""
+    from benchflow.charts import render_campaign_charts
+    from benchflow.charts.html import render_html
+
+    charts = render_campaign_charts(results, campaign["id"], load_label=load_label, store=False,
+                                    server_cells="load")
+    text = render_html(campaign, cells, aggregates, comparisons, charts, backends=backends, warning=warning,
+                       footer=f"benchflow report · {results.describe()} · campaign id {campaign['id']}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise BenchflowError(f"cannot write the HTML report to {path}: {e.strerror or e}") from e
+    return path
 
 
 def fake_nvml_warning(results, campaign_id: str) -> str | None:
@@ -80,5 +122,8 @@ def fake_nvml_warning(results, campaign_id: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print_report(args.campaign_id, args.markdown)
+    if args.json:
+        print_json(args.campaign_id)
+    else:
+        print_report(args.campaign_id, args.markdown, args.html, args.load)
     return 0

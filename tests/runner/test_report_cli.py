@@ -67,3 +67,17 @@ def test_the_report_of_a_fake_nvml_campaign_says_so(tmp_benchflow_home, monkeypa
     store.upsert_manifest("real-1", build_manifest(health_report={"fake_nvml": False}))
     assert main(["report", "real-1"]) == 0
     assert "FAKE NVML" not in capsys.readouterr().out
+
+
+def test_report_json_prints_the_stored_rows_and_the_answer(tmp_benchflow_home, capsys):
+    import json
+
+    from benchflow.store.results import Results
+
+    results = Results.from_env()
+    results.upgrade()
+    results.store.upsert_campaign("j-1", name="j", spec={}, spec_hash="h", status="completed")
+    assert main(["report", "j-1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["campaign"]["id"] == "j-1" and doc["cells"] == [] and doc["comparisons"] == []
+    assert doc["answer"].startswith("No backend is clearly better")

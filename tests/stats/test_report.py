@@ -107,5 +107,74 @@ def test_a_healthy_comparison_still_reads_as_before():
     cells += [_cell("b", "c4", r, value=70.0 + r) for r in range(3)]
     comparisons = analysis.comparison_rows(_analysis_rows(cells), ["ttft_ms.p99"], "a")
     md = report.render_markdown({"id": "x", "name": "n", "status": "completed"}, cells, [], comparisons)
-    assert "At c4, **b** is better than **a** on p99 TTFT: 29.7% lower" in md
+    # rounded to the digits the CI supports (the CI is about ±2.5 points): 30%, not 29.7%
+    assert "At c4, **b** is better than **a** on p99 TTFT: 30% lower" in md
+    assert md.splitlines()[2] == "**b is better than a at c4 (p99 TTFT -30%).**"  # the one-line answer
     assert "3 of 3 cells" not in md
+
+
+# ---- numbers people can read (issue 15) ----------------------------------------------------------
+
+@pytest.mark.parametrize(("mean", "low", "high", "expected"), [
+    (5.88729004654206, 5.2, 6.6, ("5.9", "5.2–6.6")),          # half-width 0.7: one decimal
+    (1234.5, 1100.0, 1370.0, ("1,230", "1,100–1,370")),       # half-width 135 (first digit 1): two figures
+    (123456.7, 120000.0, 127000.0, ("123,000", "120,000–127,000")),
+    (0.01234, 0.0101, 0.0148, ("0.012", "0.010–0.015")),
+    (13.2, 3.1, 63.0, ("10", "3–63")),                         # a small bound keeps a figure, not "0"
+    (5.88729004654206, None, None, ("5.89", "")),             # no interval: three significant figures
+])
+def test_numbers_are_rounded_to_the_digits_their_ci_supports(mean, low, high, expected):
+    from benchflow.tables import format_estimate
+
+    assert format_estimate(mean, low, high) == expected
+
+
+def test_intervals_of_non_negative_quantities_are_truncated_at_zero():
+    from benchflow.report_tables import aggregate_long, aggregate_wide
+    from benchflow.tables import format_estimate
+
+    assert format_estimate(3.0, -3.1, 9.8) == ("3", "0–9.8")
+    assert format_estimate(-1.0, -3.0, 1.0, non_negative=False) == ("-1", "-3.0–1.0")
+    row = {"backend_name": "a", "load_label": "c4", "metric": "ttft_ms.p99", "n": 2, "mean": 5.88729004654206,
+           "ci_low": None, "ci_high": None, "t_low": -20.1, "t_high": 31.9}
+    headers, rows = aggregate_wide([row])
+    assert headers == ["load", "backend", "reps", "TTFT p99 (ms)"]
+    assert rows == [["c4", "a", "2", "6 (0–32)"]]
+    assert aggregate_long([row]) == [["c4", "a", "TTFT p99 (ms)", "2", "6", "0–32"]]
+
+
+def test_changes_and_the_one_line_answer():
+    from benchflow.report_tables import one_line_answer
+    from benchflow.tables import format_change
+
+    assert format_change(0.403, 0.30, 0.55) == "-60% (-70 to -45%)"
+    assert format_change(0.428, 0.0344, 5.33) == "-60% (-97 to +430%)"  # asymmetric: the narrow side rounds
+    assert format_change(13.2, 3.1, 63.0) == "10× (3–63×)"
+    assert format_change(0.99, 0.979, 1.00092) == "-1.0% (-2.1 to +0.09%)"
+
+    def cmp(load, metric, ratio, verdict):
+        return {"candidate_ref": "mns48", "baseline_ref": "mns8", "load_label": load, "metric": metric,
+                "ratio": ratio, "verdict": verdict}
+
+    rows = [cmp("c16", "ttft_ms.p99", 0.4, "better"), cmp("c32", "ttft_ms.p99", 0.41, "better"),
+            cmp("c16", "output_throughput", 1.42, "better"), cmp("c32", "output_throughput", 1.99, "better"),
+            cmp("c4", "ttft_ms.p99", 1.0, "no significant difference")]
+    assert one_line_answer(rows) == ("mns48 is better than mns8 at c16 and c32 (throughput +42 to +99%, "
+                                     "p99 TTFT -60 to -59%); no difference at c4.")
+    assert one_line_answer(rows[-1:]).startswith("No backend is clearly better")
+    assert one_line_answer([]).startswith("No backend is clearly better")
+
+
+def test_the_report_lists_engine_args_and_the_slo_and_units_in_headers():
+    campaign = {"id": "x", "name": "n", "status": "completed",
+                "spec": {"slo": {"ttft": {"p99": "500ms"}}, "backends": [
+                    {"name": "mns8", "kind": "sim", "engine_args": {"max-num-seqs": 8}}]}}
+    agg = [{"backend_name": "mns8", "load_label": "c4", "metric": m, "n": 3, "mean": v, "ci_low": lo, "ci_high": hi}
+           for m, v, lo, hi in (("ttft_ms.p99", 5.88729004654206, 5.2, 6.6), ("output_throughput", 1234.5, 1100, 1370))]
+    md = report.render_markdown(campaign, [], agg, [])
+    assert "- backend mns8 (sim): engine args --max-num-seqs 8" in md and "- SLO: TTFT p99 ≤ 500ms" in md
+    assert "| TTFT p99 (ms) |" in md.replace("  ", " ") or "TTFT p99 (ms)" in md
+    assert "output throughput (tok/s)" in md and "5.9 (5.2–6.6)" in md and "1,230 (1,100–1,370)" in md
+    assert "5.887" not in md
+    text = report.render_text(campaign, [], agg, [])
+    assert "5.9 (5.2–6.6)" in text and "truncated at 0" in text
