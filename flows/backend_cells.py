@@ -88,7 +88,7 @@ def finish_steps(results: Any, cid: str, code_path: str | None = None) -> Finish
                                                                           seed=seed),
         persist_analysis=lambda aggregates, comparisons: persist_analysis(results, cid, aggregates, comparisons),
         publish=lambda campaign, cells, aggregates, comparisons: publish_results(cid, campaign, cells, aggregates,
-                                                                                  comparisons),
+                                                                                  comparisons, results=results),
         persist_report=lambda markdown: persist_report(results, cid, markdown, code_path=code_path),
         set_status=lambda status: results.finish_campaign(cid, status),
         describe=results.describe,

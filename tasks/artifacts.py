@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 from uuid import UUID
@@ -14,6 +15,8 @@ from prefect.artifacts import (
 )
 
 from benchflow import report
+
+log = logging.getLogger(__name__)
 
 
 def artifact_key(*parts: str) -> str:
@@ -39,17 +42,45 @@ class Progress:
 
 
 def publish_results(campaign_id: str, campaign: dict[str, Any], cells: list[dict[str, Any]],
-                    aggregates: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> str:
-    """The keyed aggregate and comparison tables and the markdown report. Returns the markdown."""
+                    aggregates: list[dict[str, Any]], comparisons: list[dict[str, Any]],
+                    results: Any = None) -> str:
+    """The keyed aggregate and comparison tables and the markdown report (with the campaign's charts
+    embedded as SVG when ``results`` is given; they are stored under ``charts/`` too). Returns the
+    report's markdown without the charts (it is stored as ``report.md``; the charts are files)."""
     create_table_artifact(
         key=artifact_key("campaign", campaign_id, "aggregates"),
         table=[dict(zip(report.AGG_HEADERS, r)) for r in report.aggregate_table_rows(aggregates)],
         description=f"Aggregates across repetitions with 95% CIs, campaign {campaign_id}")
     create_table_artifact(
         key=artifact_key("campaign", campaign_id, "comparisons"),
-        table=[dict(zip(report.CMP_HEADERS, r)) for r in report.comparison_table_rows(comparisons)],
+        table=[dict(zip(report.CMP_HEADERS, r)) for r in report.comparison_table_rows(comparisons, aggregates)],
         description=f"Backend comparisons with verdicts, campaign {campaign_id}")
-    markdown = report.render_markdown(campaign, cells, aggregates, comparisons)
-    create_markdown_artifact(markdown=markdown, key=artifact_key("campaign", campaign_id, "report"),
+    backends = _backends(results, campaign_id)
+    markdown = report.render_markdown(campaign, cells, aggregates, comparisons, backends=backends)
+    create_markdown_artifact(markdown=markdown + _charts(results, campaign_id),
+                             key=artifact_key("campaign", campaign_id, "report"),
                              description=f"Report of campaign {campaign_id}")
     return markdown
+
+
+def _backends(results: Any, campaign_id: str) -> list[dict[str, Any]] | None:
+    if results is None:
+        return None
+    try:
+        return results.store.backends(campaign_id)
+    except Exception as e:  # noqa: BLE001 - the report goes out without the setup section
+        log.warning("report of %s without its backends' setup: %s", campaign_id, e)
+        return None
+
+
+def _charts(results: Any, campaign_id: str) -> str:
+    """The campaign's charts as markdown (SVG data URIs); a chart that fails never fails the run."""
+    if results is None:
+        return ""
+    try:
+        from benchflow.charts import charts_markdown, render_campaign_charts
+
+        return "\n\n" + charts_markdown(render_campaign_charts(results, campaign_id))
+    except Exception as e:  # noqa: BLE001 - charts are a view; the numbers are stored already
+        log.warning("charts of campaign %s could not be drawn: %s", campaign_id, e)
+        return ""

@@ -91,7 +91,17 @@ def test_artifacts_exist_with_the_expected_keys(tmp_path, home):
     by_key = {a.key: a for a in found}
     assert set(by_key) == set(keys)
     assert by_key["campaign-artifact-test-1-progress"].data == pytest.approx(100.0)
-    assert "In plain words" in by_key["campaign-artifact-test-1-report"].data
+    report_md = by_key["campaign-artifact-test-1-report"].data
+    assert "In plain words" in report_md
+    # the charts ride inside the markdown artifact as SVG data URIs, and are stored as files too
+    import base64
+    import re
+    uris = re.findall(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", report_md)
+    assert uris, "the Prefect report artifact embeds the campaign's charts"
+    svgs = [base64.b64decode(u).decode() for u in uris]
+    assert any("series-lt-a-" in s and "series-lt-b-" in s for s in svgs), "latency-throughput lines per backend"
+    assert any(k.startswith("campaigns/artifact-test-1/charts/") and k.endswith(".svg")
+               for k in Results.from_env().artifacts.list("campaigns/artifact-test-1/charts/"))
     stored = Results.from_env().artifacts
     assert stored.exists("campaigns/artifact-test-1/report.md")
     assert stored.exists("campaigns/artifact-test-1/manifest.json")
