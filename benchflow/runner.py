@@ -153,6 +153,7 @@ def summarize_cell(spec: Any, outcome: CellOutcome) -> dict[str, Any]:
     if run.stop_reason == "stalled":
         summary["stall"] = dict(run.stop_detail)
     summary["dominant_error"] = dominant_error(run.records)
+    summary["invalid"] = with_dominant_error(summary.get("invalid"), summary["dominant_error"])
     summary.update(_active_window(outcome))
     summary.update(_energy(outcome, summary))
     return summary
@@ -188,6 +189,14 @@ def _energy(outcome: CellOutcome, summary: dict[str, Any]) -> dict[str, Any]:
     # every output token served inside the window, with those of requests cut off by the stop
     tokens = (summary.get("total_output_tokens") or 0) + (summary.get("incomplete_output_tokens") or 0)
     return {"energy_j": joules, "joules_per_output_token": joules / tokens if tokens else None}
+
+
+def with_dominant_error(invalid: str | None, dominant: dict[str, Any] | None) -> str | None:
+    """An invalid reason that blames the error rate also names the requests' dominant error, so the
+    cause (e.g. the server's ``400 ... maximum context length``) reaches the cell row and the report."""
+    if not invalid or not dominant or "error rate" not in invalid:
+        return invalid
+    return f"{invalid} (mostly {dominant['message']!r} ×{dominant['count']})"
 
 
 def _status(outcome: CellOutcome, backend_dead: str | None) -> tuple[str, str | None]:
