@@ -14,6 +14,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from benchflow import progress as terminal
 from benchflow import report
 
 log = logging.getLogger(__name__)
@@ -29,16 +30,26 @@ class Progress:
     """A progress artifact updated after every cell."""
 
     def __init__(self, campaign_id: str, total: int, done: int = 0):
+        self.campaign_id = campaign_id
         self.total = max(total, 1)
         self.done = done
         self.id: UUID = create_progress_artifact(
             progress=100.0 * done / self.total, key=artifact_key("campaign", campaign_id, "progress"),
             description=f"cells done for campaign {campaign_id}")
+        self._emit("start")
+
+    def _emit(self, kind: str, note: str = "") -> None:
+        # the process-local bus: ``benchflow run`` shows it on the terminal; under a worker nobody listens
+        terminal.emit(terminal.ProgressEvent(kind, self.campaign_id, self.done, self.total, note))
+
+    def cell_started(self, note: str) -> None:
+        self._emit("cell", note)
 
     def advance(self, note: str) -> None:
         self.done += 1
         update_progress_artifact(self.id, progress=100.0 * self.done / self.total,
                                  description=f"{self.done}/{self.total} cells — last: {note}")
+        self._emit("advance", note)
 
 
 def publish_results(campaign_id: str, campaign: dict[str, Any], cells: list[dict[str, Any]],
