@@ -189,3 +189,57 @@ class _AboveBar(logging.Filter):
         if self.view._bar is None:
             return True
         return not self.view.print_above(self.handler.format(record))
+
+
+class RequestProgress:
+    """``benchflow bench``'s live bar: requests ended out of the total (warm-up included), failed
+    ones, elapsed and estimated time left. Only on a TTY (``rich=None``); otherwise it prints
+    nothing. Feed it each request's record (``loadgen.run_load(on_request=...)``)."""
+
+    def __init__(self, total: int | None, stream: IO[str] | None = None, rich: bool | None = None):
+        import sys
+
+        self.stream = stream if stream is not None else sys.stdout
+        if rich is None:
+            try:
+                rich = bool(self.stream.isatty())
+            except (AttributeError, ValueError):
+                rich = False
+        self.rich = rich
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self._bar = None
+        self._task = None
+
+    def __call__(self, record: object) -> None:
+        self.done += 1
+        if getattr(record, "error_class", None) is not None:
+            self.failed += 1
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done,
+                             description=f"{self.failed} failed" if self.failed else "")
+
+    def __enter__(self) -> "RequestProgress":
+        if self.rich:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+            )
+
+            self._bar = Progress(TextColumn("[bold]requests"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 TextColumn("{task.description}"),
+                                 console=Console(file=self.stream, force_terminal=True), transient=True,
+                                 redirect_stdout=False, redirect_stderr=False)
+            self._bar.start()
+            self._task = self._bar.add_task("", total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            try:
+                self._bar.stop()
+            except Exception:  # noqa: BLE001 - a closed terminal
+                pass
+            self._bar = None
