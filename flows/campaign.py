@@ -54,8 +54,8 @@ def run_name(prefix: str = "", default_spec: Any = None) -> str:
 # internal paths (``spec.function-after[_cross_checks(), CampaignSpec]...``). The deployment's
 # parameter schema (types, unknown keys; a 409 from the API) still comes from the signature, and the
 # loader below checks everything else with messages in the spec's own words.
-@flow(name="campaign", flow_run_name=run_name, validate_parameters=False, on_cancellation=[mark_cancelled, reap_on_exit],
-      on_crashed=[reap_on_exit])
+@flow(name="campaign", flow_run_name=run_name, validate_parameters=False,
+      on_cancellation=[mark_cancelled, reap_on_exit], on_crashed=[reap_on_exit])
 def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
              code_path: str | None = None) -> dict[str, Any]:
     """Runs a benchmark campaign.
@@ -91,7 +91,8 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
     with running_campaign(current_run.id, results, cid), watcher as cancel:
         try:
             clean_campaign_leftovers(spec_obj, cid, workdir)
-            steps = backend_steps(results, spec_obj, cid, workdir, Progress(cid, len(cells), done=len(done)), cancel)
+            progress = Progress(cid, len(cells), done=len(done), name=spec_obj.name)
+            steps = backend_steps(results, spec_obj, cid, workdir, progress, cancel)
         except Exception as e:  # noqa: BLE001 - a campaign is never left running
             result = engine.end_campaign(finish, cid, "failed", f"campaign {cid} failed: {type(e).__name__}: {e}")
         else:

@@ -43,3 +43,11 @@ def test_run_name_falls_back_when_the_spec_cannot_be_read():
         assert re.fullmatch(r"campaign · \d{8}-\d{4}", fc.run_name())
         current.parameters = {"spec": {"name": "x"}}
         assert fc.run_name("nightly · ").startswith("nightly · x · ")
+
+
+def test_artifact_keys_are_per_campaign_name_and_keep_their_kind():
+    from tasks.artifacts import campaign_key
+
+    assert campaign_key("Demo max-num-seqs", "report") == "campaign-demo-max-num-seqs-report"
+    long = campaign_key("x" * 300, "comparisons")
+    assert len(long) <= 100 and long.endswith("-comparisons") and long.startswith("campaign-xxx")
