@@ -93,14 +93,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _TaskRunNoise(logging.Filter):
-    """Drops task runs' info lines ("Finished in state Completed()", one per task) from the console."""
+    """Drops the task runs' ``Finished in state Completed()`` lines (one per task) from the console;
+    their own messages (a cell's summary, warnings, failures) stay."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name.startswith("prefect.task_runs") and record.levelno < logging.WARNING)
+        if not record.name.startswith("prefect.task_runs") or record.levelno >= logging.WARNING:
+            return True
+        return not str(record.msg).startswith("Finished in state")
 
 
 def quiet_task_runs() -> None:
-    """Task runs' info lines leave the console of ``benchflow run`` (``-v`` keeps them). Only the
+    """Task runs' state lines leave the console of ``benchflow run`` (``-v`` keeps them). Only the
     console's handlers get the filter: the lines still reach Prefect's API (the UI's task-run logs),
     and workers are untouched."""
     for handler in logging.getLogger().handlers:
