@@ -116,6 +116,9 @@ def _one_line(exc: BaseException) -> str:
 class _Client:
     """Sends the requests of one run through one shared session and keeps their records."""
 
+    #: Called with each request's record when it ends (``benchflow bench``'s progress).
+    on_request: Callable[[RequestRecord], None] | None = None
+
     def __init__(self, session: aiohttp.ClientSession, url: str, bodies: list[bytes], input_tokens: list[int],
                  max_tokens: list[int | None], warmup: int, request_timeout_s: float) -> None:
         self.session = session
@@ -172,6 +175,8 @@ class _Client:
                 rec.end_ns = perf_counter_ns()
         if rec.error_class is not None and logger.isEnabledFor(logging.DEBUG):
             logger.debug("request %s failed: %s %s", idx, rec.error_class, rec.error_message)
+        if self.on_request is not None:
+            self.on_request(rec)
 
 
     def stall(self, now_ns: int, stall_after_s: float) -> dict[str, Any] | None:
@@ -256,6 +261,7 @@ async def run_load(
     max_duration_s: float | None = None, request_timeout_s: float = 60.0, temperature: float = 0.0,
     ignore_eos: bool = True, seed: int = 0, extra_body: dict[str, Any] | None = None,
     stall_after_s: float | None = None, should_stop: Callable[[], str | None] | None = None,
+    on_request: Callable[[RequestRecord], None] | None = None,
 ) -> LoadRun:
     """Runs one load point against ``base_url`` and returns every request's raw facts.
 
@@ -271,7 +277,8 @@ async def run_load(
     ``stop_detail``) when requests are in flight and none has had an output message for this
     long. ``should_stop``: polled (in a worker thread) every
     :data:`benchflow.load_watch.POLL_S`; when it returns a reason the run stops
-    (``stop_reason == "cancelled"``, ``stop_detail["reason"]``).
+    (``stop_reason == "cancelled"``, ``stop_detail["reason"]``). ``on_request``: called in the
+    event loop with each request's record as it ends (a progress display; keep it quick).
 
     Raises :class:`SpecError` for invalid arguments; request failures are recorded, never raised.
     """
@@ -297,6 +304,7 @@ async def run_load(
                                      cookie_jar=aiohttp.DummyCookieJar()) as session:
         client = _Client(session, url, bodies, [p.input_tokens for p in prompts[:n_bodies]], max_tokens,
                          warmup_requests, request_timeout_s)
+        client.on_request = on_request
         anchor_at = datetime.now(UTC)
         anchor_ns = perf_counter_ns()
         logger.info("load %s on %s: %s requests, duration bound %s s", load.label, url,

@@ -55,6 +55,8 @@ def backend_steps(results: Any, spec: Any, cid: str, workdir: Path, progress: Pr
         if backend.name not in samplers:
             samplers[backend.name] = (_nvml_for(backend), gpu_indices(backend))
         nvml, indices = samplers[backend.name]
+        if progress is not None:
+            progress.cell_started(f"{c.backend} {c.load_point.label} rep {c.repetition}")
         return outcome_of(run_cell(spec, c, launcher, nvml=nvml, gpu_indices=indices, should_stop=should_stop,
                                    return_state=True))
 

@@ -35,12 +35,27 @@ def _resolve_spec(spec: Union[CampaignSpec, str, dict]) -> CampaignSpec:
     return spec if isinstance(spec, CampaignSpec) else load_spec(spec)
 
 
+def run_name(prefix: str = "", default_spec: Any = None) -> str:
+    """The flow run's name in the UI: the campaign's name and the start time,
+    ``demo-max-num-seqs · 20261129-1254`` (``prefix`` first: ``nightly · ...``)."""
+    from datetime import UTC, datetime
+
+    params = current_run.parameters or {}
+    spec = params.get("spec") or default_spec
+    try:
+        name = spec.name if isinstance(spec, CampaignSpec) else (
+            spec.get("name") if isinstance(spec, dict) else load_spec(spec).name if spec else None)
+    except Exception:  # noqa: BLE001 - a bad spec is reported by the flow itself, not by its name
+        name = None
+    return f"{prefix}{name or 'campaign'} · {datetime.now(UTC):%Y%m%d-%H%M}"
+
+
 # Prefect's own parameter validation is off: for ``Union[CampaignSpec, str]`` it reports pydantic's
 # internal paths (``spec.function-after[_cross_checks(), CampaignSpec]...``). The deployment's
 # parameter schema (types, unknown keys; a 409 from the API) still comes from the signature, and the
 # loader below checks everything else with messages in the spec's own words.
-@flow(name="campaign", validate_parameters=False, on_cancellation=[mark_cancelled, reap_on_exit],
-      on_crashed=[reap_on_exit])
+@flow(name="campaign", flow_run_name=run_name, validate_parameters=False,
+      on_cancellation=[mark_cancelled, reap_on_exit], on_crashed=[reap_on_exit])
 def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
              code_path: str | None = None) -> dict[str, Any]:
     """Runs a benchmark campaign.
@@ -76,7 +91,8 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
     with running_campaign(current_run.id, results, cid), watcher as cancel:
         try:
             clean_campaign_leftovers(spec_obj, cid, workdir)
-            steps = backend_steps(results, spec_obj, cid, workdir, Progress(cid, len(cells), done=len(done)), cancel)
+            progress = Progress(cid, len(cells), done=len(done), name=spec_obj.name)
+            steps = backend_steps(results, spec_obj, cid, workdir, progress, cancel)
         except Exception as e:  # noqa: BLE001 - a campaign is never left running
             result = engine.end_campaign(finish, cid, "failed", f"campaign {cid} failed: {type(e).__name__}: {e}")
         else:

@@ -18,7 +18,15 @@ from tasks.fleet import host_gpu_health, publish_health
 from tasks.persist import open_results, persist_health
 
 
-@flow(name="health", validate_parameters=True)
+def _run_name() -> str:
+    """``health · <host> · 20261129-1254``: the host the worker runs on, and when."""
+    import socket
+    from datetime import UTC, datetime
+
+    return f"health · {socket.gethostname()} · {datetime.now(UTC):%Y%m%d-%H%M}"
+
+
+@flow(name="health", flow_run_name=_run_name, validate_parameters=True)
 def fleet_health(min_devices: int = 1, min_free_gib: float = 1.0, allow_foreign_processes: bool = False) -> Any:
     """Checks every GPU of this host and stores the report.
 

@@ -9,7 +9,6 @@ Failed with the regressions in its message and emits ``benchflow.regression.dete
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Union
 
 from prefect import flow, get_run_logger
@@ -17,7 +16,7 @@ from prefect import flow, get_run_logger
 from benchflow import regression
 from benchflow.campaign import analysis_input, new_campaign_id, validate_campaign_id
 from benchflow.spec import CampaignSpec, load_spec
-from flows.campaign import campaign
+from flows.campaign import campaign, run_name
 from flows.states import cancelled, failed
 from tasks.persist import open_results
 from tasks.regression import check_regressions, emit_regression_event, persist_regressions, publish_regressions
@@ -32,7 +31,7 @@ def nightly_spec(spec: Union[CampaignSpec, str, dict]) -> CampaignSpec:
 
 
 def _run_name() -> str:
-    return f"nightly-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    return run_name("nightly · ", default_spec=DEFAULT_SPEC)
 
 
 @flow(name="campaign", flow_run_name=_run_name, validate_parameters=True)

@@ -27,8 +27,15 @@ def _transient(err: BackendStartError) -> BackendStartError:
     return err
 
 
+def _teardown_run_name() -> str:
+    from prefect.runtime import task_run
+
+    backend = getattr(task_run.parameters.get("launcher"), "backend", None)
+    return f"teardown-{getattr(backend, 'name', None) or 'backend'}"
+
+
 @task(name="deploy-backend", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
-      cache_policy=NO_CACHE, persist_result=False)
+      cache_policy=NO_CACHE, persist_result=False, task_run_name="deploy-{backend.name}")
 def deploy_backend(backend: Any, model: str, campaign_id: str, log_dir: Path, registry_dir: Path) -> Launcher:
     """Starts ``backend`` and waits until it is ready; returns its launcher. On any failure (or a
     cancellation) while it starts, the backend is stopped before the error propagates."""
@@ -51,7 +58,7 @@ def deploy_backend(backend: Any, model: str, campaign_id: str, log_dir: Path, re
     return launcher
 
 
-@task(name="teardown-backend", cache_policy=NO_CACHE, persist_result=False)
+@task(name="teardown-backend", cache_policy=NO_CACHE, persist_result=False, task_run_name=_teardown_run_name)
 def teardown_backend(launcher: Launcher, grace_s: float = 10.0) -> str:
     """Stops the backend (SIGTERM, grace, SIGKILL) and returns its whole log."""
     logger = get_run_logger()

@@ -59,13 +59,14 @@ def persist_campaign(results: Any, campaign_id: str, spec: Any, status: str, flo
             f"campaign {campaign_id}")
 
 
-@task(name="persist-cell", **_POLICY)
+@task(name="persist-cell", task_run_name="persist-cell-{cell.backend}-{cell.load_point.label}-rep{cell.repetition}",
+      **_POLICY)
 def persist_cell(results: Any, campaign_id: str, cell: Any, row: dict[str, Any], summary: dict | None,
                  artifacts: dict[str, bytes]) -> None:
     _report(results.persist_cell(campaign_id, row, summary, artifacts), f"cell {cell.id}")
 
 
-@task(name="persist-backend-log", **_POLICY)
+@task(name="persist-backend-log", task_run_name="persist-backend-log-{backend_name}", **_POLICY)
 def persist_backend_log(results: Any, campaign_id: str, backend_name: str, logs: str) -> None:
     _report(results.persist_artifact(campaign_id, f"backend-{backend_name}.log", logs.encode()),
             f"log of backend {backend_name}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -22,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="benchflow",
         description="LLM-inference benchmark campaigns, orchestrated by Prefect.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging, and Prefect's task-run lines (-vv for debug)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if mod.name.startswith("_"):
@@ -32,6 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
         if register is not None:
             register(sub)
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version (``unknown`` when run from a tree that is not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("benchflow")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +70,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def entrypoint() -> None:  # pragma: no cover - thin wrapper
-    sys.exit(main())
+#: Exit status when the reader of stdout went away (``benchflow report ID | head -1``): 128 + SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader is gone: point stdout at /dev/null so that the interpreter's final flush
+    does not raise again (the standard recipe from the Python docs), and exit 141 quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def entrypoint() -> None:
+    try:
+        code = main()
+        sys.stdout.flush()  # a pipe closed early fails here rather than at the interpreter's exit
+    except BrokenPipeError:
+        code = _quiet_broken_pipe()
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -217,13 +217,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     prompts = parse_dataset(args.dataset).generate(_prompt_count(requests, args.warmup), args.seed)
 
+    from benchflow.progress import RequestProgress
+
     async def go() -> Any:
         await check_endpoint(args.url, min(args.timeout, 10.0))
-        return await run_load(
-            args.url, args.model, prompts, load, api=args.api, warmup_requests=args.warmup,
-            max_requests=requests, max_duration_s=args.duration, request_timeout_s=args.timeout,
-            temperature=args.temperature, ignore_eos=args.ignore_eos, seed=args.seed,
-        )
+        # a live bar on a TTY (cleared at the end); nothing extra in a pipe or a log
+        with RequestProgress(args.warmup + requests if requests is not None else None) as bar:
+            return await run_load(
+                args.url, args.model, prompts, load, api=args.api, warmup_requests=args.warmup,
+                max_requests=requests, max_duration_s=args.duration, request_timeout_s=args.timeout,
+                temperature=args.temperature, ignore_eos=args.ignore_eos, seed=args.seed, on_request=bar,
+            )
 
     result = asyncio.run(go())
     summary = summarize(result)

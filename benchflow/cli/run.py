@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -60,8 +61,14 @@ def run(args: argparse.Namespace) -> int:
         _crash_orphaned_run(args.campaign_id)
     from flows.campaign import campaign
 
-    state = campaign(spec=str(args.spec), campaign_id=args.campaign_id, code_path=args.code_path,
-                     return_state=True)
+    from benchflow.progress import TerminalProgress
+
+    if not getattr(args, "verbose", 0):
+        quiet_task_runs()
+    with TerminalProgress() as view:
+        view.route_logs(logging.getLogger().handlers)
+        state = campaign(spec=str(args.spec), campaign_id=args.campaign_id, code_path=args.code_path,
+                         return_state=True)
     data = _state_data(state)
     cid = data.get("campaign_id") if isinstance(data, dict) else None
     if cid:
@@ -83,6 +90,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ncampaign FAILED: {state.message}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+class _TaskRunNoise(logging.Filter):
+    """Drops the task runs' ``Finished in state Completed()`` lines (one per task) from the console;
+    their own messages (a cell's summary, warnings, failures) stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("prefect.task_runs") or record.levelno >= logging.WARNING:
+            return True
+        return not str(record.msg).startswith("Finished in state")
+
+
+def quiet_task_runs() -> None:
+    """Task runs' state lines leave the console of ``benchflow run`` (``-v`` keeps them). Only the
+    console's handlers get the filter: the lines still reach Prefect's API (the UI's task-run logs),
+    and workers are untouched."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _TaskRunNoise) for f in handler.filters):
+            handler.addFilter(_TaskRunNoise())
 
 
 def _nothing_valid(campaign_id: str) -> bool:
