@@ -1,0 +1,107 @@
+"""Tuning studies with plain steps (no processes): feasibility, resume, Pareto, confirm."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from benchflow.tuning.study import open_study, run_study
+from benchflow.tuning.spec import load_tuning_spec
+from tests.tuning.fakes import TuneFakes
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def spec(**over):
+    data = {"name": "t", "model": "m", "allow_simulated": True, "backend": {"name": "sim", "kind": "sim"},
+            "search_space": {"max-num-seqs": {"type": "int", "low": 1, "high": 8},
+                             "max-num-batched-tokens": {"type": "int", "low": 1, "high": 8}},
+            "workload": {"dataset": "D(8,4)", "load_points": [{"concurrency": 2}], "max_requests": 2},
+            "objective": {"load_point": "c2", "metrics": {"output_throughput": "maximize"}},
+            "trials": {"count": 6}, "sampler": {"name": "random", "seed": 3}}
+    data.update(over)
+    return load_tuning_spec(data)
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def test_broken_flag_constraint_is_infeasible_and_never_deployed(storage):
+    s = spec(constraints=["max-num-batched-tokens >= max-num-seqs"], trials={"count": 10})
+    fakes = TuneFakes()
+    out = run_study(s, storage, fakes.steps_for, study_id="s1")
+    study = optuna.load_study(study_name="s1", storage=storage)
+    broken = [t for t in study.trials if t.params["max-num-batched-tokens"] < t.params["max-num-seqs"]]
+    assert broken, "the seed samples at least one broken configuration"
+    for t in broken:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["measured"] is False
+        assert t.user_attrs["infeasible"].startswith("flag constraint broken")
+        assert t.constraints["flags: max-num-batched-tokens >= max-num-seqs"] > 0
+    assert len(fakes.deploys) == 10 - len(broken)
+    assert all(f["max-num-batched-tokens"] >= f["max-num-seqs"] for f in fakes.deploys)
+    assert out.finished == 10
+
+
+def test_start_failure_is_infeasible_with_the_log_tail_and_the_study_goes_on(storage):
+    fakes = TuneFakes(fail_start=lambda f: f["max-num-seqs"] > 5)
+    run_study(spec(trials={"count": 8}), storage, fakes.steps_for, study_id="s2")
+    study = optuna.load_study(study_name="s2", storage=storage)
+    failed = [t for t in study.trials if t.params["max-num-seqs"] > 5]
+    assert failed and len(study.trials) == 8
+    for t in failed:
+        assert t.constraints["deployed"] == 1.0
+        assert "never became ready" in t.user_attrs["infeasible"]
+        assert "CUDA out of memory" in t.user_attrs["infeasible"]
+    best = study.best_trials
+    assert best and all(t.params["max-num-seqs"] <= 5 for t in best), "infeasible trials never win"
+
+
+def test_slo_violation_is_infeasible_not_penalized(storage):
+    s = spec(slo={"ttft": {"p99": "45ms"}}, trials={"count": 8})
+    run_study(s, storage, TuneFakes().steps_for, study_id="s3")
+    study = optuna.load_study(study_name="s3", storage=storage)
+    over = [t for t in study.trials if t.params["max-num-seqs"] > 4]  # fake TTFT p99 = 10 ms x max-num-seqs
+    assert over
+    for t in over:
+        assert t.constraints["slo: ttft_ms.p99"] > 0 and "SLO violated: ttft_ms.p99" in t.user_attrs["infeasible"]
+        assert t.values[0] == float(t.params["max-num-seqs"]), "the measured value is kept, not a penalty"
+    assert study.best_trial.params["max-num-seqs"] <= 4
+
+
+def test_resume_does_not_measure_completed_trials_and_fails_the_interrupted_one(storage):
+    s = spec(trials={"count": 3})
+    fakes = TuneFakes()
+    run_study(s, storage, fakes.steps_for, study_id="s4")
+    assert fakes.cells == 3
+    study = optuna.load_study(study_name="s4", storage=storage)
+    crashed = study.ask()  # a trial left RUNNING, as by kill -9
+    crashed.suggest_int("max-num-seqs", 1, 8)
+    crashed.suggest_int("max-num-batched-tokens", 1, 8)
+    more = spec(trials={"count": 5})
+    out = run_study(more, storage, fakes.steps_for, study_id="s4")
+    assert fakes.cells == 5, "only the two missing trials are measured"
+    study = optuna.load_study(study_name="s4", storage=storage)
+    t = study.trials[crashed.number]
+    assert t.state == TrialState.FAIL and "interrupted" in t.user_attrs["failed_reason"]
+    retry = [x for x in study.trials if x.user_attrs.get("retry_of") == crashed.number]
+    assert retry and retry[0].params == crashed.params and retry[0].state == TrialState.COMPLETE
+    assert out.ran == 2 and out.finished == 5
+
+
+def test_two_objectives_give_a_pareto_front(storage):
+    s = spec(objective={"load_point": "c2", "metrics": {"output_throughput": "maximize",
+                                                         "ttft_ms.p99": "minimize"}},
+             trials={"count": 8})
+    assert s.sampler_name == "random"
+    fakes = TuneFakes(model=lambda f: {"output_throughput": float(f["max-num-seqs"]),
+                                       "ttft_ms": {"p99": 10.0 * f["max-num-seqs"] - f["max-num-batched-tokens"]}})
+    run_study(s, storage, fakes.steps_for, study_id="s5")
+    study = optuna.load_study(study_name="s5", storage=storage)
+    front = study.best_trials
+    assert len(study.directions) == 2 and len(front) >= 2
+    for a in front:  # no member of the front is dominated by another trial
+        assert not any(b.values[0] >= a.values[0] and b.values[1] <= a.values[1] and b.values != a.values
+                       for b in study.trials)
