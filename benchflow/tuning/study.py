@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -60,9 +61,48 @@ class Measurement:
         return f"{head}\n--- last lines of the backend log ---\n{log_tail}" if log_tail else first
 
 
+#: Postgres schema of Optuna's tables: both Optuna and benchflow keep an ``alembic_version`` table,
+#: so they cannot share one namespace.
+OPTUNA_SCHEMA = "optuna"
+
+
 def storage_url(database_url: str) -> str:
-    """Optuna's RDB storage URL: the results database itself (Optuna keeps its own tables there)."""
+    """Optuna's storage URL for a results database URL.
+
+    Both benchflow and Optuna version their tables with an ``alembic_version`` table, so the study
+    cannot live in the same namespace: on SQLite it is a file beside the results database
+    (``benchflow.db`` -> ``benchflow-optuna.db``); on Postgres it is the same database, schema
+    ``optuna`` (``?options=-csearch_path=optuna``), made by :func:`prepare_storage`. The URL is the
+    one ``optuna-dashboard`` opens.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return database_url
+        path = Path(url.database)
+        return url.set(database=str(path.with_name(f"{path.stem}-optuna{path.suffix or '.db'}"))) \
+            .render_as_string(hide_password=False)
+    if url.get_backend_name() == "postgresql":
+        return url.update_query_dict({"options": f"-csearch_path={OPTUNA_SCHEMA}"}) \
+            .render_as_string(hide_password=False)
     return database_url
+
+
+def prepare_storage(database_url: str) -> str:
+    """Creates what the study storage needs (the Postgres schema) and returns :func:`storage_url`."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    if make_url(database_url).get_backend_name() == "postgresql":
+        engine = create_engine(database_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
+        finally:
+            engine.dispose()
+    return storage_url(database_url)
 
 
 def new_study_id(spec: TuningSpec, now: datetime | None = None) -> str:
@@ -108,7 +148,8 @@ def suggest(trial: optuna.Trial, spec: TuningSpec) -> dict[str, Any]:
         if isinstance(p, IntRange):
             flags[name] = trial.suggest_int(name, p.low, p.high, step=p.step, log=p.log)
         elif isinstance(p, FloatRange):
-            flags[name] = trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+            value = trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+            flags[name] = round(value, 10) if p.step is not None else value  # 0.30000000000000004 -> 0.3
         elif isinstance(p, Bool):
             flags[name] = trial.suggest_categorical(name, [False, True])
         elif isinstance(p, Categorical):
