@@ -33,7 +33,7 @@ def confirm_study(study: optuna.Study, spec: TuningSpec, steps_for: StepsFactory
     metric, direction = next(iter(spec.objective.metrics.items()))
     runs = []
     for t in top_k(study, spec, spec.confirm.top_k):
-        m = measure(spec, dict(t.params), f"{study.study_name}-c{t.number}", steps_for,
+        m = measure(spec, dict(t.user_attrs.get("flags", t.params)), f"{study.study_name}-c{t.number}", steps_for,
                     repetitions=spec.confirm.repetitions, on_campaign=on_campaign)
         runs.append({"trial": t.number, "params": t.params, "values": per_repetition(m, spec, metric)})
     if not runs:

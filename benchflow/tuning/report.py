@@ -35,7 +35,7 @@ def winning_flags(study: optuna.Study) -> dict[str, Any]:
 
         raise BenchflowError(f"study {study.study_name}: no feasible trial yet")
     spec = spec_of(study)
-    return {**(spec.backend.engine_args or {}), **best[0].params}
+    return {**(spec.backend.engine_args or {}), **best[0].user_attrs.get("flags", best[0].params)}
 
 
 def backend_block(study: optuna.Study) -> dict[str, Any]:

@@ -216,6 +216,7 @@ def run_trial(study: optuna.Study, spec: TuningSpec, steps_for: StepsFactory, *,
               on_campaign: CampaignHook | None = None) -> optuna.trial.FrozenTrial:
     trial = study.ask()
     flags = suggest(trial, spec)
+    trial.set_user_attr("flags", flags)
     cons = dict.fromkeys(constraint_keys(spec), 0.0)
     broken = [(c, c.violation(flags)) for c in spec.parsed_constraints() if not c.holds(flags)]
     values: list[float] | None = None
