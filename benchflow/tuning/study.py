@@ -214,7 +214,20 @@ def _worst(study: optuna.Study, spec: TuningSpec) -> list[float]:
 
 def run_trial(study: optuna.Study, spec: TuningSpec, steps_for: StepsFactory, *,
               on_campaign: CampaignHook | None = None) -> optuna.trial.FrozenTrial:
-    trial = study.ask()
+    """One trial through ``study.optimize(n_trials=1)`` (the grid sampler stops the study from
+    inside the optimize loop when its grid is done, which ask/tell would not allow)."""
+    numbers: list[int] = []
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        numbers.append(trial.number)
+        return _evaluate(study, trial, spec, steps_for, on_campaign)
+
+    study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False)
+    return study.trials[numbers[0]]
+
+
+def _evaluate(study: optuna.Study, trial: optuna.Trial, spec: TuningSpec, steps_for: StepsFactory,
+              on_campaign: CampaignHook | None) -> list[float]:
     flags = suggest(trial, spec)
     trial.set_user_attr("flags", flags)
     cons = dict.fromkeys(constraint_keys(spec), 0.0)
@@ -256,8 +269,7 @@ def run_trial(study: optuna.Study, spec: TuningSpec, steps_for: StepsFactory, *,
         values = _worst(study, spec)
     for key, v in cons.items():
         trial.set_constraint(key, v)
-    study.tell(trial, values)
-    return study.trials[trial.number]
+    return values
 
 
 @dataclass
