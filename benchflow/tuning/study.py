@@ -318,8 +318,9 @@ def progress_note(study: optuna.Study, spec: TuningSpec, t: optuna.trial.FrozenT
     total = spec.trials.count or "?"
     what = "feasible" if t.user_attrs.get("measured") and not t.user_attrs.get("infeasible") else "infeasible"
     best = feasible_best(study)
-    best_note = f"; best so far: trial {best[0].number} {best[0].values}" if best else ""
-    return f"trial {t.number + 1} of {total}: {what} {t.params} -> {t.values}{best_note}"
+    best_note = f"; best so far: trial {best[0].number} {[round(v, 4) for v in best[0].values]}" if best else ""
+    values = [round(v, 4) for v in t.values] if t.values and t.user_attrs.get("measured") else "not measured"
+    return f"trial {t.number + 1} of {total}: {what} {t.user_attrs.get('flags', t.params)} -> {values}{best_note}"
 
 
 def feasible_best(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -105,3 +105,30 @@ def test_two_objectives_give_a_pareto_front(storage):
     for a in front:  # no member of the front is dominated by another trial
         assert not any(b.values[0] >= a.values[0] and b.values[1] <= a.values[1] and b.values != a.values
                        for b in study.trials)
+
+
+@pytest.mark.parametrize("gap, verdict", [(3.0, "winner"), (0.0, "tie")])
+def test_confirm_names_a_winner_only_when_its_interval_separates_it(storage, gap, verdict):
+    from itertools import count
+
+    from benchflow.tuning.confirm import confirm_study
+
+    s = spec(confirm={"top_k": 2, "repetitions": 4}, trials={"count": 8},
+             search_space={"max-num-seqs": {"type": "categorical", "choices": [1, 2]}},
+             sampler={"name": "grid", "seed": 0})
+    ticks = count()
+    jitter = [0.0, 0.2, -0.2, 0.1, -0.1, 0.05, -0.05, 0.15]
+
+    def model(f):  # max-num-seqs 2 is better by `gap`, with a little noise per measurement
+        return {"output_throughput": 10.0 + (gap if f["max-num-seqs"] == 2 else 0.0) + jitter[next(ticks) % 8]}
+
+    fakes = TuneFakes(model=model)
+    out = run_study(s, storage, fakes.steps_for, study_id="c1")
+    assert out.stopped_by == "grid exhausted" and out.finished == 2
+    study = optuna.load_study(study_name="c1", storage=storage)
+    result = confirm_study(study, s, fakes.steps_for)
+    assert result["verdict"] == verdict, result["text"]
+    assert [len(r["values"]) for r in result["trials"]] == [4, 4]
+    assert optuna.load_study(study_name="c1", storage=storage).user_attrs["confirm"]["verdict"] == verdict
+    if verdict == "tie":
+        assert result["text"].startswith("tie") and "tied configurations" in result["text"]
