@@ -58,9 +58,9 @@ def importances(study: optuna.Study) -> dict[str, float]:
     if len(feasible) < 2 or len(study.directions) > 1:
         return {}
     try:
-        return optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    except (RuntimeError, ValueError):
+        return optuna.importance.get_param_importances(  # PED-ANOVA: no scikit-learn needed
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    except (RuntimeError, ValueError, ImportError):
         return {}
 
 
@@ -109,7 +109,7 @@ def markdown(study: optuna.Study) -> str:
         lines += ["", "## Confirmation", "", confirm["text"]]
     imp = importances(study)
     if imp:
-        lines += ["", "## Parameter importances (fANOVA)", ""] + [f"- {k}: {v:.2f}" for k, v in imp.items()]
+        lines += ["", "## Parameter importances (PED-ANOVA)", ""] + [f"- {k}: {v:.2f}" for k, v in imp.items()]
     lines += ["", "## Winning flags", "", "```", serve_command(study), "```", "", "```json",
               json.dumps(winning_flags(study), indent=2), "```"]
     return "\n".join(lines) + "\n"

@@ -102,7 +102,24 @@ def prepare_storage(database_url: str) -> str:
                 conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))
         finally:
             engine.dispose()
-    return storage_url(database_url)
+    url = storage_url(database_url)
+    _create_tables(url)
+    return url
+
+
+def _create_tables(url: str, attempts: int = 5) -> None:
+    """Creates Optuna's tables once; two processes doing it at the same moment collide on
+    ``alembic_version`` (IntegrityError), and the loser only has to look again."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            optuna.storages.RDBStorage(url).remove_session()
+            return
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def new_study_id(spec: TuningSpec, now: datetime | None = None) -> str:
@@ -320,7 +337,8 @@ def progress_note(study: optuna.Study, spec: TuningSpec, t: optuna.trial.FrozenT
     best = feasible_best(study)
     best_note = f"; best so far: trial {best[0].number} {[round(v, 4) for v in best[0].values]}" if best else ""
     values = [round(v, 4) for v in t.values] if t.values and t.user_attrs.get("measured") else "not measured"
-    return f"trial {t.number + 1} of {total}: {what} {t.user_attrs.get('flags', t.params)} -> {values}{best_note}"
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return f"trial {t.number} ({done} of {total} finished): {what} {t.user_attrs.get('flags', t.params)} -> {values}{best_note}"
 
 
 def feasible_best(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
