@@ -132,3 +132,18 @@ def test_confirm_names_a_winner_only_when_its_interval_separates_it(storage, gap
     assert optuna.load_study(study_name="c1", storage=storage).user_attrs["confirm"]["verdict"] == verdict
     if verdict == "tie":
         assert result["text"].startswith("tie") and "tied configurations" in result["text"]
+
+
+def test_report_has_the_best_configuration_importances_and_the_winning_flags(storage):
+    from benchflow.tuning import report
+
+    s = spec(trials={"count": 8}, backend={"name": "sim", "kind": "sim", "engine_args": {"time-scale": 0.5}})
+    run_study(s, storage, TuneFakes().steps_for, study_id="r1")
+    study = optuna.load_study(study_name="r1", storage=storage)
+    md = report.markdown(study)
+    best = study.best_trial
+    assert "## Best configuration" in md and f"trial {best.number}:" in md
+    assert "## Parameter importances (PED-ANOVA)" in md and "- max-num-seqs:" in md
+    assert report.winning_flags(study) == {"time-scale": 0.5, **best.params}
+    assert report.serve_command(study).startswith("benchflow sim serve --model m --time-scale 0.5 --max-num-seqs")
+    assert report.backend_block(study)["engine_args"]["max-num-seqs"] == best.params["max-num-seqs"]
