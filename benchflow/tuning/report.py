@@ -47,10 +47,22 @@ def backend_block(study: optuna.Study) -> dict[str, Any]:
 
 
 def serve_command(study: optuna.Study) -> str:
+    """The winning configuration as one command line: ``vllm serve``, SGLang's launcher, or the
+    simulator. A flag tuned to ``false`` is written ``--no-<flag>`` (vLLM's and SGLang's form), so a
+    default-on flag such as ``enable-chunked-prefill`` is really turned off."""
+    import shlex
+
+    from benchflow.launch.commands import sim_engine_args
+
     spec = spec_of(study)
-    engine = {"sglang": "python -m sglang.launch_server --model-path", "sim": "benchflow sim serve --model"}.get(
-        spec.backend.kind, "vllm serve")
-    return " ".join([engine, spec.model.name, *render_engine_args(winning_flags(study))])
+    flags = winning_flags(study)
+    if spec.backend.kind == "sim":
+        return shlex.join(["benchflow", "sim", "--model", spec.model.name, *sim_engine_args(flags)])
+    argv = render_engine_args({k: v for k, v in flags.items() if v is not False})
+    argv += [f"--no-{k}" for k, v in flags.items() if v is False]
+    engine = ["python", "-m", "sglang.launch_server", "--model-path"] if spec.backend.kind == "sglang" else \
+        ["vllm", "serve"]
+    return shlex.join([*engine, spec.model.name, *argv])
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
@@ -74,8 +86,9 @@ def _note(reason: str) -> str:
     if not lines:
         return ""
     note = lines[0][:160]
-    if "--- last lines of the backend log ---" in reason and lines[-1] != lines[0]:
-        note += " — " + lines[-1][:200]
+    causes = [x for x in lines[1:] if "error" in x.lower() and not x.startswith("---")]
+    if "never became ready" in lines[0] and causes:
+        note += " — " + causes[-1][:200]
     return note.replace("|", "/")
 
 

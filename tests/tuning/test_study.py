@@ -145,5 +145,22 @@ def test_report_has_the_best_configuration_importances_and_the_winning_flags(sto
     assert "## Best configuration" in md and f"trial {best.number}:" in md
     assert "## Parameter importances (PED-ANOVA)" in md and "- max-num-seqs:" in md
     assert report.winning_flags(study) == {"time-scale": 0.5, **best.params}
-    assert report.serve_command(study).startswith("benchflow sim serve --model m --time-scale 0.5 --max-num-seqs")
+    assert report.serve_command(study).startswith("benchflow sim --model m --engine-arg time-scale=0.5 --engine-arg "
+                                                  "max-num-seqs=")
     assert report.backend_block(study)["engine_args"]["max-num-seqs"] == best.params["max-num-seqs"]
+
+
+def test_serve_command_turns_a_flag_tuned_to_false_off_explicitly(storage):
+    from benchflow.tuning import report
+
+    s = load_tuning_spec({"name": "v", "model": "meta-llama/Llama-3.1-8B-Instruct",
+                          "backend": {"name": "vllm", "kind": "vllm", "engine_args": {"max-model-len": 4096}},
+                          "search_space": {"enable-chunked-prefill": {"type": "categorical", "choices": [False]},
+                                           "max-num-seqs": {"type": "categorical", "choices": [64]}},
+                          "workload": {"dataset": "D(8,4)", "load_points": [{"concurrency": 2}], "max_requests": 2},
+                          "objective": {"load_point": "c2", "metrics": {"output_throughput": "maximize"}},
+                          "trials": {"count": 1}})
+    run_study(s, storage, TuneFakes().steps_for, study_id="v1")
+    study = optuna.load_study(study_name="v1", storage=storage)
+    assert report.serve_command(study) == ("vllm serve meta-llama/Llama-3.1-8B-Instruct --max-model-len 4096 "
+                                           "--max-num-seqs 64 --no-enable-chunked-prefill")
