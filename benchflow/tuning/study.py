@@ -338,7 +338,8 @@ def progress_note(study: optuna.Study, spec: TuningSpec, t: optuna.trial.FrozenT
     best_note = f"; best so far: trial {best[0].number} {[round(v, 4) for v in best[0].values]}" if best else ""
     values = [round(v, 4) for v in t.values] if t.values and t.user_attrs.get("measured") else "not measured"
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    return f"trial {t.number} ({done} of {total} finished): {what} {t.user_attrs.get('flags', t.params)} -> {values}{best_note}"
+    flags = t.user_attrs.get("flags", t.params)
+    return f"trial {t.number} ({done} of {total} finished): {what} {flags} -> {values}{best_note}"
 
 
 def feasible_best(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

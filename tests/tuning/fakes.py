@@ -42,9 +42,6 @@ class TuneFakes:
             launcher.stop()
             return launcher.text
 
-        def log(name, text):
-            pass
-
         return BackendSteps(deploy=deploy, teardown=teardown, run_cell=run_cell,
                             persist_cell=lambda c, row, s, a: None,
                             persist_backend_log=lambda name, text: None, sleep=lambda s: None)

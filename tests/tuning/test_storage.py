@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import optuna
-import pytest
 from sqlalchemy import create_engine, inspect
 
 from benchflow.store.results import Results

@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from benchflow.tuning.study import open_study, run_study
+from benchflow.tuning.study import run_study
 from benchflow.tuning.spec import load_tuning_spec
 from tests.tuning.fakes import TuneFakes
 
