@@ -63,7 +63,7 @@ def test_tune_runs_trials_on_the_simulator_records_oom_as_infeasible_and_resumes
 
     assert main(["tune", "report", "tiny"]) == 0
     report = capsys.readouterr().out
-    assert "No available memory for the cache blocks" in report and "gpu-memory-utilization 0.9" in report
+    assert "No available memory for the cache blocks" in report and "--engine-arg gpu-memory-utilization=0.9" in report
     target = tmp_path / "backend.yaml"
     assert main(["tune", "apply", "tiny", "--out", str(target)]) == 0
     block = yaml.safe_load(target.read_text())
