@@ -197,8 +197,9 @@ def measure(spec: TuningSpec, flags: dict[str, Any], campaign_id: str, steps_for
     steps.persist_cell, steps.persist_backend_log = capture_cell, capture_log
     if on_campaign:
         on_campaign(campaign_id, cspec, "running")
-    result = run_backend(steps, cspec, backend, cells)
-    m.started = not (result.never_ready or result.gave_up)
+    # A configuration whose backend dies is infeasible: no redeploy (the rest of its cells fail).
+    result = run_backend(steps, cspec, backend, cells, max_redeploys=0)
+    m.started = not (result.never_ready or result.gave_up or result.failed)
     if on_campaign:
         on_campaign(campaign_id, cspec, "failed" if result.failed else "completed")
     return m

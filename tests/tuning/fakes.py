@@ -14,7 +14,8 @@ from tests.engine.fakes import FakeLauncher
 class TuneFakes:
     """``model(flags) -> summary`` gives each cell's summary; flags in ``fail_start(flags)`` never start."""
 
-    def __init__(self, model=None, fail_start=None):
+    def __init__(self, model=None, fail_start=None, dies=None):
+        self.dies = dies or (lambda f: False)
         self.model = model or (lambda f: {"output_throughput": float(f.get("max-num-seqs", 1)),
                                           "ttft_ms": {"p99": 10.0 * f.get("max-num-seqs", 1)}})
         self.fail_start = fail_start or (lambda f: False)
@@ -34,6 +35,12 @@ class TuneFakes:
         def run_cell(backend, cell, launcher, should_stop):
             self.cells += 1
             now = datetime.now(UTC)
+            if self.dies(flags):
+                launcher.text += "RuntimeError: CUDA error: an illegal memory access was encountered\n"
+                launcher.dead = "exit code 1"
+                return CellOutcome(cell_id=cell.id, backend=cell.backend, load_label=cell.load_point.label,
+                                   repetition=cell.repetition, started_at=now, finished_at=now, status="failed",
+                                   error="backend died during the cell (exit code 1)")
             return CellOutcome(cell_id=cell.id, backend=cell.backend, load_label=cell.load_point.label,
                                repetition=cell.repetition, started_at=now, finished_at=now, status="completed",
                                summary={"completed": 2, **self.model(flags)})

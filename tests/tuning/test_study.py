@@ -164,3 +164,16 @@ def test_serve_command_turns_a_flag_tuned_to_false_off_explicitly(storage):
     study = optuna.load_study(study_name="v1", storage=storage)
     assert report.serve_command(study) == ("vllm serve meta-llama/Llama-3.1-8B-Instruct --max-model-len 4096 "
                                            "--max-num-seqs 64 --no-enable-chunked-prefill")
+
+
+def test_a_backend_that_dies_mid_trial_makes_it_infeasible_with_the_crash_and_is_not_redeployed(storage):
+    fakes = TuneFakes(dies=lambda f: f["max-num-seqs"] == 3)
+    s = spec(search_space={"max-num-seqs": {"type": "categorical", "choices": [2, 3]}},
+             sampler={"name": "grid", "seed": 0}, repetitions=2)
+    run_study(s, storage, fakes.steps_for, study_id="d1")
+    study = optuna.load_study(study_name="d1", storage=storage)
+    died = next(t for t in study.trials if t.params["max-num-seqs"] == 3)
+    assert died.constraints["deployed"] == 1.0 and died.user_attrs["measured"] is False
+    assert "illegal memory access" in died.user_attrs["infeasible"]
+    assert [f["max-num-seqs"] for f in fakes.deploys].count(3) == 1, "a dead configuration is not deployed again"
+    assert study.best_trial.params["max-num-seqs"] == 2
