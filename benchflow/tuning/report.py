@@ -114,10 +114,12 @@ def markdown(study: optuna.Study) -> str:
         lines.append("No feasible configuration yet.")
         return "\n".join(lines) + "\n"
     title = "Best configuration" if len(metrics) == 1 else "Pareto front"
+    confirm = study.user_attrs.get("confirm")
     lines += [f"## {title}", ""]
+    if confirm and confirm.get("verdict") == "tie":
+        lines += ["Best single measurement of the search; the confirmation below finds no separable winner.", ""]
     lines += [f"- trial {t.number}: {t.params} -> " + ", ".join(f"{k} {v:.4g}" for k, v in zip(metrics, t.values))
               for t in best]
-    confirm = study.user_attrs.get("confirm")
     if confirm:
         lines += ["", "## Confirmation", "", confirm["text"]]
     imp = importances(study)
