@@ -17,6 +17,7 @@ from prefect.runtime import flow_run as current_run
 
 from benchflow.tuning import report
 from benchflow.tuning.confirm import confirm_study
+from benchflow.tuning.local import reap_study_leftovers
 from benchflow.tuning.spec import TuningSpec, load_tuning_spec
 from benchflow.tuning.study import new_study_id, prepare_storage, run_study
 from flows.backend_cells import backend_steps
@@ -48,7 +49,8 @@ def tune(spec: Union[TuningSpec, str], study_id: str | None = None) -> dict[str,
     sid = study_id or new_study_id(tspec)
     results = open_results()
     storage = prepare_storage(results.config.database_url)
-    workdir = results.config.home / "tuning" / sid
+    workdir = results.config.home / "runs"  # reap_on_exit looks for trial backends there
+    reap_study_leftovers(workdir, sid)
     total = tspec.trials.count or 0
     progress_id = create_progress_artifact(progress=0.0, key=artifact_key("tune", sid, "progress"),
                                            description=f"trials of study {sid}")

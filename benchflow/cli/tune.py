@@ -65,7 +65,7 @@ def _yaml(data: dict) -> str:
 def _tune(args: argparse.Namespace) -> int:
     from benchflow.tuning import report
     from benchflow.tuning.confirm import confirm_study
-    from benchflow.tuning.local import campaign_hook, local_steps
+    from benchflow.tuning.local import campaign_hook, local_steps, reap_study_leftovers
     from benchflow.store.config import redact_url
     from benchflow.tuning.spec import load_tuning_spec
     from benchflow.tuning.study import new_study_id, prepare_storage, run_study
@@ -74,7 +74,9 @@ def _tune(args: argparse.Namespace) -> int:
     results = _results()
     study_id = args.study_id or new_study_id(spec)
     storage = prepare_storage(results.config.database_url)
-    steps_for = local_steps(results, results.config.home / "tuning" / study_id)
+    runs = results.config.home / "runs"
+    reap_study_leftovers(runs, study_id)
+    steps_for = local_steps(results, runs)
     hook = campaign_hook(results, study_id)
     print(f"study {study_id}: trials in {results.describe()}; study in {redact_url(storage)} "
           f"(optuna-dashboard opens it)", file=sys.stderr)

@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def local_steps(results: Any, workdir: Path) -> Any:
-    """``steps_for(campaign_spec, campaign_id) -> BackendSteps`` for :func:`benchflow.tuning.study.run_study`."""
+    """``steps_for(campaign_spec, campaign_id) -> BackendSteps`` for :func:`benchflow.tuning.study.run_study`.
+    ``workdir``: the runs folder (``$BENCHFLOW_HOME/runs``); a trial's logs and process registry go
+    to ``<workdir>/<campaign id>``, as a campaign's do."""
 
     def steps_for(cspec: Any, cid: str) -> BackendSteps:
         from benchflow.launch import make_local_launcher
@@ -63,3 +65,17 @@ def campaign_hook(results: Any, study_id: str) -> Any:
             results.finish_campaign(cid, status)
 
     return on_campaign
+
+
+def reap_study_leftovers(runs_dir: Path, study_id: str) -> list[dict]:
+    """Stops backend processes that an earlier, killed run of this study left running (found in
+    its trials' process registries)."""
+    from benchflow.launch import reap_leftovers
+
+    stopped: list[dict] = []
+    for registry in sorted(Path(runs_dir).glob(f"{study_id}-[tc]*/processes")):
+        for info in reap_leftovers(registry, owner=registry.parent.name):
+            log.warning("stopped leftover backend %s (pid %s) of an earlier run of study %s", info.get("backend"),
+                        info.get("pid"), study_id)
+            stopped.append(info)
+    return stopped

@@ -46,6 +46,23 @@ def _states(storage):
         return []
 
 
+def _sim_pids(cid):
+    """Pids of the simulators registered for campaign ``cid`` (the launcher's process registry)."""
+    import json
+    from pathlib import Path
+
+    home_dir = Path(os.environ["BENCHFLOW_HOME"])
+    return [json.loads(p.read_text())["pid"] for p in (home_dir / "runs" / cid / "processes").glob("*.json")]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _cells(home_dir):
     with sqlite3.connect(home_dir / "benchflow.db") as db:
         return sorted(db.execute("select campaign_id, cell_id, started_at from cells").fetchall())
@@ -62,7 +79,7 @@ def test_kill_9_then_resume_measures_only_what_is_missing(home, tmp_path):  # no
     def one_done_one_running():
         states = _states(storage)
         assert proc.poll() is None, (tmp_path / "first.log").read_text()
-        return states[:2] == [TrialState.COMPLETE, TrialState.RUNNING]
+        return states[:2] == [TrialState.COMPLETE, TrialState.RUNNING] and _sim_pids("k9-t1")
 
     try:
         _wait(one_done_one_running)
@@ -73,7 +90,15 @@ def test_kill_9_then_resume_measures_only_what_is_missing(home, tmp_path):  # no
     measured_before = [c for c in before if c[0] == "k9-t0"]
     assert len(measured_before) == 1
 
-    assert main(["tune", str(spec), "--study-id", "k9"]) == 0
+    left = _sim_pids("k9-t1")
+    assert left, "kill -9 of the tuner leaves its simulator running (its own process group)"
+    try:
+        assert main(["tune", str(spec), "--study-id", "k9"]) == 0
+        assert not any(_alive(p) for p in left), "the resumed study stops the leftover backend"
+    finally:
+        for pid in left:  # whatever happened above, no simulator outlives the test
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
     study = optuna.load_study(study_name="k9", storage=storage)
     interrupted = study.trials[1]
     assert interrupted.state == TrialState.FAIL and "interrupted" in interrupted.user_attrs["failed_reason"]
