@@ -1,4 +1,4 @@
-"""``benchflow validate SPEC [--cells] [--json]``: check a campaign spec without running anything.
+"""``benchflow validate SPEC [--cells] [--json]``: check a campaign (or tuning) spec without running anything.
 
 Prints a one-line summary (and, with ``--cells``, the expanded cells in run order). A bad spec
 prints one line per problem and exits 2. ``--json`` output has secret-looking values redacted
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +39,11 @@ def _summary(spec) -> str:
 def run(args: argparse.Namespace) -> int:
     from benchflow.redact import redact_spec
     from benchflow.spec import load_spec
+    from benchflow.spec_errors import read_spec_file
+    from benchflow.tuning.spec import is_tuning_spec
 
+    if is_tuning_spec(read_spec_file(Path(args.spec))):  # a tuning spec has a top-level search_space
+        return _tuning(args)
     spec = load_spec(args.spec)
     if args.json:
         out = {
@@ -54,4 +59,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'#':>4}  {'cell id':<16}  {'backend':<20}  {'load':<22}  {'rep':>3}  seed")
         for c in spec.cells():
             print(f"{c.index:>4}  {c.id:<16}  {c.backend:<20}  {c.load_label:<22}  {c.repetition:>3}  {c.seed}")
+    return 0
+
+
+def _tuning(args: argparse.Namespace) -> int:
+    from benchflow.tuning.spec import load_tuning_spec
+    from benchflow.tuning.study import grid_size
+
+    spec = load_tuning_spec(args.spec)
+    if args.json:
+        json.dump({"tuning_spec": spec.model_dump(mode="json")}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    budget = ", ".join(x for x in (f"{spec.trials.count} trials" if spec.trials.count else "",
+                                   f"at most {spec.trials.timeout_s:g}s" if spec.trials.timeout_s else "") if x)
+    grid = "" if any(getattr(p, "type", "") == "float" and p.step is None for p in spec.search_space.values()) \
+        else f" ({grid_size(spec)} configurations)"
+    print(f"{spec.name}: valid tuning spec; {len(spec.search_space)} flags [{', '.join(spec.search_space)}]{grid}, "
+          f"{len(spec.constraints)} constraints, objective "
+          f"{', '.join(f'{k} {d}' for k, d in spec.objective.metrics.items())} at {spec.objective.load_point}, "
+          f"sampler {spec.sampler_name}, {budget}, backend {spec.backend.name} ({spec.backend.kind})")
     return 0

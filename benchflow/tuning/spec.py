@@ -1,0 +1,290 @@
+"""The tuning spec: which engine flags to search, under which SLOs, for which objective.
+
+Validated as strictly as a campaign spec (unknown keys are errors, every problem is reported with
+its path, units are required) and built from the same models: ``backend`` is a campaign backend,
+``workload`` a campaign workload, ``slo`` a campaign SLO block. :meth:`TuningSpec.trial_campaign`
+turns one sampled configuration into a one-backend campaign spec, which the campaign engine runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+
+from benchflow.errors import SpecError
+from benchflow.spec import (
+    SUMMARY_DISTRIBUTIONS, SUMMARY_SCALARS, SUMMARY_STATS, Backend, CampaignSpec, ModelSpec, WorkloadSpec, load_spec,
+)
+from benchflow.spec_backends import FlagName
+from benchflow.spec_types import Seconds, SloSeconds, StrictModel
+from benchflow.tuning.constraints import Constraint, ConstraintSyntaxError, parse_constraint
+
+__all__ = ["TuningSpec", "load_tuning_spec", "is_tuning_spec", "IntRange", "FloatRange", "Categorical", "Bool"]
+
+SAMPLERS = ("grid", "random", "tpe", "gp", "nsga2")
+
+
+class IntRange(StrictModel):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise ValueError("a log-scaled int range needs low >= 1 and no step")
+        return self
+
+    def values(self) -> list[Any]:
+        return list(range(self.low, self.high + 1, self.step))
+
+
+class FloatRange(StrictModel):
+    type: Literal["float"]
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("a log-scaled float range needs low > 0 and no step")
+        return self
+
+    def values(self) -> list[Any]:
+        if self.step is None:
+            raise ValueError("a float range without a step has no grid; give it a step")
+        n = int(round((self.high - self.low) / self.step))
+        return [round(self.low + i * self.step, 12) for i in range(n + 1)]
+
+
+class Categorical(StrictModel):
+    type: Literal["categorical"]
+    choices: list[Union[bool, int, float, str]] = Field(..., min_length=1)
+
+    def values(self) -> list[Any]:
+        return list(self.choices)
+
+
+class Bool(StrictModel):
+    type: Literal["bool"]
+
+    def values(self) -> list[Any]:
+        return [False, True]
+
+
+Param = Annotated[Union[IntRange, FloatRange, Categorical, Bool], Field(discriminator="type")]
+
+
+def _check_metric(key: str) -> str:
+    dist, _, stat = key.partition(".")
+    if (dist in SUMMARY_DISTRIBUTIONS and stat in SUMMARY_STATS) or key in SUMMARY_SCALARS:
+        return key
+    raise ValueError(f"unknown summary metric {key!r}; use <{'|'.join(SUMMARY_DISTRIBUTIONS)}>."
+                     f"<{'|'.join(SUMMARY_STATS)}> or one of {', '.join(SUMMARY_SCALARS)}")
+
+
+Metric = Annotated[str, AfterValidator(_check_metric)]
+
+
+class Objective(StrictModel):
+    """One or more summary metrics, each with a direction, measured at one named load point."""
+
+    load_point: str = Field(..., min_length=1, description="label of a workload load point, e.g. c16 or r4")
+    metrics: dict[Metric, Literal["maximize", "minimize"]] = Field(..., min_length=1)
+
+
+class SamplerSpec(StrictModel):
+    name: Literal["grid", "random", "tpe", "gp", "nsga2"] | None = Field(
+        None, description="default: tpe for one objective, nsga2 for several")
+    seed: int = Field(0, ge=0)
+
+
+class TrialBudget(StrictModel):
+    count: int | None = Field(None, gt=0, description="trials to run (in total, counting resumed ones)")
+    timeout_s: Seconds | None = Field(None, gt=0, description="stop starting trials after this long")
+
+    @model_validator(mode="after")
+    def _some(self) -> TrialBudget:
+        if self.count is None and self.timeout_s is None:
+            raise ValueError("give a count, a timeout_s, or both")
+        return self
+
+
+class ConfirmSpec(StrictModel):
+    top_k: int = Field(2, ge=1, description="configurations re-measured at the end")
+    repetitions: int = Field(3, ge=2, description="repetitions of each re-measured configuration")
+
+
+def _model_shorthand(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class TuningSpec(StrictModel):
+    name: str = Field(..., min_length=1)
+    description: str = ""
+    model: Annotated[ModelSpec, BeforeValidator(_model_shorthand)]
+    allow_simulated: bool = False
+    backend: Backend
+    search_space: dict[FlagName, Param] = Field(..., min_length=1)
+    constraints: list[str] = Field(default_factory=list)
+    workload: WorkloadSpec
+    objective: Objective
+    slo: dict[Literal["ttft", "tpot", "itl", "e2e"], dict[Literal["mean", "p50", "p90", "p95", "p99"], SloSeconds]] = (
+        Field(default_factory=dict))
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    trials: TrialBudget
+    repetitions: int = Field(1, ge=1)
+    confirm: ConfirmSpec | None = None
+
+    @property
+    def directions(self) -> list[str]:
+        return list(self.objective.metrics.values())
+
+    @property
+    def sampler_name(self) -> str:
+        return self.sampler.name or ("tpe" if len(self.objective.metrics) == 1 else "nsga2")
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [parse_constraint(c) for c in self.constraints]
+
+    def slo_limits_ms(self) -> dict[str, float]:
+        """``{"ttft_ms.p99": 500.0, ...}``: each SLO as a summary key and its limit in ms."""
+        return {f"{m}_ms.{stat}": s * 1000.0 for m, stats in self.slo.items() for stat, s in stats.items()}
+
+    def trial_campaign(self, flags: dict[str, Any], *, name: str | None = None,
+                       repetitions: int | None = None) -> CampaignSpec:
+        """A one-backend campaign spec: the base backend with ``flags`` added to its engine args."""
+        backend = self.backend.model_dump(mode="json", exclude_unset=True)
+        backend["engine_args"] = {**(self.backend.engine_args or {}), **flags}
+        return load_spec(self._campaign_dict(backend, name or self.name, repetitions or self.repetitions))
+
+    def _campaign_dict(self, backend: dict[str, Any], name: str, repetitions: int) -> dict[str, Any]:
+        return {"name": name, "model": self.model.model_dump(mode="json", exclude_defaults=True),
+                "allow_simulated": self.allow_simulated, "backends": [backend],
+                "workload": self.workload.model_dump(mode="json", exclude_defaults=True),
+                "slo": {m: {k: f"{v * 1000:g}ms" for k, v in s.items()} for m, s in self.slo.items()},
+                "repetitions": repetitions, "compare": {"metrics": ["output_throughput"]},
+                "labels": {"kind": "tuning-trial"}}
+
+
+def is_tuning_spec(data: Any) -> bool:
+    return isinstance(data, dict) and "search_space" in data
+
+
+def _raw_campaign_problems(data: dict[str, Any], base_dir: Path) -> list[str]:
+    """The campaign rules (backend kind rules, allow_simulated, engine args, workload) on the base
+    backend, with ``backends[0]`` written back as ``backend``."""
+    raw = {k: data[k] for k in ("model", "allow_simulated", "workload", "slo", "repetitions") if k in data}
+    raw.update(name=data.get("name") or "x", backends=[data.get("backend")] if "backend" in data else [])
+    if "backend" not in data:
+        return []
+    from benchflow.spec_checks import cross_field_problems
+
+    problems = cross_field_problems(raw, base_dir=base_dir)
+    return [p.replace("backends[0]", "backend") for p in problems]
+
+
+def _kindless(problem: str) -> str:
+    """``backend.sim.bogus`` (pydantic names the union member) -> ``backend.bogus``."""
+    for kind in ("vllm", "sglang", "sim", "openai"):
+        problem = problem.replace(f"backend.{kind}.", "backend.")
+    return problem
+
+
+def _cross_problems(data: dict[str, Any]) -> list[str]:
+    """Rules across fields, on the raw mapping (defensive about types, which the schema reports)."""
+    problems: list[str] = []
+    space = data.get("search_space") if isinstance(data.get("search_space"), dict) else {}
+    backend = data.get("backend") if isinstance(data.get("backend"), dict) else {}
+    fixed = backend.get("engine_args") if isinstance(backend.get("engine_args"), dict) else {}
+    for flag in space:
+        if flag in fixed:
+            problems.append(f"search_space.{flag}: also fixed in backend.engine_args; keep it in one place")
+    constraints = data.get("constraints") if isinstance(data.get("constraints"), list) else []
+    for i, text in enumerate(constraints):
+        try:
+            c = parse_constraint(text)
+        except ConstraintSyntaxError as e:
+            problems.append(f"constraints[{i}]: {e}")
+            continue
+        problems += [f"constraints[{i}]: {flag!r} is not in search_space" for flag in c.flags if flag not in space]
+    problems += _objective_problems(data)
+    if backend.get("kind") == "sim":
+        problems += _sim_value_problems(space, fixed)
+    return problems
+
+
+def _objective_problems(data: dict[str, Any]) -> list[str]:
+    objective = data.get("objective") if isinstance(data.get("objective"), dict) else {}
+    problems: list[str] = []
+    try:
+        labels = [lp.label for lp in WorkloadSpec.model_validate(data.get("workload"),
+                                                                 context={"base_dir": Path.cwd()}).load_points]
+    except (ValidationError, ValueError, TypeError):
+        labels = None
+    point = objective.get("load_point")
+    if labels is not None and isinstance(point, str) and point not in labels:
+        problems.append(f"objective.load_point: {point!r} is not a workload load point (have: {', '.join(labels)})")
+    metrics = objective.get("metrics") if isinstance(objective.get("metrics"), dict) else {}
+    for key in metrics:
+        if key in ("goodput", "slo_attainment") and not data.get("slo"):
+            problems.append(f"objective.metrics.{key}: needs an slo section")
+    sampler = data.get("sampler") if isinstance(data.get("sampler"), dict) else {}
+    if sampler.get("name") == "grid":
+        for flag, p in (data.get("search_space") or {}).items():
+            if isinstance(p, dict) and p.get("type") == "float" and p.get("step") is None:
+                problems.append(f"search_space.{flag}: the grid sampler needs a step on float ranges")
+    return problems
+
+
+def _sim_value_problems(space: dict[str, Any], fixed: dict[str, Any]) -> list[str]:
+    """Every bound and choice of the search space is a value the simulator accepts."""
+    from benchflow.sim.config import engine_arg_problems
+
+    problems: list[str] = []
+    for flag, p in space.items():
+        if not isinstance(p, dict):
+            continue
+        probes = {"int": [p.get("low"), p.get("high")], "float": [p.get("low"), p.get("high")],
+                  "bool": [False, True]}.get(p.get("type"), p.get("choices"))
+        for v in probes if isinstance(probes, list) else []:
+            if v is None:
+                continue
+            found = engine_arg_problems({**fixed, flag: v}, prefix="search_space")
+            problems += [f"{line} (value {v!r})" for line in found if line.startswith(f"search_space.{flag}")]
+    return sorted(set(problems), key=problems.index)
+
+
+def load_tuning_spec(source: str | Path | dict[str, Any]) -> TuningSpec:
+    """Reads and validates a tuning spec; raises :class:`SpecError` with every problem and its path."""
+    from benchflow.spec_errors import format_validation_error, read_spec_file
+
+    if isinstance(source, dict):
+        data, base_dir, label = source, Path.cwd(), None
+    else:
+        path = Path(source)
+        data, base_dir, label = read_spec_file(path), path.resolve().parent, str(path)
+    if not isinstance(data, dict):
+        raise SpecError([f"(top level): expected a mapping of keys, got {type(data).__name__}"], source=label)
+    problems: list[str] = []
+    spec = None
+    try:
+        spec = TuningSpec.model_validate(data, context={"base_dir": base_dir, "cross_checked": True})
+    except ValidationError as e:
+        problems += format_validation_error(e)
+    problems = [_kindless(p) for p in problems]
+    problems += [p for p in _raw_campaign_problems(data, base_dir) if p not in problems]
+    problems += [p for p in _cross_problems(data) if p not in problems]
+    if problems or spec is None:
+        raise SpecError(problems, source=label)
+    return spec
