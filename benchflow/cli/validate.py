@@ -39,7 +39,7 @@ def _summary(spec) -> str:
 def run(args: argparse.Namespace) -> int:
     from benchflow.redact import redact_spec
     from benchflow.spec import load_spec
-    from benchflow.spec_errors import read_spec_file
+    from benchflow.spec.reader import read_spec_file
     from benchflow.tuning.spec import is_tuning_spec
 
     if is_tuning_spec(read_spec_file(Path(args.spec))):  # a tuning spec has a top-level search_space

@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from benchflow.spec_backends import render_engine_args
+from benchflow.spec.backends import render_engine_args
 from benchflow.tuning.spec import TuningSpec
 from benchflow.tuning.study import feasible_best
 

@@ -17,8 +17,8 @@ from benchflow.errors import SpecError
 from benchflow.spec import (
     SUMMARY_DISTRIBUTIONS, SUMMARY_SCALARS, SUMMARY_STATS, Backend, CampaignSpec, ModelSpec, WorkloadSpec, load_spec,
 )
-from benchflow.spec_backends import FlagName
-from benchflow.spec_types import Seconds, SloSeconds, StrictModel
+from benchflow.spec.backends import FlagName
+from benchflow.spec.types import Seconds, SloSeconds, StrictModel
 from benchflow.tuning.constraints import Constraint, ConstraintSyntaxError, parse_constraint
 
 __all__ = ["TuningSpec", "load_tuning_spec", "is_tuning_spec", "IntRange", "FloatRange", "Categorical", "Bool"]
@@ -188,9 +188,9 @@ def _raw_campaign_problems(data: dict[str, Any], base_dir: Path) -> list[str]:
     raw.update(name=data.get("name") or "x", backends=[data.get("backend")] if "backend" in data else [])
     if "backend" not in data:
         return []
-    from benchflow.spec_checks import cross_field_problems
+    from benchflow.spec import check  # schema and cross-field rules of the campaign, as problem lines
 
-    problems = cross_field_problems(raw, base_dir=base_dir)
+    problems = check(raw, base_dir=base_dir)
     return [p.replace("backends[0]", "backend") for p in problems]
 
 
@@ -267,7 +267,8 @@ def _sim_value_problems(space: dict[str, Any], fixed: dict[str, Any]) -> list[st
 
 def load_tuning_spec(source: str | Path | dict[str, Any]) -> TuningSpec:
     """Reads and validates a tuning spec; raises :class:`SpecError` with every problem and its path."""
-    from benchflow.spec_errors import format_validation_error, read_spec_file
+    from benchflow.spec.errors import format_validation_error
+    from benchflow.spec.reader import read_spec_file
 
     if isinstance(source, dict):
         data, base_dir, label = source, Path.cwd(), None
@@ -279,7 +280,7 @@ def load_tuning_spec(source: str | Path | dict[str, Any]) -> TuningSpec:
     problems: list[str] = []
     spec = None
     try:
-        spec = TuningSpec.model_validate(data, context={"base_dir": base_dir, "cross_checked": True})
+        spec = TuningSpec.model_validate(data, context={"base_dir": base_dir, "defer_cross_checks": True})
     except ValidationError as e:
         problems += format_validation_error(e)
     problems = [_kindless(p) for p in problems]

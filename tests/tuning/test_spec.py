@@ -46,12 +46,18 @@ def test_every_problem_is_reported_with_its_path():
         load_tuning_spec(bad)
     text = "\n".join(e.value.problems)
     for expected in ("backend.bogus: unknown key", "objective.metrics.nope: unknown summary metric",
-                     "slo.ttft.p99: a unit is required", "backend.kind: sim backends are refused",
+                     "slo.ttft.p99: a unit is required",
                      "constraints[0]: 'foo' is not in search_space", "constraints[1]: no comparison",
                      "objective.load_point: 'c9' is not a workload load point",
                      "search_space.max-num-seqs: Input should be greater than 0 (value 0)",
                      "search_space.block-size: Value error, must be one of", "search_space.x", "trials"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
+
+
+def test_campaign_rules_apply_to_the_base_backend():
+    # cross-field rules run on a backend that passes its own schema (a broken one is reported above)
+    with pytest.raises(SpecError, match="backend.kind: sim backends are refused"):
+        load_tuning_spec({**GOOD, "allow_simulated": False})
 
 
 def test_a_flag_cannot_be_both_fixed_and_searched():
