@@ -11,6 +11,10 @@ from collections import defaultdict
 from typing import Any
 
 from benchflow import stats
+from benchflow.spec import CompareSpec
+
+#: The comparison tolerance when a caller passes none: the spec's default (one definition).
+DEFAULT_COMPARE_TOLERANCE: float = CompareSpec.model_fields["tolerance"].default
 
 def metrics_of(spec: Any) -> list[str]:
     """The summary keys a campaign aggregates and compares (the spec's default list when unset)."""
@@ -47,7 +51,7 @@ def aggregate_rows(rows: list[dict[str, Any]], metrics: list[str], seed: int = 0
 
 
 def comparison_rows(
-    rows: list[dict[str, Any]], metrics: list[str], baseline: str, tolerance: float = 0.0, seed: int = 0,
+    rows: list[dict[str, Any]], metrics: list[str], baseline: str, tolerance: float = DEFAULT_COMPARE_TOLERANCE, seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Every other backend against ``baseline``, per load point and metric."""
     grouped = group_values(rows, metrics)

@@ -23,13 +23,14 @@ from typing import Any, Protocol
 from benchflow import stats
 from benchflow.analysis import group_values
 from benchflow.errors import BenchflowError
+from benchflow.spec import RegressionSpec
 
 log = logging.getLogger(__name__)
 
 REGRESSION, IMPROVEMENT, NO_CHANGE, INSUFFICIENT = "regression", "improvement", "no change", "insufficient data"
 #: stats.compare verdict -> regression verdict.
 _VERDICTS = {"worse": REGRESSION, "better": IMPROVEMENT, "no significant difference": NO_CHANGE}
-DEFAULT_TOLERANCE = 0.05
+DEFAULT_TOLERANCE: float = RegressionSpec.model_fields["tolerance"].default  # one definition: the spec's
 
 
 @dataclass(frozen=True)

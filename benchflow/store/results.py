@@ -126,7 +126,7 @@ class Results:
         a plain dict (then ``name`` and ``spec_hash`` are required). Keyword arguments win.
         ``kind`` defaults to the spec label ``kind``, else "campaign".
         """
-        keys.validate_id(campaign_id, "campaign_id")
+        keys.validate_campaign_id(campaign_id)
         base = r.campaign_fields_from_spec(spec)
         labels = dict(labels if labels is not None else base.get("labels", {}))
         row = {

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from benchflow.metrics.prometheus import PrometheusScraper, compile_patterns, metrics_url, parse_metrics
 from benchflow.metrics.samples import SAMPLE_COLUMNS, series
-from tests.conftest import free_port
+from tests.support import free_port
 
 
 def exposition(n: int) -> str:

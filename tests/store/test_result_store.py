@@ -205,7 +205,7 @@ def test_unmigrated_database_says_to_upgrade(db_url: str):
 
 @pytest.mark.integration
 def test_unreachable_postgres_is_transient_and_hides_the_password():
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     store = ResultStore(f"postgres://bench:s3cr3t-pw@127.0.0.1:{free_port()}/results")
     assert "s3cr3t-pw" not in repr(store)
