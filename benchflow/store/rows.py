@@ -22,7 +22,14 @@ from pydantic_core import to_jsonable_python
 
 from benchflow.redact import redact_command, redact_mapping, redact_spec
 from benchflow import SCHEMA_VERSION
+from benchflow.stats.keys import MetricKey
 from benchflow.store.models import LATENCY_METRICS, LATENCY_STATS
+
+#: The summary metrics stored as real ``cell_summaries`` columns (``key.column``: "ttft_ms_p99").
+SUMMARY_COLUMN_KEYS: tuple[MetricKey, ...] = (
+    *(MetricKey(metric, stat) for metric in LATENCY_METRICS for stat in LATENCY_STATS),
+    MetricKey("client_lag_ms", "p99"),
+)
 
 CampaignStatus = Literal["running", "completed", "failed", "partial"]
 CellStatus = Literal["completed", "failed", "skipped"]
@@ -284,11 +291,8 @@ def backend_rows_from_spec(spec: Any) -> list[dict[str, Any]]:
 def summary_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The METRICS.md keys of a per-cell summary, flattened to the cell_summaries columns."""
     cols: dict[str, Any] = {}
-    for metric in LATENCY_METRICS:
-        stats = summary.get(metric) or {}
-        for stat in LATENCY_STATS:
-            cols[f"{metric}_{stat}"] = _float(stats.get(stat))
-    cols["client_lag_ms_p99"] = _float((summary.get("client_lag_ms") or {}).get("p99"))
+    for key in SUMMARY_COLUMN_KEYS:
+        cols[key.column] = _float(key.raw(summary))
     for key in ("request_throughput", "output_throughput", "total_throughput", "goodput", "slo_attainment",
                 "error_rate", "duration_s", "target_rate", "achieved_rate"):
         cols[key] = _float(summary.get(key))
