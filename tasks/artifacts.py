@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -14,6 +15,7 @@ from prefect.artifacts import (
 )
 
 from benchflow import report
+from benchflow.results_types import AggregateRow, ComparisonRow, iter_dicts
 
 
 def artifact_key(*parts: str) -> str:
@@ -39,8 +41,10 @@ class Progress:
 
 
 def publish_results(campaign_id: str, campaign: dict[str, Any], cells: list[dict[str, Any]],
-                    aggregates: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> str:
+                    aggregates: Sequence[AggregateRow | Mapping[str, Any]],
+                    comparisons: Sequence[ComparisonRow | Mapping[str, Any]]) -> str:
     """The keyed aggregate and comparison tables and the markdown report. Returns the markdown."""
+    aggregates, comparisons = list(iter_dicts(aggregates)), list(iter_dicts(comparisons))  # the report reads dicts
     create_table_artifact(
         key=artifact_key("campaign", campaign_id, "aggregates"),
         table=[dict(zip(report.AGG_HEADERS, r)) for r in report.aggregate_table_rows(aggregates)],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -11,6 +10,7 @@ from prefect.runtime import flow_run
 
 from benchflow.errors import BackendStartError
 from benchflow.launch import Launcher, make_local_launcher, tail
+from benchflow.spec_backends import BackendSpec
 from tasks.policy import retry_if_transient
 
 
@@ -23,7 +23,7 @@ def _transient(err: BackendStartError) -> BackendStartError:
 
 @task(name="deploy-backend", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
       cache_policy=NO_CACHE, persist_result=False)
-def deploy_backend(backend: Any, model: str, campaign_id: str, log_dir: Path, registry_dir: Path) -> Launcher:
+def deploy_backend(backend: BackendSpec, model: str, campaign_id: str, log_dir: Path, registry_dir: Path) -> Launcher:
     logger = get_run_logger()
     if backend.launcher == "docker":
         from tasks.docker import deploy_container

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import docker
@@ -55,6 +54,9 @@ from benchflow.launch.docker_render import (
 )
 from benchflow.launch.process import free_port
 from benchflow.launch.readiness import wait_ready
+from benchflow.spec_backends import BackendSpec
+from benchflow.store.results import Results
+from benchflow.store.rows import backend_row
 
 log = logging.getLogger(__name__)
 
@@ -360,15 +362,12 @@ def cleanup_campaign_containers(campaign_id: str, *, grace_s: float = 10.0,
 
 
 @task(name="record-image-digest", **_LIVE)
-def record_image_digest(results: Any, campaign_id: str, backend: Any, launcher: Any) -> str | None:
+def record_image_digest(results: Results, campaign_id: str, backend: BackendSpec, launcher: Any) -> str | None:
     """Stores the launcher's resolved image and digest on the campaign's backend row."""
     digest = getattr(launcher, "image_digest", None)
     if not digest:
         return None
-    from benchflow.store.rows import backend_rows_from_spec
-
-    row = backend_rows_from_spec(SimpleNamespace(backends=[backend]))[0]
-    row.update(image=launcher.plan.image, image_digest=digest)
+    row = backend_row(backend).model_copy(update={"image": launcher.plan.image, "image_digest": digest})
     try:
         results.store.upsert_backend(campaign_id, row)
     except StorageError as e:

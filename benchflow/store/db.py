@@ -23,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from benchflow.errors import SchemaTooNewError, StorageError, StorageUnavailableError
+from benchflow.results_types import AggregateRow, CellRow, CellSummary, ComparisonRow
 from benchflow.store import migrations, reads
 from benchflow.store import rows as r
 from benchflow.store.config import normalize_database_url, redact_url
@@ -298,6 +299,20 @@ class ResultStore:
 
     def comparisons(self, campaign_id: str) -> list[dict[str, Any]]:
         return self._read(reads.comparisons, campaign_id)
+
+    # ---- the same rows as typed records (benchflow.results_types) ----
+
+    def cell_records(self, campaign_id: str) -> list[CellRow]:
+        return self._read(reads.cell_records, campaign_id)
+
+    def summary_records(self, campaign_id: str) -> dict[str, CellSummary]:
+        return self._read(reads.summary_records, campaign_id)
+
+    def aggregate_records(self, campaign_id: str) -> list[AggregateRow]:
+        return self._read(reads.aggregate_records, campaign_id)
+
+    def comparison_records(self, campaign_id: str) -> list[ComparisonRow]:
+        return self._read(reads.comparison_records, campaign_id)
 
     def manifest(self, campaign_id: str) -> dict[str, Any] | None:
         return self._read(reads.manifest, campaign_id)

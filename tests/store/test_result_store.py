@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from benchflow import SCHEMA_VERSION
 from benchflow.errors import CampaignMismatchError, SchemaTooNewError, StorageError, StorageUnavailableError
 from benchflow.store.db import ResultStore
 from tests.store import factories as f
@@ -139,9 +140,10 @@ def test_aggregates_and_comparisons_keep_extra_fields(store: ResultStore):
     store.upsert_comparisons("camp-1", [f.comparison()])
     (agg,) = store.aggregates("camp-1")
     assert agg["values"] == [95.0, 100.0, 105.0] and agg["ci_method"] == "bca"
-    assert agg["detail"] == {"confidence": 0.95}
+    assert agg["detail"] == {"confidence": 0.95, "schema_version": SCHEMA_VERSION}  # the version rides in detail
     (cmp_,) = store.comparisons("camp-1")
-    assert cmp_["verdict"] == "better" and cmp_["detail"] == {"higher_is_better": False}
+    assert cmp_["verdict"] == "better"
+    assert cmp_["detail"] == {"higher_is_better": False, "schema_version": SCHEMA_VERSION}
 
 
 def test_health_report_id_is_content_derived(store: ResultStore):
