@@ -231,19 +231,19 @@ class ResultStore:
         """Marks a campaign as THE baseline of its name (unpins the others), or unpins it."""
         self.apply([r.pin_baseline_op(campaign_id, pinned)])
 
-    def upsert_backend(self, campaign_id: str, row: Mapping[str, Any]) -> None:
+    def upsert_backend(self, campaign_id: str, row: r.BackendRow | Mapping[str, Any]) -> None:
         self.apply([r.backend_op(campaign_id, row)])
 
-    def upsert_cell(self, campaign_id: str, row: Mapping[str, Any]) -> None:
+    def upsert_cell(self, campaign_id: str, row: CellRow | Mapping[str, Any]) -> None:
         self.apply([r.cell_op(campaign_id, row)])
 
-    def upsert_summary(self, campaign_id: str, cell_id: str, summary: Mapping[str, Any]) -> None:
+    def upsert_summary(self, campaign_id: str, cell_id: str, summary: CellSummary | Mapping[str, Any]) -> None:
         self.apply([r.summary_op(campaign_id, cell_id, summary)])
 
-    def upsert_aggregates(self, campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    def upsert_aggregates(self, campaign_id: str, rows: Iterable[AggregateRow | Mapping[str, Any]]) -> None:
         self.apply([r.aggregates_op(campaign_id, rows)])
 
-    def upsert_comparisons(self, campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    def upsert_comparisons(self, campaign_id: str, rows: Iterable[ComparisonRow | Mapping[str, Any]]) -> None:
         self.apply([r.comparisons_op(campaign_id, rows)])
 
     def insert_health_report(self, report: Mapping[str, Any], campaign_id: str | None = None) -> str:

@@ -75,3 +75,35 @@ def test_rows_stored_before_records_had_a_version_read_as_version_1():
     stored = {**f.aggregate(), "campaign_id": "camp-1", "detail": {"confidence": 0.95}}
     del stored["confidence"]
     assert AggregateRow.from_stored(stored).schema_version == 1
+
+
+def test_backend_row_of_one_backend_is_the_spec_row_and_takes_an_image_digest(store: ResultStore):
+    from benchflow.spec import load_spec
+
+    spec = load_spec({
+        "name": "s", "allow_simulated": True, "model": "m",
+        "backends": [{"name": "v", "kind": "vllm", "engine_args": {"max-num-seqs": 8}}],
+        "workload": {"dataset": "D(8,8)", "load_points": [{"concurrency": 1}], "max_requests": 1},
+    })
+    row = rows.backend_row(spec.backends[0])
+    assert row.model_dump() == rows.backend_rows_from_spec(spec)[0]
+    _campaign(store)
+    digest = "sha256:" + "cd" * 32
+    store.upsert_backend("camp-1", row.model_copy(update={"image": "vllm/vllm-openai:x", "image_digest": digest}))
+    (stored,) = store.backends("camp-1")
+    assert stored["image_digest"] == digest and stored["engine_args"] == {"max-num-seqs": 8}
+
+
+def test_persisted_cell_writes_summary_json_with_a_schema_version(tmp_benchflow_home):
+    from benchflow.store import keys
+    from benchflow.store.results import Results
+
+    results = Results.from_env()
+    results.store.upgrade()
+    results.persist_campaign("camp-1", f.spec(), name="nightly-sweep", spec_hash="h")
+    old = {k: v for k, v in f.summary().items() if k != "schema_version"}
+    outcome = results.persist_cell("camp-1", CellRow.model_validate(f.cell("c-0")), CellSummary.model_validate(old))
+    assert outcome.stored, outcome
+    stored = json.loads(results.artifacts.get_bytes(keys.cell_key("camp-1", "c-0", keys.SUMMARY)))
+    assert stored["schema_version"] == SCHEMA_VERSION
+    assert results.store.summary_records("camp-1")["c-0"].schema_version == SCHEMA_VERSION
