@@ -37,3 +37,11 @@ sim-image:
 
 clean:
 	rm -rf $(VENV) .benchflow .pytest_cache
+
+## Opt-in: the whole suite on $(XDIST_WORKERS) pytest-xdist workers. Areas with expensive session
+## fixtures (docker, deploy, flows, e2e, store) each stay on one worker (tests/conftest.py adds the
+## xdist_group marks); everything else is spread. PYTEST_ARGS is passed on as for `make test`.
+XDIST_WORKERS ?= 2
+.PHONY: test-fast
+test-fast: install
+	$(PY) -m pytest -q -ra -n $(XDIST_WORKERS) --dist loadgroup $(PYTEST_ARGS)

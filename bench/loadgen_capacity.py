@@ -57,7 +57,7 @@ async def _rate_trial(url: str, rate: float, trial_s: float, seed: int) -> dict:
     run = await run_load(url, "bench", prompts, RateLoad(rate=rate, arrival="poisson"), max_requests=n,
                          warmup_requests=warmup, max_duration_s=trial_s * 3 + 5, request_timeout_s=10.0, seed=seed)
     s = summarize(run)
-    offsets = send_offsets_s(rate, "poisson", n=warmup + n, seed=seed)[warmup:]
+    offsets = send_offsets_s(rate, "poisson", n=n, seed=seed)  # warm-up runs before the schedule starts
     scheduled_rate = float((n - 1) / (offsets[-1] - offsets[0]))
     lag_p99 = s["client_lag_ms"]["p99"]
     keeps_up = (s["request_throughput"] or 0) >= KEEP_UP_FRACTION * scheduled_rate

@@ -3,7 +3,9 @@
 1. bench/loadgen_capacity.py: the load one benchflow client process can drive
    (-> bench/results/loadgen.json);
 2. bench/orchestration_overhead.py: the campaign flow's overhead per cell and the peak memory
-   of a 12-cell `benchflow run` (-> bench/results/orchestration.json).
+   of a 12-cell `benchflow run` (-> bench/results/orchestration.json);
+3. bench/fuzz_spec.py: 10,000 fuzzed hostile specs through the spec loader; tracebacks and inputs
+   over 5 s, goal 0 and 0 (-> bench/results/fuzz_spec.json; about 2 minutes).
 
 The summary goes to stdout and to bench/results/summary.md, the headline figures with the
 date, machine and load average to bench/results/summary.json. A benchmark that fails is
@@ -77,10 +79,16 @@ def orchestration_rows(r: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def fuzz_rows(r: dict) -> list[tuple[str, str]]:
+    return [(f"spec fuzz: {r['inputs']:,} hostile specs: tracebacks / inputs over {r['slow_s']:g} s (goal 0 / 0)",
+             f"{r['tracebacks']} / {r['over_slow_s']}")]
+
+
 #: name -> (script, argv for it, headline rows of its result)
 BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], list[str]], Callable[[dict], list]]] = {
     "loadgen": ("loadgen_capacity", lambda a: ["--quick"] if a.quick else [], loadgen_rows),
     "orchestration": ("orchestration_overhead", lambda a: [], orchestration_rows),
+    "fuzz_spec": ("fuzz_spec", lambda a: ["--n", "1000"] if a.quick else [], fuzz_rows),
 }
 
 

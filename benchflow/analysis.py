@@ -9,16 +9,18 @@ that are not marked invalid contribute; the unit is the cell (METRICS.md, "Acros
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from benchflow import stats
 from benchflow.results_types import AggregateRow, ComparisonRow
 from benchflow.spec import CompareSpec
+from benchflow.stats.compare import INSUFFICIENT
 from benchflow.stats.keys import MetricKey
 
 #: The comparison tolerance when a caller passes none: the spec's default (one definition).
 DEFAULT_COMPARE_TOLERANCE: float = CompareSpec.model_fields["tolerance"].default
+
 
 def metrics_of(spec: Any) -> list[str]:
     """The summary keys a campaign aggregates and compares (the spec's default list when unset)."""
@@ -54,31 +56,70 @@ def aggregate_rows(rows: list[dict[str, Any]], metrics: list[str], seed: int = 0
     return result
 
 
+def dominant(reasons: list[str]) -> tuple[str, int] | None:
+    """The most frequent reason and how often it occurs (the first seen wins a tie)."""
+    counts = Counter(r.strip().splitlines()[0] for r in reasons if r and r.strip())
+    return counts.most_common(1)[0] if counts else None
+
+
+def unusable_reason(rows: list[dict[str, Any]], backend: str, load: str) -> str:
+    """Why ``backend`` has no usable cell at ``load``: its cells by outcome and the dominant cause
+    (a failed cell's ``error`` when the row carries one; a completed cell's ``summary["invalid"]``)."""
+    cells = [r for r in rows if r["backend_name"] == backend and r["load_label"] == load]
+    outcome = Counter("invalid" if r.get("status") == "completed" else str(r.get("status")) for r in cells)
+    counts = ", ".join(f"{n} {what}" for what, n in sorted(outcome.items()))
+    causes = [(r.get("error") if r.get("status") != "completed" else (r.get("summary") or {}).get("invalid")) or ""
+              for r in cells]
+    top = dominant(causes)
+    return f"no valid cells of {backend} at {load} ({counts})" + (f": {top[0]}" if top else "")
+
+
 def comparison_rows(
     rows: list[dict[str, Any]], metrics: list[str], baseline: str,
     tolerance: float = DEFAULT_COMPARE_TOLERANCE, seed: int = 0,
 ) -> list[ComparisonRow]:
-    """Every other backend against ``baseline``, per load point and metric."""
+    """Every other backend against ``baseline``, per load point and metric (``seed`` is unused:
+    comparisons are analytic; it stays for callers).
+
+    A pair whose cells exist but are all failed or invalid on a side gets an "insufficient data"
+    row whose ``reason`` says so, instead of no row at all.
+    """
     grouped = group_values(rows, metrics)
-    candidates = sorted({b for b, _, _ in grouped if b != baseline})
+    present = {(r["backend_name"], r["load_label"]) for r in rows}
+    candidates = sorted({b for b, _ in present if b != baseline})
     result = []
-    for (b, load, metric), base_values in sorted(grouped.items()):
-        if b != baseline:
-            continue
-        for cand in candidates:
-            cand_values = grouped.get((cand, load, metric))
-            if cand_values is None:
-                continue
-            higher = MetricKey.parse(metric).higher_is_better
-            cmp = stats.compare(base_values, cand_values, higher_is_better=higher, tolerance=tolerance, seed=seed)
-            result.append(ComparisonRow(kind="backends", baseline_ref=baseline, candidate_ref=cand, load_label=load,
-                                        metric=metric, tolerance=tolerance, **_cmp_dict(cmp)))
+    for load in sorted({lo for b, lo in present if b == baseline}):
+        for metric in sorted(metrics):
+            base_values = grouped.get((baseline, load, metric))
+            for cand in candidates:
+                if (cand, load) not in present:
+                    continue
+                cand_values = grouped.get((cand, load, metric))
+                where = {"kind": "backends", "baseline_ref": baseline, "candidate_ref": cand, "load_label": load,
+                         "metric": metric, "tolerance": tolerance}
+                if base_values is None or cand_values is None:
+                    reason = "; ".join(unusable_reason(rows, b, load)
+                                       for b, v in ((baseline, base_values), (cand, cand_values)) if v is None)
+                    result.append(ComparisonRow(**where, ratio=None, ci_low=None, ci_high=None,
+                                                verdict=INSUFFICIENT, method=stats.COMPARISON_METHOD,
+                                                reason=reason))
+                    continue
+                higher = MetricKey.parse(metric).higher_is_better
+                cmp = stats.compare(base_values, cand_values, higher_is_better=higher, tolerance=tolerance)
+                result.append(ComparisonRow(**where, **_cmp_dict(cmp)))
     return result
+
+
+#: Keys of a stats.Comparison kept in a comparison row. ``method`` and ``reason`` (the note: why
+#: "not enough repetitions" / "insufficient data", or what n would decide) have their own columns;
+#: the rest lands in the row's ``detail``.
+_ROW_KEYS = ("ratio", "ci_low", "ci_high", "verdict", "method", "confidence", "n_baseline", "n_candidate",
+             "n_needed", "baseline_mean", "candidate_mean")
 
 
 def _cmp_dict(cmp: Any) -> dict[str, Any]:
     d = cmp.to_dict() if hasattr(cmp, "to_dict") else dict(vars(cmp))
-    return {k: d.get(k) for k in ("ratio", "ci_low", "ci_high", "verdict")}
+    return {**{k: d.get(k) for k in _ROW_KEYS}, "reason": d.get("note")}
 
 
 def baseline_of(spec: Any) -> str:

@@ -25,7 +25,7 @@ from pydantic import Field, SecretStr, ValidationError
 
 from benchflow.errors import SpecError
 from benchflow.gpu_slots import host_slot_names, host_slug
-from benchflow.spec_types import StrictModel
+from benchflow.spec.types import StrictModel
 
 #: The repository root (a checkout, or /opt/benchflow in the worker image holds deployments/).
 _ROOT = Path(__file__).resolve().parents[1]

@@ -7,9 +7,15 @@ and returns a :class:`~benchflow.records.LoadRun` holding one
 :class:`~benchflow.records.RequestRecord` per request sent. Metrics are derived later by
 :mod:`benchflow.stats` (definitions in METRICS.md); nothing is aggregated here.
 
+Warm-up requests run as a phase of their own that finishes before the first measured request
+is sent (as ``vllm bench serve`` does), so no warm-up token is served inside the measurement
+window.
+
 Failed requests are data: HTTP errors, timeouts, refused connections and cut streams are
-recorded with their error class and never stop the run. When ``max_duration_s`` ends, the
-requests still in flight are cancelled and recorded with ``incomplete=True``.
+recorded with their error class and never stop the run. When ``max_duration_s`` ends, when the
+server stalls (no output token from any request in flight for ``stall_after_s``), or when the
+caller's ``should_stop`` returns a reason, the requests still in flight are cancelled and
+recorded with ``incomplete=True`` (their tokens delivered so far are kept in their chunks).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, UTC
 from time import perf_counter_ns
 from typing import Any
@@ -28,6 +34,7 @@ import aiohttp
 import yarl
 
 from benchflow.errors import EndpointUnreachableError, SpecError
+from benchflow.load_watch import LoadWatch
 from benchflow.records import LoadRun, Prompt, RequestRecord
 from benchflow.schedule import send_offsets_ns
 from benchflow.spec import ConcurrencyLoad, RateLoad
@@ -71,10 +78,16 @@ def build_body(
     return body
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
-    stream = StreamRecorder(rec)
+async def _read_stream(resp: aiohttp.ClientResponse, rec: RequestRecord, client: _Client,
+                       max_tokens: int | None) -> None:
+    stream = StreamRecorder(rec, max_tokens=max_tokens)
+    chunks = rec.chunks
     async for data in resp.content.iter_any():
-        stream.feed(data, perf_counter_ns())
+        t_ns = perf_counter_ns()
+        n = len(chunks)
+        stream.feed(data, t_ns)
+        if len(chunks) != n:
+            client.last_token_ns = t_ns
     rec.end_ns = perf_counter_ns()
     stream.close(rec.end_ns)
 
@@ -104,15 +117,21 @@ class _Client:
     """Sends the requests of one run through one shared session and keeps their records."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str, bodies: list[bytes], input_tokens: list[int],
-                 warmup: int, request_timeout_s: float) -> None:
+                 max_tokens: list[int | None], warmup: int, request_timeout_s: float) -> None:
         self.session = session
         self.url = yarl.URL(url)  # parsed once, not per request
         self.bodies = bodies
         self.input_tokens = input_tokens
+        self.max_tokens = max_tokens
         self.warmup = warmup
         self.timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self.timeout_s = request_timeout_s
         self.records: list[RequestRecord] = []
+        #: Requests sent and not yet ended, and the progress clocks the stall watchdog reads.
+        self.in_flight = 0
+        self.busy_since_ns = perf_counter_ns()  # when in_flight last went from 0 to 1
+        self.last_token_ns: int | None = None  # the last output message of any request
+        self.last_answer_ns: int | None = None  # the last HTTP error answer (the server is answering)
 
     async def send(self, idx: int, scheduled_ns: int | None = None) -> None:
         k = idx % len(self.bodies)
@@ -120,14 +139,18 @@ class _Client:
                             input_tokens=self.input_tokens[k])
         self.records.append(rec)
         rec.start_ns = perf_counter_ns()
+        if self.in_flight == 0:
+            self.busy_since_ns = rec.start_ns
+        self.in_flight += 1
         try:
             async with self.session.post(self.url, data=self.bodies[k], headers=_HEADERS,
                                          timeout=self.timeout) as resp:
                 rec.status = resp.status
                 if 200 <= resp.status < 300:
-                    await _read_stream(resp, rec)
+                    await _read_stream(resp, rec, self, self.max_tokens[k])
                 else:
                     await _read_error_body(resp, rec)
+                    self.last_answer_ns = rec.end_ns
         except asyncio.CancelledError:
             rec.incomplete = True
             raise
@@ -144,14 +167,30 @@ class _Client:
             rec.error_message = _one_line(e)
             logger.debug("request %s: unexpected error", idx, exc_info=True)
         finally:
+            self.in_flight -= 1
             if rec.end_ns is None:
                 rec.end_ns = perf_counter_ns()
         if rec.error_class is not None and logger.isEnabledFor(logging.DEBUG):
             logger.debug("request %s failed: %s %s", idx, rec.error_class, rec.error_message)
 
 
-async def _closed_loop(client: _Client, concurrency: int, total: int | None) -> None:
-    counter = itertools.count()
+    def stall(self, now_ns: int, stall_after_s: float) -> dict[str, Any] | None:
+        """The evidence of a stall, or ``None``: requests are in flight and none of them has had
+        an output message (and the server no error answer) for ``stall_after_s``."""
+        if self.in_flight == 0:
+            return None
+        since = max(t for t in (self.busy_since_ns, self.last_token_ns, self.last_answer_ns) if t is not None)
+        quiet_s = (now_ns - since) / 1e9
+        if quiet_s < stall_after_s:
+            return None
+        last = self.last_token_ns
+        return {"seconds_since_last_token": round((now_ns - last) / 1e9, 3) if last is not None else None,
+                "seconds_without_progress": round(quiet_s, 3), "in_flight": self.in_flight,
+                "stall_after_s": stall_after_s}
+
+
+async def _closed_loop(client: _Client, concurrency: int, total: int | None, first: int = 0) -> None:
+    counter = itertools.count(first)
 
     async def worker() -> None:
         for idx in counter:
@@ -162,7 +201,7 @@ async def _closed_loop(client: _Client, concurrency: int, total: int | None) -> 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def _open_loop(client: _Client, offsets_ns: list[int], t0_ns: int, cap: int | None) -> None:
+async def _open_loop(client: _Client, offsets_ns: list[int], cap: int | None, first: int = 0) -> None:
     sem = asyncio.Semaphore(cap) if cap else None
     tasks: set[asyncio.Task[None]] = set()
 
@@ -170,8 +209,9 @@ async def _open_loop(client: _Client, offsets_ns: list[int], t0_ns: int, cap: in
         async with sem:
             await client.send(idx, scheduled_ns)
 
+    t0_ns = perf_counter_ns()
     try:
-        for idx, offset in enumerate(offsets_ns):
+        for idx, offset in enumerate(offsets_ns, start=first):
             scheduled_ns = t0_ns + offset
             delay_ns = scheduled_ns - perf_counter_ns()
             await asyncio.sleep(delay_ns / 1e9 if delay_ns > 0 else 0)
@@ -215,69 +255,77 @@ async def run_load(
     api: str = "completions", warmup_requests: int = 0, max_requests: int | None = None,
     max_duration_s: float | None = None, request_timeout_s: float = 60.0, temperature: float = 0.0,
     ignore_eos: bool = True, seed: int = 0, extra_body: dict[str, Any] | None = None,
+    stall_after_s: float | None = None, should_stop: Callable[[], str | None] | None = None,
 ) -> LoadRun:
     """Runs one load point against ``base_url`` and returns every request's raw facts.
 
-    ``warmup_requests`` are sent first (``warmup=True``). The run stops after ``max_requests``
-    measured requests (plus the warm-up) and/or when ``max_duration_s`` (which includes the
+    ``warmup_requests`` are sent first (``warmup=True``) as a phase of their own: at the load's
+    concurrency (closed loop) or all at once up to ``max_concurrency`` (open loop), and the
+    measured requests start only when every warm-up request has ended. The run stops after
+    ``max_requests`` measured requests and/or when ``max_duration_s`` (which includes the
     warm-up) ends; requests still in flight then are cancelled and recorded ``incomplete``. With
     neither bound, each prompt is sent once. Prompts are cycled when more requests are needed
-    than there are prompts. ``seed`` seeds the open-loop schedule. Raises :class:`SpecError` for
-    invalid arguments; request failures are recorded, never raised.
+    than there are prompts. ``seed`` seeds the open-loop schedule.
+
+    ``stall_after_s``: stop at once (``stop_reason == "stalled"``, the evidence in
+    ``stop_detail``) when requests are in flight and none has had an output message for this
+    long. ``should_stop``: polled (in a worker thread) every
+    :data:`benchflow.load_watch.POLL_S`; when it returns a reason the run stops
+    (``stop_reason == "cancelled"``, ``stop_detail["reason"]``).
+
+    Raises :class:`SpecError` for invalid arguments; request failures are recorded, never raised.
     """
     _validate(prompts, load, api, warmup_requests, max_requests, max_duration_s, request_timeout_s)
+    if stall_after_s is not None and not stall_after_s > 0:
+        raise SpecError([f"stall_after_s: must be > 0, got {stall_after_s}"])
     total: int | None = warmup_requests + max_requests if max_requests is not None else None
     if total is None and max_duration_s is None:
         total = warmup_requests + len(prompts)
     n_bodies = len(prompts) if total is None else min(len(prompts), total)
-    bodies = [json.dumps(build_body(model, p, api=api, temperature=temperature, ignore_eos=ignore_eos,
-                                    extra_body=extra_body), separators=(",", ":")).encode()
-              for p in prompts[:n_bodies]]
+    dicts = [build_body(model, p, api=api, temperature=temperature, ignore_eos=ignore_eos, extra_body=extra_body)
+             for p in prompts[:n_bodies]]
+    bodies = [json.dumps(d, separators=(",", ":")).encode() for d in dicts]
+    max_tokens = [d.get("max_tokens") if isinstance(d.get("max_tokens"), int) else None for d in dicts]
     offsets_ns = None
     if isinstance(load, RateLoad):
-        offsets_ns = send_offsets_ns(load.rate, load.arrival, n=total, duration_s=max_duration_s,
+        measured = None if total is None else total - warmup_requests
+        offsets_ns = send_offsets_ns(load.rate, load.arrival, n=measured, duration_s=max_duration_s,
                                      burstiness=load.burstiness, seed=seed)
     url = api_root(base_url) + _PATHS[api]
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
                                      cookie_jar=aiohttp.DummyCookieJar()) as session:
-        client = _Client(session, url, bodies, [p.input_tokens for p in prompts[:n_bodies]],
+        client = _Client(session, url, bodies, [p.input_tokens for p in prompts[:n_bodies]], max_tokens,
                          warmup_requests, request_timeout_s)
         anchor_at = datetime.now(UTC)
         anchor_ns = perf_counter_ns()
-        if offsets_ns is None:
-            main = _closed_loop(client, load.concurrency, total)
-        else:
-            main = _open_loop(client, offsets_ns, anchor_ns, load.max_concurrency)
         logger.info("load %s on %s: %s requests, duration bound %s s", load.label, url,
                     total if total is not None else "unbounded", max_duration_s)
-        stop_reason = await _bounded(main, max_duration_s)
+        watch = LoadWatch(client, max_duration_s, stall_after_s, should_stop)
+        stop_reason = await watch.run(_phases(client, load, warmup_requests, total, offsets_ns))
     if stop_reason == "done":
         stop_reason = "max_requests" if max_requests is not None else (
             "max_duration" if max_duration_s is not None else "prompts")
+    if stop_reason in ("stalled", "cancelled"):
+        logger.warning("load %s on %s stopped: %s %s", load.label, url, stop_reason, watch.detail)
     return LoadRun(
         records=client.records, anchor_ns=anchor_ns, anchor_at=anchor_at, mode=load.mode,
         concurrency=load.concurrency if isinstance(load, ConcurrencyLoad) else load.max_concurrency,
         target_rate=load.rate if isinstance(load, RateLoad) else None, stop_reason=stop_reason,
+        stop_detail=watch.detail,
     )
 
 
-async def _bounded(main: Any, max_duration_s: float | None) -> str:
-    """Runs ``main`` until it ends or the cell's duration bound passes (then cancels it, which
-    marks the requests in flight incomplete). Returns "done" or "max_duration"."""
-    task = asyncio.ensure_future(main)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=max_duration_s)
-    except asyncio.CancelledError:
-        task.cancel()
-        await asyncio.wait({task})
-        raise
-    if done:
-        task.result()
-        return "done"
-    task.cancel()
-    await asyncio.wait({task})
-    return "max_duration"
+async def _phases(client: _Client, load: ConcurrencyLoad | RateLoad, warmup: int, total: int | None,
+                  offsets_ns: list[int] | None) -> None:
+    """The warm-up phase, run to completion, then the measured phase."""
+    if warmup:
+        cap = load.concurrency if isinstance(load, ConcurrencyLoad) else (load.max_concurrency or warmup)
+        await _closed_loop(client, min(cap, warmup), warmup)
+    if offsets_ns is None:
+        await _closed_loop(client, load.concurrency, total, first=warmup)
+    else:
+        await _open_loop(client, offsets_ns, load.max_concurrency, first=warmup)
 
 
 def _run_sync(coro: Any) -> Any:
@@ -307,12 +355,14 @@ def run_load_sync(
     api: str = "completions", warmup_requests: int = 0, max_requests: int | None = None,
     max_duration_s: float | None = None, request_timeout_s: float = 60.0, temperature: float = 0.0,
     ignore_eos: bool = True, seed: int = 0, extra_body: dict[str, Any] | None = None,
+    stall_after_s: float | None = None, should_stop: Callable[[], str | None] | None = None,
 ) -> LoadRun:
     """Blocking :func:`run_load` (runs its own event loop; safe to call from a worker thread)."""
     return _run_sync(run_load(
         base_url, model, prompts, load, api=api, warmup_requests=warmup_requests, max_requests=max_requests,
         max_duration_s=max_duration_s, request_timeout_s=request_timeout_s, temperature=temperature,
-        ignore_eos=ignore_eos, seed=seed, extra_body=extra_body,
+        ignore_eos=ignore_eos, seed=seed, extra_body=extra_body, stall_after_s=stall_after_s,
+        should_stop=should_stop,
     ))
 
 

@@ -8,6 +8,8 @@ value is monotonic ``time.perf_counter_ns()``; ``*_at`` values are timezone-awar
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,7 +17,10 @@ from typing import Any
 import pandas as pd
 
 #: Error classes (METRICS.md). ``None`` means the request succeeded.
-ERROR_CLASSES = ("http_4xx", "http_5xx", "timeout", "connection", "stream_interrupted", "no_output")
+#: ``invalid_usage``: the server's ``usage`` is impossible (negative, or more output tokens than
+#: the request allowed), so the request cannot be counted.
+ERROR_CLASSES = ("http_4xx", "http_5xx", "timeout", "connection", "stream_interrupted", "no_output",
+                 "invalid_usage")
 
 
 @dataclass(slots=True)
@@ -119,8 +124,11 @@ class LoadRun:
     mode: str  # "closed" | "open"
     concurrency: int | None = None
     target_rate: float | None = None
-    #: Why the run stopped: "max_requests", "max_duration", "cancelled", ...
+    #: Why the run stopped: "max_requests", "max_duration", "prompts", "stalled", "cancelled".
     stop_reason: str = ""
+    #: Evidence for the stop: for "stalled" ``seconds_since_last_token``, ``in_flight``, ...;
+    #: for "cancelled" the caller's ``reason``.
+    stop_detail: dict[str, Any] = field(default_factory=dict)
 
     def wall_time(self, t_ns: int) -> datetime:
         """Converts a monotonic timestamp of this run to UTC wall time."""
@@ -140,3 +148,83 @@ class Prompt:
     input_tokens: int
     max_tokens: int
     messages: tuple[dict[str, Any], ...] | None = None
+
+
+def error_text(record: RequestRecord) -> str | None:
+    """A failed request's error in one short line: the server's own message when its error body
+    is JSON (``{"error": {"message": ...}}``, ``{"message": ...}``, ``{"detail": ...}``), prefixed
+    with the HTTP status; else the recorded message."""
+    msg = record.error_message
+    if not msg:
+        return None
+    text = msg
+    if msg.lstrip().startswith("{"):
+        try:
+            obj = json.loads(msg)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            inner = obj.get("error", obj)
+            found = inner.get("message") or inner.get("detail") if isinstance(inner, dict) else inner
+            if found:
+                text = str(found)
+    text = " ".join(text.split())
+    if record.status is not None and not 200 <= record.status < 300 and not text.startswith(str(record.status)):
+        text = f"{record.status} {text}"
+    return text[:300]
+
+
+def dominant_error(records: list[RequestRecord]) -> dict[str, Any] | None:
+    """The most frequent error text among the failed measured requests, with its count
+    (``{"message": ..., "count": n, "failed": total failed}``); ``None`` when none failed."""
+    texts = Counter(t for r in records
+                    if not r.warmup and not r.incomplete and not r.succeeded and (t := error_text(r)))
+    if not texts:
+        return None
+    message, count = texts.most_common(1)[0]
+    return {"message": message, "count": count, "failed": sum(texts.values())}
+
+
+#: Columns :func:`load_cell_frame` puts in front of the requests columns.
+CELL_COLUMNS = ["campaign_id", "cell_id", "backend_name", "load_label", "repetition", "cell_status"]
+
+
+def load_cell_frame(results: Any, campaign_id: str, *, backend: str | None = None, load_label: str | None = None,
+                    completed_only: bool = True) -> pd.DataFrame:
+    """Every stored request of a campaign as one frame, each row carrying its campaign, cell id,
+    backend, load point and repetition (``requests.parquet`` alone does not).
+
+    ``results`` is an opened :class:`benchflow.store.results.Results`. ``backend`` and
+    ``load_label`` filter cells; ``completed_only`` skips failed cells. Cells without a stored
+    ``requests.parquet`` are skipped. ``benchflow.charts.with_request_metrics`` adds the
+    per-request ``ttft_ms``, ``tpot_ms`` and ``e2e_ms`` (this module stays below ``stats``).
+
+    The classic plots from here are short pandas: e.g. a TTFT CDF per backend at c16::
+
+        df = with_request_metrics(load_cell_frame(results, cid, load_label="c16"))
+        for name, g in df.groupby("backend_name"):
+            plt.ecdf(g["ttft_ms"].dropna(), label=name)
+    """
+    import io
+
+    from benchflow.store import keys
+
+    frames = []
+    for cell in results.store.cells(campaign_id):
+        if (backend is not None and cell["backend_name"] != backend) or (
+                load_label is not None and cell["load_label"] != load_label) or (
+                completed_only and cell.get("status") != "completed"):
+            continue
+        key = keys.cell_key(campaign_id, cell["cell_id"], keys.REQUESTS)
+        if not results.artifacts.exists(key):
+            continue
+        df = pd.read_parquet(io.BytesIO(results.artifacts.get_bytes(key)))
+        for i, (col, value) in enumerate(zip(CELL_COLUMNS, (campaign_id, cell["cell_id"], cell["backend_name"],
+                                                            cell["load_label"], cell.get("repetition"),
+                                                            cell.get("status")))):
+            df.insert(i, col, value)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=CELL_COLUMNS + REQUEST_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+

@@ -2,11 +2,20 @@
 
 A name is secret-looking when one of its words is TOKEN, KEY, APIKEY, SECRET, PASSWORD or
 PASSWD (``HF_TOKEN``, ``api-key``, ``AWS_SECRET_ACCESS_KEY``); ``max-num-batched-tokens`` is not.
+
+- :func:`redact_command`, :func:`redact_mapping`, :func:`redact_spec`: structured values.
+- :func:`redact_text`: free text (log lines, error messages, reports): URL passwords
+  (``http://user:***@host``), secret flags (``--api-key ***``, ``--api-key=***``, also inside a
+  printed list), ``NAME=value`` and ``"NAME": "value"`` for secret-looking upper-case names, and
+  ``Bearer`` tokens.
+- :func:`redact_value`: :func:`redact_text` over every string of a JSON-like value (keys kept).
+- :class:`RedactingFilter`: a logging filter that redacts each record's final message.
 """
 
 from __future__ import annotations
 
 import re
+import logging
 from typing import Any
 
 REDACTED = "***"
@@ -59,4 +68,100 @@ def redact_spec(spec: dict[str, Any]) -> dict[str, Any]:
         backends.append(b)
     if "backends" in spec:
         out["backends"] = backends
-    return out
+    return redact_value(out)
+
+
+# ---- free text ----------------------------------------------------------------------------------
+
+#: scheme://user:password@ -> scheme://user:***@ (the password may not hold / ? # @ or spaces)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@'\"]*):(?P<pw>[^\s/?#@'\"]+)@")
+#: --flag value, --flag=value, and "--flag", "value" (a printed argv list)
+_FLAG = re.compile(r"""(?P<flag>(?<![\w-])--?[A-Za-z][\w.-]*)(?P<sep>=|[ \t]+|["']\s*,\s*["'])"""
+                   r"""(?P<val>[^\s"',\]\)}]+)""")
+#: NAME=value, NAME: value (env-style, upper-case names only, so ordinary prose is left alone)
+_ENV_ASSIGN = re.compile(r"(?P<name>\b[A-Z][A-Z0-9_]*)(?P<sep>=|:[ \t]*)(?P<val>[^\s\"',&;)}\]]+)")
+#: "NAME": "value" / 'NAME': 'value' (a printed dict or JSON)
+_QUOTED_PAIR = re.compile(r"""(?P<name>["'][A-Za-z][\w.-]*["'])(?P<sep>\s*:\s*)(?P<q>["'])(?P<val>.*?)(?P=q)""")
+#: lower-case name=value in a query string or a flag value (api_key=..., token=...)
+_QUERY_PARAM = re.compile(r"(?P<name>(?<=[?&;\s])[A-Za-z][\w.-]*|^[A-Za-z][\w.-]*)=(?P<val>[^\s&\"',;)}\]]+)")
+_BEARER = re.compile(r"(?i)\b(?P<kind>bearer|basic)\s+(?P<val>[A-Za-z0-9._~+/=-]{8,})")
+
+
+def _secret_word(name: str) -> bool:
+    """Secret-looking, but not a bare ``key`` (too common in ordinary text and data)."""
+    return name.strip("\"'-").lower() != "key" and is_secret_name(name.strip("\"'"))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with URL passwords, secret flag values, secret env values and bearer tokens hidden."""
+    if not text:
+        return text
+    out = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", text)
+    out = _FLAG.sub(lambda m: f"{m['flag']}{m['sep']}{REDACTED}" if is_secret_name(m["flag"]) else m[0], out)
+    out = _ENV_ASSIGN.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}" if _secret_word(m["name"]) else m[0], out)
+    out = _QUOTED_PAIR.sub(
+        lambda m: f"{m['name']}{m['sep']}{m['q']}{REDACTED}{m['q']}"
+        if _secret_word(m["name"]) and m["val"] != REDACTED else m[0], out)
+    out = _QUERY_PARAM.sub(lambda m: f"{m['name']}={REDACTED}" if _secret_word(m["name"]) else m[0], out)
+    return _BEARER.sub(lambda m: f"{m['kind']} {REDACTED}", out)
+
+
+def redact_value(value: Any) -> Any:
+    """A copy of a JSON-like value with :func:`redact_text` applied to every string (keys are kept)."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        if value and all(isinstance(v, str) for v in value):  # an argv: "--api-key", "X"
+            return [redact_text(v) for v in redact_command(value)]
+        return [redact_value(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(redact_value(v) for v in value)
+    return value
+
+
+def redact_url_password(url: str) -> str:
+    """``http://user:pass@host/x`` -> ``http://user:***@host/x`` (other URLs unchanged)."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", url)
+
+
+def _redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a broken record is the formatter's to report
+        return record
+    redacted = redact_text(message)
+    if redacted != message:
+        record.msg, record.args = redacted, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+    elif record.exc_text:
+        record.exc_text = redact_text(record.exc_text)
+    return record
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts each record's message and traceback text, for one handler
+    (``handler.addFilter(RedactingFilter())``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _redact_record(record)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Redacts every log record of this process as it is created, whatever handler then prints,
+    files or ships it (the console, Prefect's API log handler, ...). Idempotent.
+
+    Installed through :func:`logging.setLogRecordFactory`, so it covers handlers configured later.
+    """
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "benchflow_redacting", False):
+        return
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return _redact_record(factory(*args, **kwargs))
+
+    make_record.benchflow_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)

@@ -2,10 +2,10 @@
 
 For each (backend, load point, metric) present in both campaigns, the per-repetition values are
 compared with :func:`benchflow.stats.compare` (ratio of means, candidate / baseline, with a
-bootstrap CI). A **regression** is a change for the worse whose CI lies wholly beyond the
+Welch interval of the log ratio; docs/metrics.md gives its measured false-alarm rate). A **regression** is a change for the worse whose CI lies wholly beyond the
 tolerance (for a latency: ``ci_low > 1 + tolerance``; for a throughput: ``ci_high < 1 - tolerance``);
-an **improvement** is the mirror image; anything else is **no change** (or **insufficient data**
-with fewer than 3 usable repetitions on a side). The baseline is a pinned campaign of the same
+an **improvement** is the mirror image; anything else is **no change** (or **not enough
+repetitions** with fewer than 2 usable repetitions on a side, **insufficient data** with none). The baseline is a pinned campaign of the same
 name, else the last successful nightly of that name (:func:`find_baseline`).
 
 Inputs are the rows of :func:`benchflow.campaign.analysis_input` (``{"backend_name",
@@ -21,15 +21,17 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from benchflow import stats
-from benchflow.analysis import group_values
+from benchflow.analysis import group_values, unusable_reason
 from benchflow.errors import BenchflowError
 from benchflow.spec import RegressionSpec
 
 log = logging.getLogger(__name__)
 
 REGRESSION, IMPROVEMENT, NO_CHANGE, INSUFFICIENT = "regression", "improvement", "no change", "insufficient data"
+NOT_ENOUGH = "not enough repetitions"
 #: stats.compare verdict -> regression verdict.
-_VERDICTS = {"worse": REGRESSION, "better": IMPROVEMENT, "no significant difference": NO_CHANGE}
+_VERDICTS = {"worse": REGRESSION, "better": IMPROVEMENT, "no significant difference": NO_CHANGE,
+             "not enough repetitions": NOT_ENOUGH}
 DEFAULT_TOLERANCE: float = RegressionSpec.model_fields["tolerance"].default  # one definition: the spec's
 
 
@@ -52,6 +54,9 @@ class Finding:
     n_baseline: int = 0
     n_candidate: int = 0
     note: str | None = None
+    n_needed: int | None = None
+    method: str | None = None
+    confidence: float | None = None
 
     @property
     def change_pct(self) -> float | None:
@@ -64,7 +69,7 @@ class Finding:
             return f"{head}: {self.note or 'no data'}"
         ci = ""
         if self.ci_low is not None and self.ci_high is not None:
-            ci = f"95% CI {(self.ci_low - 1) * 100:+.1f}%..{(self.ci_high - 1) * 100:+.1f}%; "
+            ci = f"{_pct(self.confidence)} CI {(self.ci_low - 1) * 100:+.1f}%..{(self.ci_high - 1) * 100:+.1f}%; "
         return f"{head} {self.change_pct:+.1f}% ({ci}tolerance ±{self.tolerance * 100:g}%)"
 
     def to_row(self, baseline_campaign_id: str | None) -> dict[str, Any]:
@@ -76,7 +81,8 @@ class Finding:
             "baseline_campaign_id": baseline_campaign_id, "ci_method": self.ci_method,
             "baseline_mean": self.baseline_mean, "candidate_mean": self.candidate_mean,
             "n_baseline": self.n_baseline, "n_candidate": self.n_candidate,
-            "higher_is_better": self.higher_is_better, "note": self.note,
+            "higher_is_better": self.higher_is_better, "method": self.method,
+            "reason": self.note, "n_needed": self.n_needed, "confidence": self.confidence,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,7 +114,8 @@ class RegressionReport:
 
     @property
     def insufficient(self) -> list[Finding]:
-        return self._with(INSUFFICIENT)
+        """Findings without a decision: insufficient data or not enough repetitions."""
+        return [f for f in self.findings if f.verdict in (INSUFFICIENT, NOT_ENOUGH)]
 
     def rows(self) -> list[dict[str, Any]]:
         """``comparisons`` rows (kind "regression") for the results database."""
@@ -127,8 +134,8 @@ class RegressionReport:
         """The keyed artifact: regressions, improvements and no change, each as a table."""
         lines = [f"# {title or 'Regression check'}", "",
                  f"Campaign `{self.campaign_id}` against baseline `{self.baseline_campaign_id}`. A change counts "
-                 "only when the 95% bootstrap CI of the ratio (this run / baseline) lies wholly beyond the "
-                 "tolerance.", ""]
+                 "only when the CI of the ratio (this run / baseline; Welch interval of the log ratio, see "
+                 "docs/metrics.md) lies wholly beyond the tolerance.", ""]
         for heading, group in (("Regressions", self.regressions), ("Improvements", self.improvements),
                                ("No change", self.unchanged), ("Not enough data", self.insufficient)):
             lines += [f"## {heading} ({len(group)})", ""]
@@ -138,6 +145,10 @@ class RegressionReport:
                 lines.append("None.")
             lines.append("")
         return "\n".join(lines)
+
+
+def _pct(confidence: float | None) -> str:
+    return f"{(confidence or 0.95) * 100:g}%"
 
 
 def _markdown_table(findings: Sequence[Finding]) -> list[str]:
@@ -150,9 +161,10 @@ def _markdown_table(findings: Sequence[Finding]) -> list[str]:
 
     rows = [[f.backend, f.load_label, f.metric, fmt(f.baseline_mean), fmt(f.candidate_mean), fmt(f.ratio, True),
              f"{fmt(f.ci_low, True)} .. {fmt(f.ci_high, True)}", f"±{f.tolerance * 100:g}%",
-             f"{f.n_baseline}/{f.n_candidate}"]
+             f"{f.n_baseline}/{f.n_candidate}", f.note or ""]
             for f in findings]
-    headers = ["backend", "load", "metric", "baseline", "this run", "change", "95% CI", "tolerance", "n (base/run)"]
+    headers = ["backend", "load", "metric", "baseline", "this run", "change", "CI", "tolerance", "n (base/run)",
+               "note"]
     return [table(headers, rows)]
 
 
@@ -166,12 +178,12 @@ def compare_values(baseline: Sequence[float], candidate: Sequence[float], *, met
                    seed: int = 0, **compare_kwargs: Any) -> dict[str, Any]:
     """The verdict of one metric: stats.compare mapped to regression / improvement / no change."""
     higher = stats.higher_is_better(metric)
-    cmp = stats.compare(baseline, candidate, higher_is_better=higher, tolerance=tolerance, seed=seed,
-                        **compare_kwargs)
+    cmp = stats.compare(baseline, candidate, higher_is_better=higher, tolerance=tolerance, **compare_kwargs)
     return {"verdict": _VERDICTS.get(cmp.verdict, INSUFFICIENT), "tolerance": tolerance, "higher_is_better": higher,
             "ratio": cmp.ratio, "ci_low": cmp.ci_low, "ci_high": cmp.ci_high, "ci_method": cmp.ci_method,
             "baseline_mean": cmp.baseline_mean, "candidate_mean": cmp.candidate_mean,
-            "n_baseline": cmp.n_baseline, "n_candidate": cmp.n_candidate, "note": cmp.note}
+            "n_baseline": cmp.n_baseline, "n_candidate": cmp.n_candidate, "note": cmp.note,
+            "n_needed": cmp.n_needed, "method": cmp.method, "confidence": cmp.confidence}
 
 
 def detect(baseline_rows: Sequence[Mapping[str, Any]], candidate_rows: Sequence[Mapping[str, Any]], *,
@@ -182,7 +194,7 @@ def detect(baseline_rows: Sequence[Mapping[str, Any]], candidate_rows: Sequence[
 
     A key the baseline has but this campaign lacks (its cells all failed or were invalid) is
     reported as insufficient data; keys only this campaign has (a new backend) are skipped.
-    ``compare_kwargs`` go to :func:`stats.compare` (``n_resamples``, ``confidence``).
+    ``compare_kwargs`` go to :func:`stats.compare` (``confidence``).
     """
     base = group_values(list(baseline_rows), list(metrics))
     cand = group_values(list(candidate_rows), list(metrics))
@@ -191,8 +203,10 @@ def detect(baseline_rows: Sequence[Mapping[str, Any]], candidate_rows: Sequence[
         tol = tolerance_for(metric, tolerance, tolerances)
         values = cand.get((backend, load, metric))
         if values is None:
+            has_cells = any(r["backend_name"] == backend and r["load_label"] == load for r in candidate_rows)
+            note = unusable_reason(list(candidate_rows), backend, load) if has_cells else "no cells in this run"
             findings.append(Finding(backend, load, metric, INSUFFICIENT, tol, stats.higher_is_better(metric),
-                                    n_baseline=len(base_values), note="no usable cells in this run"))
+                                    n_baseline=len(base_values), note=note))
             continue
         found = compare_values(base_values, values, metric=metric, tolerance=tol, seed=seed, **compare_kwargs)
         findings.append(Finding(backend=backend, load_label=load, metric=metric, **found))

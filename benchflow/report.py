@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from benchflow.tables import render_table
-
+from benchflow import report_words as words
+from benchflow import report_tables as rt
+from benchflow.tables import format_change, format_estimate, render_table
 
 
 def _metric_words(metric: str) -> str:
@@ -25,19 +26,24 @@ def verdict_sentence(row: dict[str, Any]) -> str:
     """One plain sentence for a comparison row."""
     ratio = row.get("ratio")
     cand, base, load, metric = row["candidate_ref"], row["baseline_ref"], row["load_label"], row["metric"]
-    words = _metric_words(metric)
-    if ratio is None:
-        return f"At {load}, {cand} vs {base} on {words}: not enough data."
+    what = _metric_words(metric)
+    if ratio is None or row.get("verdict") not in ("better", "worse", "no significant difference"):
+        reason = f": {row['reason']}" if row.get("reason") else ""
+        return f"At {load}, {cand} vs {base} on {what}: {row.get('verdict') or 'not enough data'}{reason}."
     verdict = row.get("verdict")
     change = (ratio - 1.0) * 100
     ci = ""
+    ratio_text, ci_text = format_estimate(ratio, row.get("ci_low"), row.get("ci_high"))
     if row.get("ci_low") is not None:
-        ci = f" (ratio {ratio:.3f}, 95% CI {row['ci_low']:.3f}–{row['ci_high']:.3f})"
+        conf = _confidence(row)
+        ci = f" (ratio {ratio_text}, {f'{conf * 100:g}% ' if conf else ''}CI {ci_text})"
     if verdict in ("better", "worse"):
         direction = "higher" if change > 0 else "lower"
-        amount = f"{ratio:.1f}× as high" if ratio >= 2 else f"{abs(change):.1f}% {direction}"
-        return f"At {load}, **{cand}** is {verdict} than **{base}** on {words}: {amount}{ci}."
-    return f"At {load}, {cand} and {base} show {verdict or 'no verdict'} on {words} ({change:+.1f}%{ci})."
+        pct = format_change(ratio, row.get("ci_low"), row.get("ci_high")).split("%")[0].lstrip("+-")
+        amount = f"{ratio_text}× as high" if ratio >= 2 else f"{pct}% {direction}"
+        return f"At {load}, **{cand}** is {verdict} than **{base}** on {what}: {amount}{ci}."
+    change_text = format_change(ratio, row.get("ci_low"), row.get("ci_high")).split(" (")[0]
+    return f"At {load}, {cand} and {base} show {verdict or 'no verdict'} on {what} ({change_text}{ci})."
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -54,81 +60,99 @@ def sort_rows(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: tuple(_natural(str(r.get(k, ""))) for k in keys))
 
 
-AGG_HEADERS = ["backend", "load", "metric", "n", "mean", "std", "95% CI (bootstrap)", "95% CI (t)"]
-CMP_HEADERS = ["load", "metric", "baseline", "candidate", "ratio", "95% CI", "verdict"]
+#: Long-format table headers (the Prefect table artifacts); units are in the metric column.
+AGG_HEADERS = rt.AGG_HEADERS
+CMP_HEADERS = rt.CMP_HEADERS
 
 
 def aggregate_table_rows(aggregates: list[dict[str, Any]]) -> list[list[Any]]:
-    out = []
-    for a in sort_rows(aggregates, "backend_name", "load_label", "metric"):
-        boot = "undefined (n<3)" if a.get("ci_low") is None else f"{a['ci_low']:.3f}–{a['ci_high']:.3f} ({a.get('ci_method')})"
-        tint = "undefined" if a.get("t_low") is None else f"{a['t_low']:.3f}–{a['t_high']:.3f}"
-        out.append([a["backend_name"], a["load_label"], a["metric"], a["n"], a.get("mean"), a.get("std"), boot, tint])
-    return out
+    """One row per (load, backend, metric), grouped by load point, rounded to the CI."""
+    return rt.aggregate_long(aggregates)
 
 
-def comparison_table_rows(comparisons: list[dict[str, Any]]) -> list[list[Any]]:
-    out = []
-    for c in sort_rows(comparisons, "load_label", "metric", "candidate_ref"):
-        ci = "—" if c.get("ci_low") is None else f"{c['ci_low']:.3f}–{c['ci_high']:.3f}"
-        out.append([c["load_label"], c["metric"], c["baseline_ref"], c["candidate_ref"], c.get("ratio"), ci, c.get("verdict")])
-    return out
+def _confidence(c: dict[str, Any]) -> float | None:
+    return c.get("confidence") or (c.get("detail") or {}).get("confidence")
 
 
-def cell_counts(cells: list[dict[str, Any]]) -> dict[str, int]:
-    counts = {"total": len(cells), "completed": 0, "failed": 0, "skipped": 0, "invalid": 0}
-    for c in cells:
-        counts[c.get("status", "failed")] = counts.get(c.get("status", "failed"), 0) + 1
-        if c.get("invalid_reason"):
-            counts["invalid"] += 1
-    return counts
+def comparison_table_rows(comparisons: list[dict[str, Any]],
+                          aggregates: list[dict[str, Any]] | None = None) -> list[list[Any]]:
+    """One row per comparison with both means and the change with its CI."""
+    return rt.comparison_long(comparisons, aggregates)
+
+
+cell_counts = words.cell_counts
+
+
+def _header_counts(counts: dict[str, int]) -> str:
+    return (f"{counts['completed']} of {counts['total']} cells completed ({counts['valid']} valid, "
+            f"{counts['invalid']} marked invalid), {counts['failed']} failed, {counts['skipped']} skipped")
+
+
+def _decided(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sort_rows([c for c in comparisons if c.get("verdict") in words.DECIDED],
+                     "load_label", "metric", "candidate_ref")
 
 
 def render_markdown(campaign: dict[str, Any], cells: list[dict[str, Any]], aggregates: list[dict[str, Any]],
-                    comparisons: list[dict[str, Any]]) -> str:
+                    comparisons: list[dict[str, Any]], *, backends: list[dict[str, Any]] | None = None) -> str:
+    """The markdown report: the one-line answer, the setup, plain words, then the tables."""
     counts = cell_counts(cells)
     parts = [f"# Campaign `{campaign['id']}` ({campaign.get('name', '')})", "",
-             f"Status **{campaign.get('status', '?')}**: {counts['completed']} of {counts['total']} cells completed, "
-             f"{counts['failed']} failed, {counts['skipped']} skipped, {counts['invalid']} marked invalid.", ""]
-    significant = [c for c in comparisons if c.get("verdict") in ("better", "worse")]
+             f"**{rt.one_line_answer(comparisons)}**", "",
+             f"Status **{campaign.get('status', '?')}**: {_header_counts(counts)}.", ""]
+    parts += ["## Setup", ""] + [f"- {line}" for line in rt.setup_lines(campaign, backends)] + [""]
+    sentences = [verdict_sentence(c) for c in _decided(comparisons)]
     parts += ["## In plain words", ""]
-    if significant:
-        parts += [f"- {verdict_sentence(c)}" for c in sort_rows(significant, "load_label", "metric", "candidate_ref")]
-    elif comparisons:
-        parts.append("- No significant difference between the backends on any compared metric.")
-    else:
-        parts.append("- Nothing to compare (one backend, or fewer than 3 usable repetitions).")
-    failed = [c for c in cells if c.get("status") == "failed"]
+    parts += [f"- {line}" for line in words.plain_words(cells, comparisons, sentences)]
+    failed = [c for c in cells if words.is_failed(c)]
     if failed:
         parts += ["", "## Failed cells", ""]
-        parts += [f"- `{c['cell_id']}` {c['backend_name']} {c['load_label']} rep {c['repetition']}: {c.get('error')}"
-                  for c in failed]
-    invalid = [c for c in cells if c.get("invalid_reason")]
+        parts += [f"- `{c['cell_id']}` {c['backend_name']} {c['load_label']} rep {c.get('repetition')}: "
+                  f"{words._first_line(c.get('error')) or c.get('status')}" for c in failed]
+    invalid = [c for c in cells if words.invalid_cause(c)]
     if invalid:
         parts += ["", "## Invalid cells (kept, left out of aggregates)", ""]
-        parts += [f"- `{c['cell_id']}` {c['backend_name']} {c['load_label']}: {c['invalid_reason']}" for c in invalid]
-    parts += ["", "## Comparisons", "", table(CMP_HEADERS, comparison_table_rows(comparisons)) if comparisons else "none",
-              "", "## Aggregates across repetitions", "", table(AGG_HEADERS, aggregate_table_rows(aggregates))]
+        parts += [f"- `{c['cell_id']}` {c['backend_name']} {c['load_label']} rep {c.get('repetition')}: "
+                  f"{words.invalid_cause(c)}" for c in invalid]
+    parts += ["", "## Comparisons (candidate vs baseline)", "",
+              table(CMP_HEADERS, comparison_table_rows(comparisons, aggregates)) if comparisons else "none",
+              "", "## Results by load point (mean and 95% CI across repetitions)", ""]
+    if aggregates:
+        headers, rows = rt.aggregate_wide(aggregates)
+        parts += [table(headers, rows), "", f"_{rt.TRUNCATION_NOTE}_"]
+    else:
+        parts.append("none")
     return "\n".join(parts) + "\n"
 
 
 def render_text(campaign: dict[str, Any], cells: list[dict[str, Any]], aggregates: list[dict[str, Any]],
-                comparisons: list[dict[str, Any]]) -> str:
+                comparisons: list[dict[str, Any]], *, backends: list[dict[str, Any]] | None = None) -> str:
     """Terminal version: the same content with aligned plain-text tables."""
     counts = cell_counts(cells)
-    lines = [f"campaign {campaign['id']} ({campaign.get('name', '')}): {campaign.get('status')} — "
+    skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
+    lines = [rt.one_line_answer(comparisons), "",
+             f"campaign {campaign['id']} ({campaign.get('name', '')}): {campaign.get('status')} — "
              f"{counts['completed']}/{counts['total']} cells completed, {counts['failed']} failed, "
-             f"{counts['invalid']} invalid", ""]
-    for c in sort_rows(comparisons, "load_label", "metric", "candidate_ref"):
-        if c.get("verdict") in ("better", "worse"):
-            lines.append("  * " + verdict_sentence(c).replace("**", ""))
+             f"{counts['invalid']} invalid{skipped}"]
+    lines += ["  " + line for line in rt.setup_lines(campaign, backends)] + [""]
+    sentences = [verdict_sentence(c) for c in _decided(comparisons)]
+    lines += ["  * " + line.replace("**", "") for line in words.plain_words(cells, comparisons, sentences)]
     for c in cells:
-        if c.get("status") == "failed":
-            lines.append(f"  ! failed {c['backend_name']} {c['load_label']} rep {c['repetition']}: {c.get('error')}")
-    lines += ["", "Aggregates across repetitions:", render_table(aggregate_table_rows(aggregates), AGG_HEADERS, digits=3)]
+        if words.is_failed(c):
+            lines.append(f"  ! failed {c['backend_name']} {c['load_label']} rep {c.get('repetition')}: "
+                         f"{words._first_line(c.get('error')) or c.get('status')}")
+    for c in cells:
+        if words.invalid_cause(c):
+            lines.append(f"  ! invalid {c['backend_name']} {c['load_label']} rep {c.get('repetition')}: "
+                         f"{words.invalid_cause(c)}")
+    if aggregates:
+        headers, rows = rt.aggregate_wide(aggregates)
+        lines += ["", "Results by load point (mean and 95% CI across repetitions):", render_table(rows, headers),
+                  rt.TRUNCATION_NOTE]
     if comparisons:
-        lines += ["", "Comparisons (candidate / baseline):", render_table(comparison_table_rows(comparisons), CMP_HEADERS, digits=3)]
+        lines += ["", "Comparisons (candidate vs baseline):",
+                  render_table(comparison_table_rows(comparisons, aggregates), CMP_HEADERS)]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["render_markdown", "render_text", "verdict_sentence"]
+__all__ = ["aggregate_table_rows", "comparison_table_rows", "render_markdown", "render_text", "verdict_sentence"]

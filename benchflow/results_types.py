@@ -28,7 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from benchflow import SCHEMA_VERSION
 from benchflow.stats.keys import MetricKey
 
-CellStatus = Literal["completed", "failed", "skipped"]
+CellStatus = Literal["completed", "failed", "skipped", "stalled", "cancelled"]
 
 
 class _Record(BaseModel):
@@ -204,6 +204,8 @@ class ComparisonRow(_Derived):
     verdict: str = Field(..., max_length=32)
     tolerance: float = 0.0
     baseline_campaign_id: str | None = None
+    method: str | None = Field(None, max_length=32, description="how the CI and verdict were computed")
+    reason: str | None = Field(None, description="why 'not enough repetitions' / 'insufficient data'")
 
 
 def iter_dicts(rows: Any) -> Iterator[dict[str, Any]]:

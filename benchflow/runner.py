@@ -2,8 +2,12 @@
 summary. Pure library code: the Prefect task around it only sets policy and logs.
 
 A cell *fails* (status ``failed``, with a reason) when the backend died during it, when the
-client could not reach the endpoint, or when not a single request succeeded. Its raw records
-and samples are kept either way: a failed cell is data too.
+client could not reach the endpoint, or when not a single request succeeded; the reason then
+names the server's dominant error message and its count. A cell is ``stalled`` when requests
+were in flight and none had an output token for ``limits.stall_after_s`` (the backend answers
+but no longer serves: callers treat it as dead), and ``cancelled`` when the caller's
+``should_stop`` returned a reason. Its raw records and samples are kept either way: a failed
+cell is data too.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import pandas as pd
 
 from benchflow import SCHEMA_VERSION
 from benchflow.errors import EndpointUnreachableError
-from benchflow.records import LoadRun, records_to_frame
+from benchflow.records import LoadRun, dominant_error, records_to_frame
 
 log = logging.getLogger(__name__)
 
 #: The gauge whose time above a threshold defines the active window (METRICS.md).
 ACTIVE_GAUGE = "vllm:kv_cache_usage_perc"
+#: ``limits.stall_after_s`` when a spec has no such field.
+DEFAULT_STALL_AFTER_S = 30.0
 
 
 @dataclass
@@ -36,7 +42,7 @@ class CellOutcome:
     backend: str
     load_label: str
     repetition: int
-    status: str  # "completed" | "failed"
+    status: str  # "completed" | "failed" | "stalled" | "cancelled"
     started_at: datetime
     finished_at: datetime
     error: str | None = None
@@ -77,11 +83,18 @@ async def measure_cell(
     base_url: str,
     *,
     alive: Callable[[], str | None] = lambda: None,
+    should_stop: Callable[[], str | None] = lambda: None,
     nvml: Any = None,
     gpu_indices: list[int] | None = None,
     scrape_interval_s: float = 1.0,
 ) -> CellOutcome:
-    """Measures ``cell`` against ``base_url``. Never raises for a failed cell: returns it."""
+    """Measures ``cell`` against ``base_url``. Never raises for a failed cell: returns it.
+
+    ``alive`` says why the backend is dead (or ``None``); it is asked when the load ends.
+    ``should_stop`` is polled while the load runs (in a worker thread, a few times a second);
+    when it returns a reason the load stops at once, the records so far are kept, and the
+    outcome is ``cancelled`` with that reason as its error.
+    """
     from benchflow.loadgen import check_endpoint, run_load
     from benchflow.metrics.prometheus import PrometheusScraper
     from benchflow.workload import make_prompts
@@ -104,14 +117,21 @@ async def measure_cell(
             warmup_requests=wl.warmup_requests, max_requests=wl.max_requests,
             max_duration_s=wl.max_duration_s, request_timeout_s=wl.request_timeout_s,
             temperature=wl.temperature, ignore_eos=wl.ignore_eos, seed=cell.seed,
+            stall_after_s=stall_after_s(spec), should_stop=should_stop,
         )
     outcome = CellOutcome(**base, status="completed", finished_at=datetime.now(UTC), run=run,
                           server_samples=scraper.frame(), gpu_samples=gpu.frame() if gpu else None)
     outcome.summary = summarize_cell(spec, outcome)
-    outcome.error = _failure_reason(outcome, alive())
-    if outcome.error:
-        outcome.status = "failed"
+    outcome.status, outcome.error = _status(outcome, alive())
     return outcome
+
+
+def stall_after_s(spec: Any) -> float | None:
+    """The spec's ``limits.stall_after_s`` (``None``: no stall check)."""
+    limits = getattr(spec, "limits", None)
+    if limits is None or not hasattr(limits, "stall_after_s"):
+        return DEFAULT_STALL_AFTER_S
+    return limits.stall_after_s
 
 
 def _gpu_sampler(nvml: Any, gpu_indices: list[int] | None, interval_s: float):
@@ -128,6 +148,12 @@ def summarize_cell(spec: Any, outcome: CellOutcome) -> dict[str, Any]:
 
     summary = stats.summarize(outcome.run, slo=spec.slo or None, limits=spec.limits)
     summary["schema_version"] = SCHEMA_VERSION
+    run = outcome.run
+    summary["stop_reason"] = run.stop_reason
+    if run.stop_reason == "stalled":
+        summary["stall"] = dict(run.stop_detail)
+    summary["dominant_error"] = dominant_error(run.records)
+    summary["invalid"] = with_dominant_error(summary.get("invalid"), summary["dominant_error"])
     summary.update(_active_window(outcome))
     summary.update(_energy(outcome, summary))
     return summary
@@ -160,20 +186,42 @@ def _energy(outcome: CellOutcome, summary: dict[str, Any]) -> dict[str, Any]:
         stats.energy_joules(g["t_ns"].tolist(), g["value"].tolist(), window=window) or 0.0
         for _, g in counter.groupby("labels")
     )
-    tokens = summary.get("total_output_tokens") or 0
+    # every output token served inside the window, with those of requests cut off by the stop
+    tokens = (summary.get("total_output_tokens") or 0) + (summary.get("incomplete_output_tokens") or 0)
     return {"energy_j": joules, "joules_per_output_token": joules / tokens if tokens else None}
 
 
-def _failure_reason(outcome: CellOutcome, backend_dead: str | None) -> str | None:
+def with_dominant_error(invalid: str | None, dominant: dict[str, Any] | None) -> str | None:
+    """An invalid reason that blames the error rate also names the requests' dominant error, so the
+    cause (e.g. the server's ``400 ... maximum context length``) reaches the cell row and the report."""
+    if not invalid or not dominant or "error rate" not in invalid:
+        return invalid
+    return f"{invalid} (mostly {dominant['message']!r} ×{dominant['count']})"
+
+
+def _status(outcome: CellOutcome, backend_dead: str | None) -> tuple[str, str | None]:
+    """``(status, error)`` of a measured cell: a dead backend first, then a cancel, a stall,
+    and a cell where no request succeeded."""
+    run, summary = outcome.run, outcome.summary or {}
+    dominant = summary.get("dominant_error")
     if backend_dead is not None:
-        return f"backend died during the cell ({backend_dead})"
-    summary = outcome.summary or {}
+        seen = f"; requests failed with {dominant['message']!r} ×{dominant['count']}" if dominant else ""
+        return "failed", f"backend died during the cell ({backend_dead}){seen}"
+    if run.stop_reason == "cancelled":
+        return "cancelled", str(run.stop_detail.get("reason") or "cancelled")
+    if run.stop_reason == "stalled":
+        d = run.stop_detail
+        since = d.get("seconds_since_last_token")
+        last = f"the last token came {since:g} s ago" if since is not None else "no token came at all"
+        return "stalled", (f"backend stalled: {d.get('in_flight')} requests in flight and no output token for "
+                           f"{d.get('seconds_without_progress'):g} s ({last}; limits.stall_after_s = "
+                           f"{d.get('stall_after_s'):g})")
     if not summary.get("completed"):
         errors = summary.get("errors") or {}
         detail = ", ".join(f"{k}×{v}" for k, v in sorted(errors.items())) or "no requests finished"
-        sample = next((r.error_message for r in outcome.run.records if r.error_message), None)
-        return f"no request succeeded ({detail})" + (f": {sample}" if sample else "")
-    return None
+        cause = f": {dominant['message']!r} ×{dominant['count']}" if dominant else ""
+        return "failed", f"no request succeeded ({detail}){cause}"
+    return "completed", None
 
 
 def measure_cell_sync(*args: Any, **kwargs: Any) -> CellOutcome:

@@ -180,6 +180,8 @@ def message_has_output(message: dict[str, Any]) -> bool:
 
 #: How much of an error text is kept in ``RequestRecord.error_message``.
 ERROR_MESSAGE_CHARS = 500
+#: More output tokens than this per output message is taken as an impossible usage.
+MAX_TOKENS_PER_MESSAGE = 1024
 
 
 class StreamRecorder:
@@ -191,10 +193,12 @@ class StreamRecorder:
     Pure (no I/O): the caller passes the time each read arrived.
     """
 
-    __slots__ = ("rec", "parser", "done", "finished", "prev_completion", "error", "bad", "messages")
+    __slots__ = ("rec", "parser", "done", "finished", "prev_completion", "error", "bad", "messages", "max_tokens")
 
-    def __init__(self, rec: RequestRecord) -> None:
+    def __init__(self, rec: RequestRecord, max_tokens: int | None = None) -> None:
         self.rec = rec
+        #: The ``max_tokens`` the request asked for: a usage above it is impossible.
+        self.max_tokens = max_tokens
         self.parser = SSEParser()
         self.done = False  # "[DONE]" seen
         self.finished = False  # a finish_reason or a usage block seen
@@ -213,8 +217,11 @@ class StreamRecorder:
         for msg in self.parser.close():
             self._message(msg.data, t_ns)
         rec = self.rec
+        bad_usage = self._bad_usage()
         if self.error is not None:
             rec.error_class, rec.error_message = self.error
+        elif bad_usage is not None:
+            rec.error_class, rec.error_message = "invalid_usage", bad_usage
         elif not self.done and (self.parser.unterminated or not self.finished) and self.messages:
             rec.error_class = "stream_interrupted"
             rec.error_message = "stream ended before [DONE]" + (
@@ -222,6 +229,27 @@ class StreamRecorder:
         elif not rec.chunks:
             rec.error_class = "no_output"
             rec.error_message = f"HTTP {rec.status} but no output message ({self.messages} messages)"
+
+    def _bad_usage(self) -> str | None:
+        """Why the server's usage cannot be true, or ``None``. Negative counts; more output tokens
+        than ``max_tokens`` asked for; or, when that is unknown, more than
+        :data:`MAX_TOKENS_PER_MESSAGE` per output message."""
+        rec = self.rec
+        completion, prompt = rec.completion_tokens, rec.input_tokens
+        if completion is not None and completion < 0:
+            return f"server reported usage.completion_tokens={completion} (negative)"
+        if prompt is not None and prompt < 0:
+            return f"server reported usage.prompt_tokens={prompt} (negative)"
+        if any(n is not None and n < 0 for _, n in rec.chunks):
+            return "server reported a usage.completion_tokens that went down during the stream"
+        if completion is not None and self.max_tokens is not None and completion > self.max_tokens:
+            return (f"server reported usage.completion_tokens={completion}, more than the "
+                    f"max_tokens={self.max_tokens} asked for")
+        bound = MAX_TOKENS_PER_MESSAGE * max(1, len(rec.chunks))
+        if completion is not None and completion > bound:
+            return (f"server reported usage.completion_tokens={completion} for {len(rec.chunks)} output "
+                    f"messages (more than {MAX_TOKENS_PER_MESSAGE} per message)")
+        return None
 
     def _message(self, data: str, t_ns: int) -> None:
         self.messages += 1

@@ -10,7 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_value", "render_table", "render_summary", "LATENCY_ROWS", "DIST_COLUMNS"]
+__all__ = ["format_value", "render_table", "render_summary", "LATENCY_ROWS", "DIST_COLUMNS", "metric_header",
+           "metric_unit", "ci_decimals", "format_sig", "format_estimate", "format_change"]
 
 #: Latency blocks of a summary, in display order.
 LATENCY_ROWS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "ntpot_ms", "client_lag_ms")
@@ -125,3 +126,121 @@ def render_summary(summary: Mapping[str, Any], *, title: str | None = None, mark
         rows = sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))
         parts.append(render_table(rows, ["error class", "count"], markdown=markdown))
     return "\n\n".join(parts)
+
+
+# ---- numbers people can read: units in headers, digits that fit the CI ------------------------
+
+#: (summary key prefix -> words, unit) for column headers.
+_METRIC_NAMES = {
+    "ttft_ms": ("TTFT", "ms"), "tpot_ms": ("TPOT", "ms"), "itl_ms": ("ITL", "ms"), "e2e_ms": ("E2E latency", "ms"),
+    "ntpot_ms": ("NTPOT", "ms"), "client_lag_ms": ("client lag", "ms"),
+    "request_throughput": ("request throughput", "req/s"), "output_throughput": ("output throughput", "tok/s"),
+    "total_throughput": ("total throughput", "tok/s"), "goodput": ("goodput", "req/s"),
+    "slo_attainment": ("SLO attainment", "fraction"), "error_rate": ("error rate", "fraction"),
+    "achieved_rate": ("achieved rate", "req/s"), "energy_j": ("energy", "J"),
+    "joules_per_output_token": ("energy per output token", "J/tok"),
+    "active_output_throughput": ("active output throughput", "tok/s"),
+}
+#: Significant figures when a number has no usable interval.
+DEFAULT_SIG = 3
+
+
+def metric_header(metric: str) -> str:
+    """``ttft_ms.p99`` -> ``TTFT p99 (ms)``; ``output_throughput`` -> ``output throughput (tok/s)``."""
+    name, _, stat = metric.partition(".")
+    words, unit = _METRIC_NAMES.get(name, (name, ""))
+    text = f"{words} {stat}" if stat else words
+    return f"{text} ({unit})" if unit else text
+
+
+def metric_unit(metric: str) -> str:
+    return _METRIC_NAMES.get(metric.partition(".")[0], ("", ""))[1]
+
+
+def ci_decimals(low: float | None, high: float | None) -> int | None:
+    """Decimal places an estimate with interval ``low..high`` supports: the half-width to one
+    significant figure, or two when its first digit is 1 (5.2–6.6 -> 1; 1100–1370 -> -1, i.e. tens).
+    ``None`` when there is no interval of positive width."""
+    if low is None or high is None or not math.isfinite(low) or not math.isfinite(high) or high <= low:
+        return None
+    half = (high - low) / 2
+    exponent = math.floor(math.log10(half))
+    first = int(half / 10 ** exponent)
+    return -exponent + (1 if first == 1 else 0)
+
+
+def _round_text(value: float, decimals: int) -> str:
+    from decimal import ROUND_HALF_UP, Decimal
+
+    q = Decimal(1).scaleb(-decimals)  # 10**-decimals
+    d = Decimal(repr(float(value))).quantize(q, rounding=ROUND_HALF_UP)
+    text = f"{d:,.{max(decimals, 0)}f}" if decimals > 0 else f"{int(d):,}"
+    return "0" if text in ("-0", "-0.0") or float(d) == 0 and decimals <= 0 else text
+
+
+def format_sig(value: float | None, sig: int = DEFAULT_SIG) -> str:
+    """``value`` to ``sig`` significant figures (no exponent for ordinary magnitudes)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if value == 0:
+        return "0"
+    return _round_text(value, sig - 1 - math.floor(math.log10(abs(value))))
+
+
+def format_estimate(mean: float | None, low: float | None = None, high: float | None = None, *,
+                    non_negative: bool = True) -> tuple[str, str]:
+    """``(mean, "low–high")`` as text with the digits the interval supports.
+
+    Quantities that cannot be negative (latencies, rates, counts) have their lower bound
+    **truncated at 0**: a t interval of ``-3.1..9.8`` ms prints as ``0–9.8``.
+    """
+    if mean is None:
+        return "-", ""
+    if non_negative and low is not None:
+        low = max(0.0, low)
+    decimals = ci_decimals(low, high)
+    if decimals is None:
+        return format_sig(mean), ("" if low is None or high is None else f"{format_sig(low)}–{format_sig(high)}")
+    return _round_text(mean, decimals), f"{_bound_text(low, decimals)}–{_bound_text(high, decimals)}"
+
+
+def _bound_text(value: float, decimals: int) -> str:
+    """An interval bound: at the estimate's decimals, with up to one more decimal so that a wide
+    interval's small bound keeps a significant figure (3.2 with an estimate rounded to tens
+    prints as 3, not 0)."""
+    if value == 0:
+        return "0"
+    return _round_text(value, min(max(decimals, 1 - math.floor(math.log10(abs(value)))), decimals + 1))
+
+
+def format_change(ratio: float | None, low: float | None = None, high: float | None = None) -> str:
+    """A ratio as a signed percent change with its interval: ``-60% (-70 to -45%)``.
+
+    Ratio intervals are asymmetric (they come from a log-scale interval), so the change is
+    rounded by the narrower side of its interval; the bounds keep two significant figures each.
+    """
+    if ratio is None:
+        return "-"
+    if ratio >= 2 and (low is None or low >= 2):  # big changes read better as multiples
+        mean, ci = format_estimate(ratio, low, high)
+        return f"{mean}×" + (f" ({ci}×)" if ci else "")
+    pct = (ratio - 1) * 100
+    lo, hi = (None, None) if low is None or high is None else ((low - 1) * 100, (high - 1) * 100)
+    decimals = None
+    if lo is not None and hi is not None:
+        narrow = min(pct - lo, hi - pct)
+        decimals = ci_decimals(pct - narrow, pct + narrow) if narrow > 0 else None
+
+    def signed(text: str) -> str:
+        return text if text.startswith("-") or float(text.replace(",", "")) == 0 else "+" + text
+
+    point = _round_text(pct, decimals) if decimals is not None else format_sig(pct, 2)
+    body = f"{signed(point)}%"
+    if lo is None:
+        return body
+
+    def bound(v: float) -> str:
+        text = format_sig(v, 2)
+        return _bound_text(v, decimals) if decimals is not None and "." in text else text
+
+    return f"{body} ({signed(bound(lo))} to {signed(bound(hi))}%)"

@@ -41,9 +41,12 @@ def parse_duration_s(value: object, *, allow_bare: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected a duration such as '500ms' or '2s', got {value!r}")
     if isinstance(value, (int, float)):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("duration is too large (beyond 1e308 seconds)") from None
         if not allow_bare:
-            raise ValueError(f"a unit is required, e.g. '{value:g}ms' or '{value:g}s' (got bare number {value!r})")
-        seconds = float(value)
+            raise ValueError(f"a unit is required, e.g. '{seconds:g}ms' or '{seconds:g}s' (got bare number {seconds:g})")
     else:
         m = _DURATION_RE.match(value)
         if m is None:
@@ -79,13 +82,18 @@ def parse_size_bytes(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"expected a size such as '16g' or '512m', got {value!r}")
     if isinstance(value, int):
+        if value >= 2**63:
+            raise ValueError("size too large (it must fit in 64 bits)")
         if value <= 0:
             raise ValueError(f"size must be > 0 bytes, got {value}")
         return value
     m = _SIZE_RE.match(value)
     if m is None:
         raise ValueError(f"cannot parse size {value!r}; write e.g. '16g', '512m' or a number of bytes")
-    size = int(float(m.group(1)) * _SIZE_FACTORS[m.group(2).lower()])
+    number = float(m.group(1))
+    if not math.isfinite(number) or number * _SIZE_FACTORS[m.group(2).lower()] >= 2**63:
+        raise ValueError(f"size too large: {value!r}")
+    size = int(number * _SIZE_FACTORS[m.group(2).lower()])
     if size <= 0:
         raise ValueError(f"size must be > 0 bytes, got {value!r}")
     return size

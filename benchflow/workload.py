@@ -49,6 +49,10 @@ _WORDS = np.array(
     east west field green black white blue red early great high low old young good home life""".split()
 )
 
+#: Largest token count (or mean, deviation, bound) a distribution may name: longer than any
+#: model's context window, and each prompt is built in memory.
+MAX_TOKENS_PER_REQUEST = 2**21
+
 _NUM = r"\s*([+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*"
 _PAIR = rf"\({_NUM},{_NUM}\)"
 _NOTATION_RE = re.compile(rf"^\s*([A-Za-z])\s*{_PAIR}\s*(?:/\s*{_PAIR})?\s*$")
@@ -193,6 +197,9 @@ def parse_notation(text: str) -> _SyntheticLengths:
         raise ValueError(f"malformed distribution {text!r}; expected {_FORMS[letter]}")
     if not all(math.isfinite(x) for x in nums):
         raise ValueError(f"numbers must be finite in {text!r}")
+    if any(abs(x) > MAX_TOKENS_PER_REQUEST for x in nums):
+        raise ValueError(f"numbers must be at most {MAX_TOKENS_PER_REQUEST:,} in {text!r} "
+                         "(tokens per request; longer than any context window)")
     return _build(letter, nums, text)
 
 

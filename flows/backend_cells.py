@@ -12,7 +12,7 @@ from benchflow.engine import BackendSteps, FinishSteps, StopCheck, restart_due  
 from benchflow.launch.base import Launcher
 from benchflow.runner import CellOutcome
 from benchflow.spec import CampaignSpec, Cell
-from benchflow.spec_backends import BackendSpec
+from benchflow.spec import BackendSpec
 from benchflow.store.results import Results
 from tasks.analysis import aggregate, compare
 from tasks.artifacts import Progress, publish_results
@@ -32,7 +32,7 @@ def gpu_indices(backend: BackendSpec) -> list[int] | None:
     if backend.gpus is None or backend.gpus == "all":
         return None
     from benchflow.gpu_slots import LocalGpus, backend_gpu_indices
-    from benchflow.metrics.nvml import nvml_from_env
+    from benchflow.metrics.nvml_env import nvml_from_env
 
     return backend_gpu_indices(backend, uuid_to_index=LocalGpus(nvml_from_env()).uuid_to_index) or None
 
@@ -40,7 +40,7 @@ def gpu_indices(backend: BackendSpec) -> list[int] | None:
 def _nvml_for(backend: BackendSpec) -> Any:
     if not backend.needs_gpu:
         return None
-    from benchflow.metrics.nvml import nvml_from_env
+    from benchflow.metrics.nvml_env import nvml_from_env
 
     return nvml_from_env()
 
@@ -93,7 +93,7 @@ def finish_steps(results: Results, cid: str, code_path: str | None = None) -> Fi
                                                                           seed=seed),
         persist_analysis=lambda aggregates, comparisons: persist_analysis(results, cid, aggregates, comparisons),
         publish=lambda campaign, cells, aggregates, comparisons: publish_results(cid, campaign, cells, aggregates,
-                                                                                  comparisons),
+                                                                                  comparisons, results=results),
         persist_report=lambda markdown: persist_report(results, cid, markdown, code_path=code_path),
         set_status=lambda status: results.finish_campaign(cid, status),
         describe=results.describe,

@@ -19,7 +19,7 @@ from prefect.runtime import flow_run as current_run
 from benchflow import engine
 from benchflow.campaign import check_resume, new_campaign_id, validate_campaign_id
 from benchflow.errors import CampaignMismatchError, StorageError
-from benchflow.redact import redact_spec
+from benchflow.redact import install_log_redaction, redact_spec
 from benchflow.spec import CampaignSpec, load_spec
 from flows.backend_cells import backend_steps, finish_steps
 from flows.hooks import clean_campaign_leftovers, mark_cancelled, reap_on_exit, running_campaign
@@ -30,10 +30,16 @@ from tasks.persist import open_results, persist_campaign
 
 
 def _resolve_spec(spec: Union[CampaignSpec, str, dict]) -> CampaignSpec:
+    """The spec, validated by benchflow's own loader: every problem is named by the spec's own field
+    path (``backends[1].name: ...``), never by pydantic's internal union paths."""
     return spec if isinstance(spec, CampaignSpec) else load_spec(spec)
 
 
-@flow(name="campaign", validate_parameters=True, on_cancellation=[mark_cancelled, reap_on_exit],
+# Prefect's own parameter validation is off: for ``Union[CampaignSpec, str]`` it reports pydantic's
+# internal paths (``spec.function-after[_cross_checks(), CampaignSpec]...``). The deployment's
+# parameter schema (types, unknown keys; a 409 from the API) still comes from the signature, and the
+# loader below checks everything else with messages in the spec's own words.
+@flow(name="campaign", validate_parameters=False, on_cancellation=[mark_cancelled, reap_on_exit],
       on_crashed=[reap_on_exit])
 def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
              code_path: str | None = None) -> dict[str, Any]:
@@ -44,6 +50,7 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
         campaign_id: resume this campaign (skips completed cells); a new id when empty.
         code_path: a git checkout of the benchmarked code, recorded in the run manifest.
     """
+    install_log_redaction()  # under a worker too: no secret reaches Prefect's run logs
     logger = get_run_logger()
     spec_obj = _resolve_spec(spec)
     cid = validate_campaign_id(campaign_id) if campaign_id else new_campaign_id(spec_obj.name)

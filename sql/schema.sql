@@ -205,4 +205,12 @@ CREATE TABLE artifacts (
 
 INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING alembic_version.version_num;
 
+-- Running upgrade 0001 -> 0002
+
+ALTER TABLE comparisons ADD COLUMN method VARCHAR(32);
+
+ALTER TABLE comparisons ADD COLUMN reason TEXT;
+
+UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
+
 COMMIT;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +17,8 @@ from prefect.artifacts import (
 
 from benchflow import report
 from benchflow.results_types import AggregateRow, ComparisonRow, iter_dicts
+
+log = logging.getLogger(__name__)
 
 
 def artifact_key(*parts: str) -> str:
@@ -42,8 +45,11 @@ class Progress:
 
 def publish_results(campaign_id: str, campaign: dict[str, Any], cells: list[dict[str, Any]],
                     aggregates: Sequence[AggregateRow | Mapping[str, Any]],
-                    comparisons: Sequence[ComparisonRow | Mapping[str, Any]]) -> str:
-    """The keyed aggregate and comparison tables and the markdown report. Returns the markdown."""
+                    comparisons: Sequence[ComparisonRow | Mapping[str, Any]],
+                    results: Any = None) -> str:
+    """The keyed aggregate and comparison tables and the markdown report (with the campaign's charts
+    embedded as SVG when ``results`` is given; they are stored under ``charts/`` too). Returns the
+    report's markdown without the charts (it is stored as ``report.md``; the charts are files)."""
     aggregates, comparisons = list(iter_dicts(aggregates)), list(iter_dicts(comparisons))  # the report reads dicts
     create_table_artifact(
         key=artifact_key("campaign", campaign_id, "aggregates"),
@@ -51,9 +57,34 @@ def publish_results(campaign_id: str, campaign: dict[str, Any], cells: list[dict
         description=f"Aggregates across repetitions with 95% CIs, campaign {campaign_id}")
     create_table_artifact(
         key=artifact_key("campaign", campaign_id, "comparisons"),
-        table=[dict(zip(report.CMP_HEADERS, r)) for r in report.comparison_table_rows(comparisons)],
+        table=[dict(zip(report.CMP_HEADERS, r)) for r in report.comparison_table_rows(comparisons, aggregates)],
         description=f"Backend comparisons with verdicts, campaign {campaign_id}")
-    markdown = report.render_markdown(campaign, cells, aggregates, comparisons)
-    create_markdown_artifact(markdown=markdown, key=artifact_key("campaign", campaign_id, "report"),
+    backends = _backends(results, campaign_id)
+    markdown = report.render_markdown(campaign, cells, aggregates, comparisons, backends=backends)
+    create_markdown_artifact(markdown=markdown + _charts(results, campaign_id),
+                             key=artifact_key("campaign", campaign_id, "report"),
                              description=f"Report of campaign {campaign_id}")
     return markdown
+
+
+def _backends(results: Any, campaign_id: str) -> list[dict[str, Any]] | None:
+    if results is None:
+        return None
+    try:
+        return results.store.backends(campaign_id)
+    except Exception as e:  # noqa: BLE001 - the report goes out without the setup section
+        log.warning("report of %s without its backends' setup: %s", campaign_id, e)
+        return None
+
+
+def _charts(results: Any, campaign_id: str) -> str:
+    """The campaign's charts as markdown (SVG data URIs); a chart that fails never fails the run."""
+    if results is None:
+        return ""
+    try:
+        from benchflow.charts import charts_markdown, render_campaign_charts
+
+        return "\n\n" + charts_markdown(render_campaign_charts(results, campaign_id))
+    except Exception as e:  # noqa: BLE001 - charts are a view; the numbers are stored already
+        log.warning("charts of campaign %s could not be drawn: %s", campaign_id, e)
+        return ""

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from benchflow.metrics.nvml import nvml_from_env
+from benchflow.metrics.nvml_env import nvml_from_env
 from tasks.artifacts import artifact_key
 from tasks.policy import retry_if_transient
 

@@ -27,7 +27,7 @@ def _per_host_key(context: Any, parameters: dict[str, Any]) -> str:
 def gpu_health(min_devices: int = 1, devices: list[int] | None = None, min_free_gib: float = 0.0,
                allow_foreign_processes: bool = False) -> dict[str, Any]:
     from benchflow.metrics.health import check_health
-    from benchflow.metrics.nvml import nvml_from_env
+    from benchflow.metrics.nvml_env import nvml_from_env
 
     logger = get_run_logger()
     report = check_health(nvml_from_env(), min_devices=min_devices, devices=devices,

@@ -5,18 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from benchflow import regression
 from benchflow.store.results import Results
 from tasks.artifacts import artifact_key
+from tasks.cache import STATISTICS_CACHE
 
 #: The event an automation can match to notify someone of a regression.
 REGRESSION_EVENT = "benchflow.regression.detected"
 
 
-@task(name="check-regressions", cache_policy=INPUTS + TASK_SOURCE)
+@task(name="check-regressions", cache_policy=STATISTICS_CACHE)
 def check_regressions(baseline_rows: list[dict[str, Any]], candidate_rows: list[dict[str, Any]], metrics: list[str],
                       tolerance: float, tolerances: dict[str, float], seed: int, campaign_id: str,
                       baseline_campaign_id: str) -> regression.RegressionReport:

@@ -14,6 +14,7 @@ import pkgutil
 import sys
 
 from benchflow.errors import BenchflowError, SpecError
+from benchflow.redact import install_log_redaction, redact_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,16 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # no log line, on the console or in Prefect's database, shows a secret
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
     except SpecError as e:
-        print(str(e), file=sys.stderr)
+        print(redact_text(str(e)), file=sys.stderr)
         return 2
     except BenchflowError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact_text(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

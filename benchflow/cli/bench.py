@@ -6,8 +6,10 @@
         [--api completions|chat] [--timeout S] [--seed N] [--json out.json] [--records out.parquet]
 
 Prints the per-cell summary as a table; ``--json`` writes it (the same shape as a campaign
-cell's summary) and ``--records`` writes every request's raw facts as parquet. An endpoint that
-cannot be reached is reported in one line (exit code 1).
+cell's summary) and ``--records`` writes every request's raw facts as parquet. Exit codes are
+listed in :data:`EXIT_CODES` (and in ``--help``): an endpoint that cannot be reached is reported
+in one line (1); a run where no measured request succeeded prints the server's dominant error
+message with its count (3).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import argparse
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
+
+from benchflow.errors import BenchflowError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +30,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_REQUESTS = 100
 #: Distinct prompts made for a run bounded by --duration only (cycled when more are needed).
 DURATION_PROMPTS = 1000
+#: Exit status when the run was measured but no measured request succeeded.
+EXIT_NO_SUCCESS = 3
+EXIT_CODES = {
+    0: "measured; at least one request succeeded (the summary says whether the run is valid)",
+    1: "the endpoint cannot be reached, or an output file cannot be written",
+    2: "bad arguments (or the concurrency cannot fit under the open-file limit)",
+    EXIT_NO_SUCCESS: "measured, but no request succeeded: the server's dominant error is printed",
+}
+#: File descriptors kept free besides one connection per request in flight.
+FD_HEADROOM = 64
 
 
 def _positive_float(text: str) -> float:
@@ -62,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench", help="one-off streaming load test against an OpenAI-compatible endpoint",
         description="Send streaming requests to an OpenAI-compatible endpoint (closed loop with "
                     "--concurrency, or open loop with --rate) and print the per-cell summary.",
+        epilog="exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()),
     )
     p.add_argument("--url", required=True, help="base URL of the server, e.g. http://127.0.0.1:8000")
     p.add_argument("--model", required=True, help="model name sent in every request")
@@ -133,17 +149,72 @@ def _write(path: Path, write: Any) -> None:
         raise StorageError(f"cannot write {path}: {e.strerror or e}") from e
 
 
+class OpenFileLimitError(BenchflowError):
+    """The requests in flight cannot fit under the open-file limit (exit code 2)."""
+
+
+def raise_open_file_limit(needed: int) -> tuple[int, int | None]:
+    """Raises the soft RLIMIT_NOFILE to the hard limit; returns ``(soft now, hard)``. Raises
+    :class:`OpenFileLimitError` when ``needed`` descriptors still do not fit."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return needed, None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as e:  # e.g. an infinite hard limit the kernel caps lower
+            logger.debug("could not raise the open-file limit to %s: %s", hard, e)
+    if soft != resource.RLIM_INFINITY and needed > soft:
+        raise OpenFileLimitError(
+            f"concurrency: {needed - FD_HEADROOM} requests in flight need about {needed} open files, but the "
+            f"open-file limit is {soft} (hard limit {'unlimited' if hard == resource.RLIM_INFINITY else hard}); "
+            "raise it (ulimit -n) or lower the concurrency")
+    return soft, (None if hard == resource.RLIM_INFINITY else hard)
+
+
+def _in_flight_bound(args: argparse.Namespace, requests: int | None) -> int | None:
+    bound = args.concurrency if args.concurrency is not None else args.max_concurrency
+    if bound is None and requests is not None:
+        bound = requests + args.warmup  # an open loop can have every request in flight at once
+    if bound is not None and requests is not None:
+        bound = min(bound, requests + args.warmup)
+    return bound
+
+
+def no_success_message(summary: dict[str, Any]) -> str:
+    """The one line printed when no measured request succeeded: the error counts and the
+    server's dominant error message (``summary["dominant_error"]``)."""
+    errors = summary.get("errors") or {}
+    counts = ", ".join(f"{k}×{v}" for k, v in sorted(errors.items()))
+    text = f"no request succeeded ({counts or 'none finished'})"
+    dominant = summary.get("dominant_error")
+    if dominant:
+        text += f"; the server said {dominant['message']!r} ×{dominant['count']}"
+    if summary.get("incomplete"):
+        text += f"; {summary['incomplete']} cut off by --duration"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
     from benchflow.loadgen import check_endpoint, run_load
-    from benchflow.records import records_to_frame
+    from benchflow.records import dominant_error, records_to_frame
     from benchflow.stats import summarize
     from benchflow.tables import render_summary
     from benchflow.workload import parse_dataset
 
     load = _load_point(args)
     requests = args.requests if args.requests is not None or args.duration is not None else DEFAULT_REQUESTS
+    bound = _in_flight_bound(args, requests)
+    try:
+        raise_open_file_limit(bound + FD_HEADROOM if bound is not None else FD_HEADROOM)
+    except OpenFileLimitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     prompts = parse_dataset(args.dataset).generate(_prompt_count(requests, args.warmup), args.seed)
 
     async def go() -> Any:
@@ -156,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = asyncio.run(go())
     summary = summarize(result)
+    summary["dominant_error"] = dominant_error(result.records)
     title = f"benchflow bench: {args.model} at {args.url}, {load.label}, dataset {args.dataset}"
     print(render_summary(summary, title=title))
     if args.json_path:
@@ -163,4 +235,7 @@ def run(args: argparse.Namespace) -> int:
     if args.records_path:
         _write(args.records_path, lambda p: records_to_frame(result.records).to_parquet(p, index=False))
     logger.info("bench done: stop reason %s, %d requests", result.stop_reason, len(result.records))
+    if not summary.get("completed"):
+        print(f"error: {no_success_message(summary)}", file=sys.stderr)
+        return EXIT_NO_SUCCESS
     return 0

@@ -48,7 +48,7 @@ def _parse_devices(text: str | None) -> list[int] | None:
 
 
 def _nvml(args: argparse.Namespace):  # -> NvmlInterface
-    from benchflow.metrics.nvml import nvml_from_env
+    from benchflow.metrics.nvml_env import nvml_from_env
 
     return nvml_from_env(args.fake_nvml)
 

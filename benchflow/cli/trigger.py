@@ -1,9 +1,15 @@
 """``benchflow trigger DEPLOYMENT --spec FILE``: start a deployed flow through the Prefect API.
 
-A thin helper over ``run_deployment``. The spec is validated here first, then sent as a mapping
-(so the worker needs no copy of the file); the server validates it again against the
-deployment's parameter schema before any run is created. With ``--idempotency-key``, asking
-twice gives the same flow run.
+A thin helper over ``run_deployment``. The spec is validated here first (every cross-field rule:
+duplicate backend names, ``sim`` without ``allow_simulated``, dataset syntax, missing files), so a
+bad spec never becomes a flow run; then it is sent as a mapping (so the worker needs no copy of
+the file), and the server checks it again against the deployment's parameter schema. With
+``--idempotency-key``, asking twice gives the same flow run.
+
+Flow-run parameters are stored by Prefect in plain text, so parameters holding secret-looking
+values (env values and engine args named like a secret, secret flags of a command, passwords in
+URLs) are refused, with the fields named: such values belong in a Prefect Secret block or the
+worker's environment.
 """
 
 from __future__ import annotations
@@ -11,8 +17,54 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any
+
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@")
+
+
+def secret_fields(value: Any, path: str = "") -> list[str]:
+    """The places in ``value`` (parameters, a JSON spec) holding a secret-looking value, e.g.
+    ``spec.backends[0].env.HF_TOKEN``, ``spec.backends[1].command[3] (value of --api-key)``,
+    ``spec.backends[2].url (password in the URL)``."""
+    from benchflow.redact import REDACTED, is_secret_name, redact_command
+
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if is_secret_name(str(key)) and item not in (None, "", REDACTED) and not isinstance(item, (dict, list)):
+                found.append(where)
+            else:
+                found.extend(secret_fields(item, where))
+    elif isinstance(value, list):
+        if all(isinstance(a, str) for a in value):
+            hidden = redact_command(list(value))
+            for i, (a, b) in enumerate(zip(value, hidden)):
+                if a != b and a != REDACTED:
+                    flag = value[i - 1] if b == REDACTED and i else a.partition("=")[0]
+                    found.append(f"{path}[{i}] (value of {flag})")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                found.extend(secret_fields(item, f"{path}[{i}]"))
+            elif _URL_PASSWORD.search(item):
+                found.append(f"{path}[{i}] (password in a URL)")
+    elif isinstance(value, str) and _URL_PASSWORD.search(value):
+        found.append(f"{path} (password in a URL)")
+    return found
+
+
+def refuse_secrets(params: dict[str, Any], source: str | None = None) -> None:
+    """Raises SpecError naming every secret-looking parameter value (Prefect would store it in clear)."""
+    from benchflow.errors import SpecError
+
+    found = secret_fields(params)
+    if found:
+        raise SpecError([f"{where}: looks like a secret; flow-run parameters are stored in plain text by "
+                         "Prefect, so it is not sent. Put it in a Prefect Secret block (e.g. `hf-token` for "
+                         "HF_TOKEN) or in the worker's environment, and leave it out of the spec"
+                         for where in found], source=source)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Prints the flow run id and the campaign id; --wait follows it to the end.")
     p.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. campaign/adhoc")
     spec = p.add_mutually_exclusive_group()
-    spec.add_argument("--spec", metavar="FILE", help="campaign spec file: validated here, sent as its contents")
+    spec.add_argument("--spec", metavar="FILE",
+                      help="campaign spec file: validated here (secret-looking values are refused: Prefect "
+                           "stores parameters in plain text), then sent as its contents")
     spec.add_argument("--spec-path", metavar="PATH",
                       help="a spec path on the worker, relative to its benchflow checkout (sent as is)")
     p.add_argument("--campaign-id", help="campaign id (resume it; default: a new id, printed)")
@@ -54,6 +108,12 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         params["spec"] = spec.model_dump(mode="json", exclude_defaults=True)
         params.setdefault("campaign_id", args.campaign_id or new_campaign_id(spec.name))
     elif args.spec_path:
+        local = os.path.abspath(args.spec_path)
+        if os.path.exists(local):  # the same checkout here: a bad spec stops here too
+            load_spec(local)
+        else:
+            print(f"note: {args.spec_path} is not under {os.getcwd()}; sent unchecked (the worker resolves it "
+                  "against its benchflow checkout)", file=sys.stderr)
         params["spec"] = args.spec_path
     if args.campaign_id:
         try:
@@ -76,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from tasks.trigger import trigger_deployment
 
     params = _params(args)
+    refuse_secrets(params, args.spec or args.deployment)
     url = _api_url(args)
     timeout = args.timeout if args.wait else 0
     run_ = trigger_deployment(args.deployment, params, url, idempotency_key=args.idempotency_key,

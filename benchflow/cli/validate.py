@@ -1,7 +1,8 @@
 """``benchflow validate SPEC [--cells] [--json]``: check a campaign spec without running anything.
 
 Prints a one-line summary (and, with ``--cells``, the expanded cells in run order). A bad spec
-prints one line per problem and exits 2.
+prints one line per problem and exits 2. ``--json`` output has secret-looking values redacted
+(:func:`benchflow.redact.redact_spec`); its ``content_hash`` is that of the real spec.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ def _summary(spec) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from benchflow.redact import redact_spec
     from benchflow.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.json:
         out = {
-            "spec": spec.model_dump(mode="json"),
+            "spec": redact_spec(spec.model_dump(mode="json")),  # never print secret-looking values
             "content_hash": spec.content_hash(),
             "cells": [c.model_dump(mode="json") for c in spec.cells()],
         }

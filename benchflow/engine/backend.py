@@ -16,7 +16,7 @@ from benchflow.engine.steps import BackendSteps
 from benchflow.errors import BackendStartError, CampaignCancelled
 from benchflow.gpu_slots import GpuSlotError
 from benchflow.spec import CampaignSpec, Cell
-from benchflow.spec_backends import BackendSpec
+from benchflow.spec import BackendSpec
 
 #: How often a backend that died mid-campaign is started again for its remaining cells.
 MAX_REDEPLOYS = 2

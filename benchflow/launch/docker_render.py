@@ -39,7 +39,7 @@ from docker.types import DeviceRequest
 
 from benchflow.redact import REDACTED, is_secret_name, redact_command
 from benchflow.errors import SpecError
-from benchflow.spec_backends import render_engine_args
+from benchflow.spec.backends import render_engine_args
 from benchflow.launch.commands import ENGINE_ARGS_TOKEN, sim_engine_args
 
 MANAGED_LABEL = "benchflow.managed"

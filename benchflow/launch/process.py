@@ -17,12 +17,13 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from benchflow.errors import BackendStartError
 from benchflow.launch.base import tail
+from benchflow.redact import redact_command
 from benchflow.launch.commands import render_process_command
-from benchflow.launch.readiness import wait_ready
+from benchflow.launch.readiness import reachable, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,11 @@ class ProcessLauncher:
         registry_dir: Path | None = None,
         owner: str = "",
         run_id: str = "",
+        env_extra: Mapping[str, str] | None = None,
+        logger: Any = None,
     ):
+        #: Where the launcher logs (a Prefect run logger when a task passes one in).
+        self.log: Any = logger or log
         self.backend = backend
         self.model = model
         self.host = host
@@ -69,7 +74,9 @@ class ProcessLauncher:
         self.owner = owner
         self.run_id = run_id
         self.argv = render_process_command(backend, model, host, self.port)
+        self.env_extra = {str(k): str(v) for k, v in (env_extra or {}).items()}
         self.url: str | None = None
+        self.image_digest: str | None = None  # a process has no image
         self._proc: subprocess.Popen | None = None
 
     @property
@@ -78,8 +85,10 @@ class ProcessLauncher:
 
     def start(self) -> str:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**backend_environment(), **{k: str(v) for k, v in self.backend.env.items()}, "PYTHONUNBUFFERED": "1"}
-        log.info("starting backend %s: %s (log: %s)", self.backend.name, " ".join(self.argv), self.log_path)
+        env = {**backend_environment(), **self.env_extra, **{k: str(v) for k, v in self.backend.env.items()},
+               "PYTHONUNBUFFERED": "1"}
+        self.log.info("starting backend %s: %s (log: %s)", self.backend.name, " ".join(redact_command(self.argv)),
+                      self.log_path)
         with open(self.log_path, "ab") as logf:
             try:
                 self._proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
@@ -102,11 +111,11 @@ class ProcessLauncher:
         assert self.url, "start() first"
         took = wait_ready(
             self.url, timeout_s, alive=self.alive, logs=self.logs,
-            on_wait=lambda t, why: log.info(
+            on_wait=lambda t, why: self.log.info(
                 "backend %s still starting after %.0fs (%s); log tail:\n%s", self.backend.name, t, why,
                 tail(self.logs(), 5)),
         )
-        log.info("backend %s ready at %s after %.1fs", self.backend.name, self.url, took)
+        self.log.info("backend %s ready at %s after %.1fs", self.backend.name, self.url, took)
 
     def logs(self) -> str:
         try:
@@ -125,9 +134,9 @@ class ProcessLauncher:
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            log.error("backend %s (pid %s) did not exit after SIGKILL", self.backend.name, proc.pid)
+            self.log.error("backend %s (pid %s) did not exit after SIGKILL", self.backend.name, proc.pid)
         self._unregister()
-        log.info("backend %s stopped (%s)", self.backend.name, self.alive())
+        self.log.info("backend %s stopped (%s)", self.backend.name, self.alive())
 
     # -- leftovers registry ---------------------------------------------------------------
     def _pidfile(self) -> Path | None:
@@ -220,19 +229,30 @@ def _cmdline(pid: int) -> list[str] | None:
 
 
 class EndpointLauncher:
-    """The ``none`` launcher: an OpenAI-compatible endpoint that is already running."""
+    """The ``none`` launcher: an OpenAI-compatible endpoint that is already running.
 
-    def __init__(self, url: str):
+    benchflow does not own its process: ``stop()`` leaves it running, ``logs()`` is empty, and
+    ``alive()`` checks that ``/health`` answers at all (any HTTP status) instead of reading an exit code.
+    """
+
+    #: How long ``alive()`` waits for one probe answer.
+    alive_timeout_s = 5.0
+
+    def __init__(self, url: str, *, logger: Any = None):
+        self.log: Any = logger or log
         self.url = url.rstrip("/")
+        self.image_digest: str | None = None
 
     def start(self) -> str:
         return self.url
 
     def ready(self, timeout_s: float) -> None:
-        wait_ready(self.url, timeout_s)
+        took = wait_ready(self.url, timeout_s)
+        self.log.info("endpoint %s ready after %.1fs", self.url, took)
 
     def alive(self) -> str | None:
-        return None
+        why = reachable(self.url, self.alive_timeout_s)
+        return None if why is None else f"endpoint does not answer ({why})"
 
     def logs(self) -> str:
         return ""

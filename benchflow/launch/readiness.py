@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
@@ -16,8 +18,17 @@ log = logging.getLogger(__name__)
 
 
 def _get(url: str, timeout_s: float) -> tuple[int, bytes]:
+    # urllib cannot take user:password@ in a URL (it reads "password@host" as a port): send it as
+    # Basic auth, the way the load generator's client does
+    parts = urllib.parse.urlsplit(url)
+    request = urllib.request.Request(url)
+    if parts.username is not None or parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)))
+        token = f"{urllib.parse.unquote(parts.username or '')}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - http(s) only
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read() if e.fp else b""
@@ -35,6 +46,16 @@ def probe(base_url: str, timeout_s: float = 2.0) -> str | None:
         models = [m.get("id") for m in json.loads(body or b"{}").get("data", [])]
         if not models:
             return "/v1/models lists no model"
+        return None
+    except (OSError, ValueError) as e:
+        return f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+
+
+def reachable(base_url: str, timeout_s: float = 5.0) -> str | None:
+    """``None`` when ``/health`` gives any HTTP answer (a server that answers 503 while loading or
+    busy is still there), else why not (one line)."""
+    try:
+        _get(f"{base_url}/health", timeout_s)
         return None
     except (OSError, ValueError) as e:
         return f"{type(e).__name__}: {getattr(e, 'reason', e)}"

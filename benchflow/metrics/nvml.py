@@ -324,25 +324,5 @@ class RealNvml(NvmlInterface):
 
 
 #: Names a FakeNvml scenario to use instead of the real NVML (tests and demos on machines with
-#: no GPU). Every report made through it says FAKE NVML.
+#: no GPU). Every report made through it says FAKE NVML. See :func:`benchflow.metrics.nvml_env.nvml_from_env`.
 FAKE_NVML_ENV = "BENCHFLOW_FAKE_NVML"
-
-
-def nvml_from_env(scenario: str | None = None) -> NvmlInterface:
-    """The real NVML, or the FakeNvml ``scenario`` (default: ``$BENCHFLOW_FAKE_NVML``).
-
-    Raises SpecError for an unknown scenario name.
-    """
-    import os
-
-    from benchflow.errors import SpecError
-
-    scenario = scenario or os.environ.get(FAKE_NVML_ENV) or None
-    if scenario is None:
-        return RealNvml()
-    from benchflow.testing.fake_nvml import fake_scenario
-
-    try:
-        return fake_scenario(scenario)
-    except ValueError as e:
-        raise SpecError(f"{FAKE_NVML_ENV}: {e}") from None

@@ -1,4 +1,4 @@
-"""Statistics across repetitions (METRICS.md, "Across repetitions"): aggregates and comparisons.
+"""Statistics across repetitions (METRICS.md, "Across repetitions"): aggregates (comparisons: stats.compare).
 
 The unit is the cell: each repetition contributes one value per metric. Confidence intervals
 are bootstrap intervals from ``scipy.stats.bootstrap`` with a fixed seed (BCa where it is
@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from benchflow.stats.compare import (  # noqa: F401  (re-exported; comparisons live in stats.compare)
+    BETTER, INSUFFICIENT, NO_DIFFERENCE, NOT_ENOUGH, WORSE, Comparison, compare, verdict)
+
 logger = logging.getLogger(__name__)
 
 MIN_N_FOR_CI = 3
 DEFAULT_RESAMPLES = 9999
-
-BETTER, WORSE, NO_DIFFERENCE, INSUFFICIENT = "better", "worse", "no significant difference", "insufficient data"
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,30 +43,6 @@ class Aggregate:
     t_high: float | None
     confidence: float = 0.95
     dropped: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(slots=True, frozen=True)
-class Comparison:
-    """Candidate versus baseline: ``ratio`` = mean(candidate) / mean(baseline), with its CI."""
-
-    ratio: float | None
-    ci_low: float | None
-    ci_high: float | None
-    ci_method: str | None
-    #: "better", "worse", "no significant difference" or "insufficient data".
-    verdict: str
-    higher_is_better: bool
-    tolerance: float
-    n_baseline: int
-    n_candidate: int
-    baseline_mean: float | None
-    candidate_mean: float | None
-    confidence: float = 0.95
-    #: Why the verdict is "insufficient data" (or another caveat); None otherwise.
-    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,51 +114,3 @@ def aggregate(values: Sequence[float | None], *, confidence: float = 0.95, seed:
         t_low=t_ci[0] if t_ci else None, t_high=t_ci[1] if t_ci else None,
         confidence=confidence, dropped=dropped,
     )
-
-
-def _ratio_stat(base: np.ndarray, cand: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(cand, axis=axis) / np.mean(base, axis=axis)
-
-
-def verdict(ci_low: float, ci_high: float, *, higher_is_better: bool, tolerance: float = 0.0) -> str:
-    """"better"/"worse" when the ratio's CI excludes 1 ± tolerance, else no significant difference."""
-    above, below = ci_low > 1.0 + tolerance, ci_high < 1.0 - tolerance
-    if above:
-        return BETTER if higher_is_better else WORSE
-    if below:
-        return WORSE if higher_is_better else BETTER
-    return NO_DIFFERENCE
-
-
-def compare(baseline: Sequence[float | None], candidate: Sequence[float | None], *, higher_is_better: bool,
-            tolerance: float = 0.0, seed: int = 0, confidence: float = 0.95,
-            n_resamples: int = DEFAULT_RESAMPLES, method: str = "bca") -> Comparison:
-    """Ratio of means candidate/baseline with a two-sample (unpaired) bootstrap CI and a verdict."""
-    b, _ = clean(baseline)
-    c, _ = clean(candidate)
-    b_mean = float(b.mean()) if b.size else None
-    c_mean = float(c.mean()) if c.size else None
-    ratio = c_mean / b_mean if b_mean and c_mean is not None else None
-
-    def result(verdict_: str, ci: tuple[float, float] | None = None, ci_method: str | None = None,
-               note: str | None = None) -> Comparison:
-        return Comparison(
-            ratio=ratio, ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None, ci_method=ci_method,
-            verdict=verdict_, higher_is_better=higher_is_better, tolerance=tolerance,
-            n_baseline=int(b.size), n_candidate=int(c.size), baseline_mean=b_mean, candidate_mean=c_mean,
-            confidence=confidence, note=note,
-        )
-
-    if b.size < MIN_N_FOR_CI or c.size < MIN_N_FOR_CI:
-        return result(INSUFFICIENT, note=f"need at least {MIN_N_FOR_CI} values on each side")
-    if ratio is None:
-        return result(INSUFFICIENT, note="the baseline mean is zero, so the ratio is undefined")
-    if np.all(b == b[0]) and np.all(c == c[0]):
-        return result(verdict(ratio, ratio, higher_is_better=higher_is_better, tolerance=tolerance),
-                      (ratio, ratio), "degenerate")
-    found = _bootstrap_ci((b, c), _ratio_stat, confidence=confidence, seed=seed,
-                          n_resamples=n_resamples, method=method)
-    if found is None:
-        return result(INSUFFICIENT, note="the bootstrap interval of the ratio is undefined")
-    low, high, used = found
-    return result(verdict(low, high, higher_is_better=higher_is_better, tolerance=tolerance), (low, high), used)

@@ -64,7 +64,10 @@ def measured_records(run: LoadRun) -> list[RequestRecord]:
 def measurement_window(run: LoadRun) -> tuple[int, int] | None:
     """``(first measured send, last measured end)`` in ns; ``None`` without measured requests.
 
-    Failed requests' ends count; an incomplete request ends at its last known time.
+    Failed requests' ends count; an incomplete request ends at its last known time (the stop of
+    the cell), and the tokens it had been served by then count in the throughput. Warm-up
+    requests have all ended before the first measured send (the load generator runs them as a
+    phase of their own), so no token served inside the window is left out.
     """
     measured = measured_records(run)
     if not measured:
@@ -113,13 +116,37 @@ def _token_totals(metrics: list[RequestMetrics], input_tokens_fallback: bool) ->
     }
 
 
-def _throughputs(totals: dict[str, Any], completed: int, duration_s: float | None) -> dict[str, Any]:
+def delivered_by_incomplete(measured: Sequence[RequestRecord], metrics: Sequence[RequestMetrics]) -> tuple[float, int]:
+    """``(output tokens, input tokens)`` that requests still in flight when the cell stopped
+    (``incomplete``) had been served: their output messages' token counts when every message
+    has one, else their message count times the cell's tokens per message (from its successful
+    requests; 1 without any). Input tokens count for the requests that had output (their
+    prefill was done inside the window)."""
+    cut = [r for r in measured if r.incomplete and r.chunks]
+    if not cut:
+        return 0.0, 0
+    n_messages = sum(len(m.itl_ns) + 1 for m in metrics)  # one more message than gaps
+    per_message = sum(m.output_tokens for m in metrics) / n_messages if n_messages else 1.0
+    out = 0.0
+    for r in cut:
+        counts = [n for _, n in r.chunks]
+        out += sum(counts) if all(n is not None for n in counts) else len(counts) * per_message
+    return out, sum(r.input_tokens or 0 for r in cut)
+
+
+def _throughputs(totals: dict[str, Any], completed: int, duration_s: float | None,
+                 cut: tuple[float, int]) -> dict[str, Any]:
+    """Throughput over the measurement window counts every token served inside it: those of
+    the successful requests and those the requests cut off by the end of the cell had been
+    served (``incomplete_output_tokens``; METRICS.md, "Measurement window")."""
     total_in = totals["total_input_tokens"]
-    both = None if total_in is None else total_in + totals["total_output_tokens"]
+    out = totals["total_output_tokens"] + cut[0]
+    both = None if total_in is None else total_in + cut[1] + out
     return {
         "request_throughput": _per_second(completed, duration_s),
-        "output_throughput": _per_second(totals["total_output_tokens"], duration_s),
+        "output_throughput": _per_second(out, duration_s),
         "total_throughput": _per_second(both, duration_s),
+        "incomplete_output_tokens": round(cut[0], 3),
     }
 
 
@@ -194,7 +221,7 @@ def summarize(run: LoadRun, *, slo: Slo | None = None, limits: Any = None,
     totals = _token_totals(metrics, input_tokens_fallback)
     out: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
     out.update(_latency_blocks(metrics, measured))
-    out.update(_throughputs(totals, len(metrics), duration_s))
+    out.update(_throughputs(totals, len(metrics), duration_s, delivered_by_incomplete(measured, metrics)))
     out.update(_errors(measured, len(metrics)))
     out.update(_slo_block(metrics, slo, duration_s, out))
     out.update(totals)

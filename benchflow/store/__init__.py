@@ -12,8 +12,8 @@ from benchflow.store.artifacts import (
     ArtifactRef,
     ArtifactStore,
     LocalArtifactStore,
-    artifact_store_from_config,
 )
+from benchflow.store.artifact_factory import artifact_store_from_config
 from benchflow.store.config import RetryPolicy, StoreConfig, normalize_database_url, redact_url
 from benchflow.store.db import ResultStore
 from benchflow.store.keys import InvalidIdError, backend_log_key, campaign_key, cell_key, validate_id

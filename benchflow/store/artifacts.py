@@ -19,13 +19,10 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from benchflow.errors import StorageError
 from benchflow.store.keys import validate_key, validate_prefix
-
-if TYPE_CHECKING:
-    from benchflow.store.config import StoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -158,23 +155,3 @@ def _copy_stream(src: Any, fh: Any, digest: Any) -> int:
         digest.update(chunk)
         size += len(chunk)
     return size
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix")."""
-    if not url.startswith("s3://"):
-        raise StorageError(f"not an s3:// URL: {url!r}")
-    bucket, _, prefix = url[len("s3://") :].partition("/")
-    if not bucket:
-        raise StorageError(f"no bucket in {url!r}")
-    return bucket, validate_prefix(prefix)
-
-
-def artifact_store_from_config(cfg: StoreConfig) -> ArtifactStore:
-    """The store named by ``BENCHFLOW_ARTIFACTS``: a local folder or ``s3://bucket/prefix``."""
-    if cfg.artifacts_are_s3:
-        from benchflow.store.s3 import S3ArtifactStore
-
-        bucket, prefix = parse_s3_url(cfg.artifacts)
-        return S3ArtifactStore(bucket, prefix, endpoint_url=cfg.s3_endpoint_url)
-    return LocalArtifactStore(cfg.artifacts)

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from benchflow.errors import SpecError
 
 DEFAULT_HOME = ".benchflow"
+#: The total bound on one write (all tries), after which the results go to the spool.
+DEFAULT_WRITE_TIMEOUT_S = 30.0
 
 _PLAIN_POSTGRES = re.compile(r"^(postgres|postgresql)://", re.IGNORECASE)
 
@@ -69,6 +71,19 @@ def _retry_policy(values: dict[str, object]) -> RetryPolicy:
         raise SpecError(problems) from e
 
 
+def _positive_float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as e:
+        raise SpecError([f"{name}: {raw!r} is not a number of seconds"]) from e
+    if not (0 < value <= 3600):
+        raise SpecError([f"{name}: {raw!r} must be more than 0 and at most 3600 seconds"])
+    return value
+
+
 class StoreConfig(BaseModel):
     """Resolved storage settings. Build it with :meth:`from_env`."""
 
@@ -80,12 +95,17 @@ class StoreConfig(BaseModel):
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto)")
     spool_dir: Path = Field(..., description="where results wait when storage is unreachable")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="backoff before spooling")
+    write_timeout_s: float = Field(
+        DEFAULT_WRITE_TIMEOUT_S, gt=0, le=3600,
+        description="BENCHFLOW_STORE_WRITE_TIMEOUT_S: the most one write may take, retries included, "
+                    "before its results are spooled (a hung database or S3 endpoint)")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> StoreConfig:
         """Reads ``BENCHFLOW_HOME``, ``BENCHFLOW_DATABASE_URL``, ``BENCHFLOW_ARTIFACTS``,
         ``BENCHFLOW_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL``), ``BENCHFLOW_SPOOL_DIR``,
-        ``BENCHFLOW_STORE_RETRY_ATTEMPTS`` and ``BENCHFLOW_STORE_RETRY_DELAY_S``."""
+        ``BENCHFLOW_STORE_RETRY_ATTEMPTS``, ``BENCHFLOW_STORE_RETRY_DELAY_S`` and
+        ``BENCHFLOW_STORE_WRITE_TIMEOUT_S``."""
         env = dict(os.environ if env is None else env)
         home = Path(env.get("BENCHFLOW_HOME") or DEFAULT_HOME).expanduser().absolute()
         db = env.get("BENCHFLOW_DATABASE_URL") or f"sqlite:///{home / 'benchflow.db'}"
@@ -104,6 +124,7 @@ class StoreConfig(BaseModel):
             "s3_endpoint_url": env.get("BENCHFLOW_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
             "spool_dir": Path(env.get("BENCHFLOW_SPOOL_DIR") or home / "spool"),
             "retry": _retry_policy(retry),
+            "write_timeout_s": _positive_float(env, "BENCHFLOW_STORE_WRITE_TIMEOUT_S", DEFAULT_WRITE_TIMEOUT_S),
         }
         values.update(overrides)
         values["database_url"] = normalize_database_url(str(values["database_url"]))

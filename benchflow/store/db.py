@@ -54,8 +54,32 @@ def _make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
-    return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    connect_args = postgres_connect_args(parsed.query) if parsed.get_backend_name() == "postgresql" else {}
+    return create_engine(parsed, pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
+
+
+#: Client-side bounds for Postgres (libpq parameters; a URL query parameter of the same name wins).
+#: A server frozen by SIGSTOP still completes TCP handshakes and ACKs data in the kernel, so none of
+#: these notices it on an established connection: the total bound per write in ``Results`` does.
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_MS = 30_000
+TCP_USER_TIMEOUT_MS = 20_000
+
+
+def postgres_connect_args(url_query: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """psycopg connect arguments: connect timeout, TCP keepalives, TCP user timeout and a server-side
+    statement timeout, each only where the URL does not set it."""
+    args: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+    }
+    given = set(url_query or ())
+    return {k: v for k, v in args.items() if k not in given}
 
 
 class ResultStore:
@@ -174,6 +198,7 @@ class ResultStore:
         head = migrations.head_revision()
         with _MIGRATION_THREAD_LOCK, self._sqlite_file_lock(), self._connection() as conn:
             if self.dialect == "postgresql":  # one migrator at a time; the others wait, then see head
+                conn.execute(text("SET LOCAL statement_timeout = 0"))  # migrations may take long
                 conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
             current = self._checked_revision(conn)
             if current == head:

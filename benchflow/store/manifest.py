@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import socket
 import subprocess
@@ -24,6 +25,18 @@ PACKAGES = (
     "nvidia-ml-py",
 )
 _GIT_TIMEOUT_S = 10
+FAKE_NVML_ENV = "BENCHFLOW_FAKE_NVML"
+FAKE_NVML_WARNING = ("WARNING: GPU values (energy, power, driver version) come from a FAKE NVML "
+                     f"({FAKE_NVML_ENV} is set): they are not measurements")
+
+
+def nvml_kind(health_report: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    """"fake" when $BENCHFLOW_FAKE_NVML is set or the health report came from a fake, "real" when
+    a real NVML answered, None when no GPU was looked at."""
+    env = os.environ if env is None else env
+    if env.get(FAKE_NVML_ENV) or (health_report and _find(health_report, "fake_nvml")):
+        return "fake"
+    return "real" if health_report else None
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
@@ -92,6 +105,7 @@ def build_manifest(*, code_path: str | Path | None = None, health_report: Mappin
         "os": platform.platform(),
         "machine": platform.machine(),
         "hostname": socket.gethostname(),
+        "nvml": nvml_kind(health_report),  # "fake": the GPU values below are not measurements
         "git_commit": commit,
         "git_dirty": dirty,
         "driver_version": _find(health_report, "driver_version"),
@@ -100,6 +114,8 @@ def build_manifest(*, code_path: str | Path | None = None, health_report: Mappin
         "artifacts": dict(artifacts or {}),
         "health_report": dict(health_report) if health_report else None,
     }
+    if manifest["nvml"] == "fake":
+        manifest["warning"] = FAKE_NVML_WARNING
     if extra:
         manifest["extra"] = dict(extra)
     return json_safe(manifest)

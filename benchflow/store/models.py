@@ -209,6 +209,10 @@ class ComparisonRow(Base):
     tolerance: Mapped[float] = mapped_column(Float)
     baseline_campaign_id: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, Any]]
+    #: How the CI and verdict were computed (e.g. "welch-log-ratio"); migration 0002.
+    method: Mapped[str | None] = mapped_column(String(32))
+    #: Why the verdict is "not enough repetitions" / "insufficient data", or what n would decide.
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 class GpuHealthReport(Base):

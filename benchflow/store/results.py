@@ -6,25 +6,45 @@ rows are written in one transaction (the artifact rows included). Transient fail
 storing still fails, the whole unit goes to the :class:`~benchflow.store.spool.Spool` with a
 WARNING naming the folder, and :meth:`Results.flush` (at the start of the next run, or
 ``benchflow flush``) replays it later. Everything is idempotent, so replaying twice is harmless.
+
+Each write, its retries included, is bounded by ``write_timeout_s`` (``BENCHFLOW_STORE_WRITE_TIMEOUT_S``,
+30 s by default): it runs in a worker thread, and a database or S3 endpoint that hangs (a frozen
+server answers TCP in the kernel, then nothing) sends the unit to the spool once the bound is spent.
+The worker is left to finish or fail on its own; what it may still write is the same, idempotent data.
+
+When neither the store nor the spool can take a unit (a full disk), :class:`ResultsNotStoredError`
+is raised with one line naming the unit and the paths. For a cell whose files could not be stored
+anywhere, its rows (and summary) still go to the database when that is reachable; the message then
+names the files that were lost.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from benchflow.errors import BenchflowError, SchemaTooNewError, StorageError, StorageUnavailableError
+from benchflow.errors import (
+    BenchflowError,
+    ResultsNotStoredError,
+    SchemaTooNewError,
+    StorageError,
+    StorageUnavailableError,
+)
 from benchflow.results_types import AggregateRow, CellRow, CellSummary, ComparisonRow
 from benchflow.store import keys
 from benchflow.store import rows as r
-from benchflow.store.artifacts import ArtifactRef, ArtifactStore, artifact_store_from_config
-from benchflow.store.config import RetryPolicy, StoreConfig
+from benchflow.store.artifact_factory import artifact_store_from_config
+from benchflow.store.artifacts import ArtifactRef, ArtifactStore
+from benchflow.store.config import DEFAULT_WRITE_TIMEOUT_S, RetryPolicy, StoreConfig, _positive_float
 from benchflow.store.db import ResultStore
+from benchflow.store.scrub import redacted_blob
 from benchflow.store.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -68,11 +88,15 @@ class Results:
 
     def __init__(self, store: ResultStore, artifacts: ArtifactStore, spool: Spool, *,
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
-                 config: StoreConfig | None = None):
+                 config: StoreConfig | None = None, write_timeout_s: float | None = None):
         self.store = store
         self.artifacts = artifacts
         self.spool = spool
         self.retry = retry or (config.retry if config else RetryPolicy())
+        if write_timeout_s is None:
+            write_timeout_s = config.write_timeout_s if config else _positive_float(
+                dict(os.environ), "BENCHFLOW_STORE_WRITE_TIMEOUT_S", DEFAULT_WRITE_TIMEOUT_S)
+        self.write_timeout_s = float(write_timeout_s)
         self._sleep = sleep
         self._config = config
 
@@ -162,7 +186,7 @@ class Results:
         ops = [r.cell_op(campaign_id, row)]
         if summary is not None:
             ops.append(r.summary_op(campaign_id, cell_id, summary))
-        return self._submit("cell", campaign_id, ops, blobs, uris)
+        return self._submit("cell", campaign_id, ops, blobs, uris, label=f"cell {cell_id}")
 
     def persist_aggregates(self, campaign_id: str, rows: Iterable[AggregateRow | Mapping[str, Any]]) -> PersistOutcome:
         return self._submit("aggregates", campaign_id, [r.aggregates_op(campaign_id, rows)], {})
@@ -201,35 +225,111 @@ class Results:
         refs: list[ArtifactRef] = []
         for key, blob in blobs.items():
             put = self.artifacts.put_bytes if isinstance(blob, bytes) else self.artifacts.put_file
-            refs.append(put(key, blob))  # type: ignore[arg-type]
+            try:
+                refs.append(put(key, blob))  # type: ignore[arg-type]
+            except StorageError as e:
+                e.benchflow_phase = "artifacts"  # type: ignore[attr-defined]
+                raise
         artifact_ops = [r.artifact_op(campaign_id, ref) for ref in refs] if campaign_id else []
         self.store.apply([*ops, *artifact_ops])
 
-    def _with_retry(self, fn: Callable[[], None], what: str) -> None:
-        delays = self.retry.delays_s()
-        for attempt in range(len(delays) + 1):
+    def _bounded(self, fn: Callable[[], None], timeout_s: float, what: str) -> None:
+        """Runs ``fn`` in a worker thread; StorageUnavailableError when it is not done in time."""
+        if self.store.dialect == "sqlite" and ":memory:" in self.store.redacted_url:
+            fn()  # an in-memory database exists in one thread only (and cannot hang)
+            return
+        outcome: dict[str, BaseException] = {}
+        done = threading.Event()
+
+        def work() -> None:
             try:
                 fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                outcome["error"] = e
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name="benchflow-store-write", daemon=True).start()
+        if not done.wait(max(timeout_s, 0.0)):
+            raise StorageUnavailableError(
+                f"{what}: storage did not answer within {self.write_timeout_s:g}s "
+                "(BENCHFLOW_STORE_WRITE_TIMEOUT_S); is the database or S3 endpoint hung?")
+        if "error" in outcome:
+            raise outcome["error"]
+
+    def _with_retry(self, fn: Callable[[], None], what: str) -> None:
+        """Tries ``fn`` with backoff on transient errors, all tries within ``write_timeout_s``."""
+        delays = self.retry.delays_s()
+        deadline = time.monotonic() + self.write_timeout_s
+        for attempt in range(len(delays) + 1):
+            try:
+                self._bounded(fn, deadline - time.monotonic(), what)
                 return
             except StorageUnavailableError as e:
-                if attempt == len(delays):
+                if attempt == len(delays) or time.monotonic() + delays[attempt] >= deadline:
                     raise
                 log.info("%s failed (%s); retry %d/%d in %.2fs", what, e, attempt + 1, len(delays), delays[attempt])
                 self._sleep(delays[attempt])
 
     def _submit(self, kind: str, campaign_id: str | None, ops: Sequence[r.Op], blobs: Mapping[str, Blob],
-                uris: Mapping[str, str] | None = None) -> PersistOutcome:
-        what = f"storing {kind} of campaign {campaign_id}"
+                uris: Mapping[str, str] | None = None, label: str | None = None) -> PersistOutcome:
+        what = f"storing {label or kind} of campaign {campaign_id}"
+        blobs = {key: redacted_blob(key, blob) for key, blob in blobs.items()}
         try:
             self._with_retry(lambda: self._store_now(campaign_id, ops, blobs), what)
             return PersistOutcome("stored", self.store.redacted_url, dict(uris or {}))
         except SchemaTooNewError:
             raise
         except StorageError as e:
-            path = self.spool.put(kind, campaign_id, ops, blobs, reason=str(e))
-            log.warning("%s failed: %s. Spooled to %s; it is replayed by the next run or `benchflow flush`",
-                        what, e, path)
-            return PersistOutcome("spooled", str(path), dict(uris or {}), error=str(e))
+            error = e
+        try:
+            path = self.spool.put(kind, campaign_id, ops, blobs, reason=str(error))
+        except StorageError as spool_error:
+            self._not_stored(campaign_id, ops, blobs, label or kind, error, spool_error)
+            raise  # not reached: _not_stored raises
+        log.warning("%s failed: %s. Spooled to %s; it is replayed by the next run or `benchflow flush`",
+                    what, error, path)
+        return PersistOutcome("spooled", str(path), dict(uris or {}), error=str(error))
+
+    def _not_stored(self, campaign_id: str | None, ops: Sequence[r.Op], blobs: Mapping[str, Blob], label: str,
+                    error: StorageError, spool_error: StorageError) -> None:
+        """Neither the store nor the spool took the unit: keep its rows if only the files failed, then
+        raise ResultsNotStoredError with one line saying what was lost and where it was to go."""
+        unit = f"{label} of campaign {campaign_id}" if campaign_id else label
+        causes = f"{_one_line(error)}; {_one_line(spool_error)}"
+        if ops and blobs and getattr(error, "benchflow_phase", None) == "artifacts":
+            try:
+                missing: list[str] = []
+                self._with_retry(lambda: missing.extend(self._store_rows_and_what_fits(campaign_id, ops, blobs)),
+                                 f"storing the rows of {unit}")
+            except StorageError as rows_error:
+                causes += f"; its rows could not be stored either: {_one_line(rows_error)}"
+            else:
+                files = ", ".join(k.rsplit("/", 1)[-1] for k in missing) or "none"
+                raise ResultsNotStoredError(
+                    f"{unit}: files not stored ({files}), the artifact store and the spool {self.spool.root} "
+                    f"are full or failing: {causes}; its row and summary are in the database "
+                    f"{self.store.redacted_url}") from spool_error
+        raise ResultsNotStoredError(
+            f"{unit} was neither stored nor spooled (spool {self.spool.root}): {causes}") from spool_error
+
+    def _store_rows_and_what_fits(self, campaign_id: str | None, ops: Sequence[r.Op],
+                                  blobs: Mapping[str, Blob]) -> list[str]:
+        """Stores the files that can be stored and every row (the cell's ``artifact_uris`` without the
+        lost files); returns the keys of the files that could not be stored."""
+        refs: list[ArtifactRef] = []
+        missing: list[str] = []
+        for key, blob in blobs.items():
+            put = self.artifacts.put_bytes if isinstance(blob, bytes) else self.artifacts.put_file
+            try:
+                refs.append(put(key, blob))  # type: ignore[arg-type]
+            except StorageError:
+                missing.append(key)
+        lost_uris = {self.artifacts.uri(k) for k in missing}
+        kept_ops = [_without_uris(op, lost_uris) for op in ops]
+        artifact_ops = [r.artifact_op(campaign_id, ref) for ref in refs] if campaign_id else []
+        self.store.apply([*kept_ops, *artifact_ops])
+        return missing
 
     def flush(self) -> FlushResult:
         """Replays the spool, oldest first; an entry is deleted only once it is stored."""
@@ -241,7 +341,9 @@ class Results:
             error = None
             for entry in self.spool.entries():
                 try:
-                    self._store_now(entry.campaign_id, entry.ops, entry.verified_blobs())
+                    blobs = entry.verified_blobs()
+                    self._bounded(lambda: self._store_now(entry.campaign_id, entry.ops, blobs),  # noqa: B023
+                                  self.write_timeout_s, f"replaying {entry.path}")
                 except StorageUnavailableError as e:
                     error = str(e)
                     log.warning("storage still unreachable (%s); %d spooled entries wait in %s",
@@ -257,3 +359,16 @@ class Results:
         if replayed or result.remaining:
             log.info("flushed spool %s: %s", self.spool.root, result)
         return result
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _without_uris(op: r.Op, lost: set[str]) -> r.Op:
+    """A cell op whose ``artifact_uris`` no longer point at files that were not stored."""
+    if op.name != "cell" or not lost:
+        return op
+    row = dict(op.args["row"])
+    row["artifact_uris"] = {k: v for k, v in (row.get("artifact_uris") or {}).items() if v not in lost}
+    return r.Op(op.name, {**op.args, "row": row})

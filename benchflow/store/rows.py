@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic_core import to_jsonable_python
 
-from benchflow.redact import redact_command, redact_mapping, redact_spec
+from benchflow.redact import redact_command, redact_mapping, redact_spec, redact_value
 from benchflow import SCHEMA_VERSION
 from benchflow.results_types import AggregateRow, CellRow, CellStatus, CellSummary, ComparisonRow
 from benchflow.stats.keys import MetricKey
@@ -32,7 +32,7 @@ SUMMARY_COLUMN_KEYS: tuple[MetricKey, ...] = (
     MetricKey("client_lag_ms", "p99"),
 )
 
-CampaignStatus = Literal["running", "completed", "failed", "partial"]
+CampaignStatus = Literal["running", "completed", "failed", "partial", "cancelled"]
 
 
 class Op(NamedTuple):
@@ -50,6 +50,13 @@ class Op(NamedTuple):
 
 
 _DATETIME = TypeAdapter(datetime)
+
+
+def _op(name: str, args: dict[str, Any]) -> Op:
+    """An op whose every text value went through :func:`benchflow.redact.redact_value`: no row the
+    store writes (spec, commands, cell errors, summaries, labels, manifests) holds a password, a
+    secret flag value or a secret-looking env value in clear."""
+    return Op(name, redact_value(args))
 
 
 def utcnow() -> datetime:
@@ -117,7 +124,7 @@ def _dump(model: BaseModel) -> dict[str, Any]:
 
 
 def campaign_op(row: CampaignRow | Mapping[str, Any]) -> Op:
-    return Op("campaign", {"row": _dump(CampaignRow.model_validate(row))})
+    return _op("campaign", {"row": _dump(CampaignRow.model_validate(row))})
 
 
 def campaign_status_op(campaign_id: str, status: CampaignStatus, finished_at: datetime | None = None) -> Op:
@@ -125,11 +132,11 @@ def campaign_status_op(campaign_id: str, status: CampaignStatus, finished_at: da
     if finished_at is None and status != "running":
         finished_at = now
     args = {"campaign_id": campaign_id, "status": status, "finished_at": finished_at, "updated_at": now}
-    return Op("campaign_status", json_safe(args))
+    return _op("campaign_status", json_safe(args))
 
 
 def pin_baseline_op(campaign_id: str, pinned: bool = True) -> Op:
-    return Op("pin_baseline", {"campaign_id": campaign_id, "pinned": bool(pinned)})
+    return _op("pin_baseline", {"campaign_id": campaign_id, "pinned": bool(pinned)})
 
 
 def _without_campaign_id(campaign_id: str, row: BaseModel | Mapping[str, Any]) -> Any:
@@ -143,39 +150,39 @@ def _without_campaign_id(campaign_id: str, row: BaseModel | Mapping[str, Any]) -
 
 def backend_op(campaign_id: str, row: BackendRow | Mapping[str, Any]) -> Op:
     row = BackendRow.model_validate(_without_campaign_id(campaign_id, row))
-    return Op("backend", {"campaign_id": campaign_id, "row": _dump(row)})
+    return _op("backend", {"campaign_id": campaign_id, "row": _dump(row)})
 
 
 def cell_op(campaign_id: str, row: CellRow | Mapping[str, Any]) -> Op:
     row = CellRow.model_validate(_without_campaign_id(campaign_id, row))
-    return Op("cell", {"campaign_id": campaign_id, "row": _dump(row)})
+    return _op("cell", {"campaign_id": campaign_id, "row": _dump(row)})
 
 
 def summary_op(campaign_id: str, cell_id: str, summary: CellSummary | Mapping[str, Any]) -> Op:
     """Every stored summary carries a ``schema_version`` (the current one when it has none)."""
     data = CellSummary.model_validate(summary).to_dict()
-    return Op("summary", {"campaign_id": campaign_id, "cell_id": cell_id, "summary": json_safe(data)})
+    return _op("summary", {"campaign_id": campaign_id, "cell_id": cell_id, "summary": json_safe(data)})
 
 
 def aggregates_op(campaign_id: str, rows: Iterable[AggregateRow | Mapping[str, Any]]) -> Op:
     dumped = [_dump(AggregateRow.model_validate(r)) for r in rows]
-    return Op("aggregates", {"campaign_id": campaign_id, "rows": dumped})
+    return _op("aggregates", {"campaign_id": campaign_id, "rows": dumped})
 
 
 def comparisons_op(campaign_id: str, rows: Iterable[ComparisonRow | Mapping[str, Any]]) -> Op:
     dumped = [_dump(ComparisonRow.model_validate(r)) for r in rows]
-    return Op("comparisons", {"campaign_id": campaign_id, "rows": dumped})
+    return _op("comparisons", {"campaign_id": campaign_id, "rows": dumped})
 
 
 def manifest_op(campaign_id: str, manifest: Mapping[str, Any]) -> Op:
-    return Op("manifest", {"campaign_id": campaign_id, "manifest": json_safe(dict(manifest))})
+    return _op("manifest", {"campaign_id": campaign_id, "manifest": json_safe(dict(manifest))})
 
 
 def artifact_op(campaign_id: str, ref: Any, created_at: datetime | None = None) -> Op:
     data = ref.to_dict() if hasattr(ref, "to_dict") else dict(ref)
     data = {k: data[k] for k in ("key", "uri", "sha256", "size_bytes")}
     data["created_at"] = created_at or utcnow()
-    return Op("artifact", json_safe({"campaign_id": campaign_id, "ref": data}))
+    return _op("artifact", json_safe({"campaign_id": campaign_id, "ref": data}))
 
 
 def health_report_op(report: Any, campaign_id: str | None = None) -> Op:
@@ -196,7 +203,7 @@ def health_report_op(report: Any, campaign_id: str | None = None) -> Op:
         "campaign_id": campaign_id,
         "report": report,
     }
-    return Op("health_report", args)
+    return _op("health_report", args)
 
 
 # ---- from a CampaignSpec (duck-typed: the store does not import the spec module) ---------------

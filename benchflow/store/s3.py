@@ -41,15 +41,23 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
+#: Per request: seconds to connect, seconds without a byte from the server, tries in all. A frozen
+#: endpoint accepts the connection (kernel backlog) and then sends nothing: the read timeout ends
+#: each try, and ``Results`` bounds the whole write (all tries) and spools after that.
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 15
+MAX_ATTEMPTS = 2
+
+
 def make_s3_client(endpoint_url: str | None = None, region_name: str | None = None) -> Any:
     """A boto3 S3 client with short timeouts and few retries (failures then go to the spool)."""
     import boto3
     from botocore.config import Config
 
     config = Config(
-        connect_timeout=5,
-        read_timeout=60,
-        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
         s3={"addressing_style": "path"} if endpoint_url else None,
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",

@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support import wait_for
+
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
@@ -77,22 +79,35 @@ def test_server_start_and_stop_lines_are_found_in_the_command_log(overhead):
                                                            "server_stop_logged_at": None}
 
 
-def test_the_tree_monitor_sees_the_peak_memory_of_children_and_grandchildren(overhead):
-    grandchild = "# benchflow.sim stand-in\nimport time; x = bytearray(96 * 2**20); time.sleep(0.6)"
+def test_the_tree_monitor_sees_the_peak_memory_of_children_and_grandchildren(overhead, tmp_path):
+    # The grandchild holds its memory until the test has seen it (a flag file), so no poll interval
+    # has to fit inside a sleep; the test polls the monitor itself (no thread to race with).
+    release = tmp_path / "release"
+    grandchild = ("# benchflow.sim stand-in\nimport os, time; x = bytearray(96 * 2**20)\n"
+                  f"deadline = time.monotonic() + 60\nwhile not os.path.exists({str(release)!r}) "
+                  "and time.monotonic() < deadline:\n    time.sleep(0.02)")
     child = textwrap.dedent(f"""
-        import subprocess, sys, time
+        import subprocess, sys
         x = bytearray(64 * 2**20)
-        subprocess.run([sys.executable, "-c", {grandchild!r}], timeout=20)
+        subprocess.run([sys.executable, "-c", {grandchild!r}], timeout=90)
     """)
     proc = subprocess.Popen([sys.executable, "-c", child])
     monitor = overhead.TreeMonitor(proc.pid, interval_s=0.05, role=overhead._role)
-    monitor.start()
+
+    def both_seen_at_their_peak() -> dict | None:
+        monitor.poll()
+        roles = monitor.by_role()
+        seen = roles.get("benchflow run", {}).get("peak_rss_mib_max", 0) >= 64 and \
+            roles.get("simulator", {}).get("peak_rss_mib_max", 0) >= 96
+        return roles if seen else None
+
     try:
-        proc.wait(timeout=30)
+        roles = wait_for(both_seen_at_their_peak, timeout_s=60, interval_s=0.05, proc=proc,
+                         what="the child (64 MiB) and the grandchild (96 MiB) at their peak")
+        release.touch()
+        assert proc.wait(timeout=60) == 0
     finally:
-        monitor.stop()
+        release.touch()
         proc.kill()
-    roles = monitor.by_role()
-    assert roles["benchflow run"]["peak_rss_mib_max"] >= 64
+        proc.wait(timeout=10)
     assert roles["simulator"]["processes"] == 1
-    assert roles["simulator"]["peak_rss_mib_max"] >= 96

@@ -69,13 +69,13 @@ def test_report_says_in_plain_words_who_wins_by_how_much():
     row = {"candidate_ref": "fast", "baseline_ref": "base", "load_label": "c16", "metric": "ttft_ms.p99",
            "ratio": 0.75, "ci_low": 0.7, "ci_high": 0.8, "verdict": "better"}
     sentence = report.verdict_sentence(row)
-    assert "At c16, **fast** is better than **base** on p99 TTFT: 25.0% lower" in sentence
+    assert "At c16, **fast** is better than **base** on p99 TTFT: 25% lower" in sentence
     big = report.verdict_sentence({**row, "metric": "goodput", "ratio": 17.0, "ci_low": 16.9, "ci_high": 17.1})
-    assert "on goodput: 17.0× as high" in big
+    assert "on goodput: 17.00× as high" in big
     md = report.render_markdown({"id": "x", "name": "n", "status": "completed"},
                                 [{"cell_id": "1", "backend_name": "fast", "load_label": "c16", "repetition": 0,
                                   "status": "failed", "error": "backend died"}], [], [row])
-    assert "backend died" in md and "25.0% lower" in md
+    assert "backend died" in md and "25% lower" in md
 
 
 def test_failure_summary_lists_each_failed_cell_with_its_reason():

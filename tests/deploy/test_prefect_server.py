@@ -198,14 +198,15 @@ def _nightly_spec(time_scale: float) -> dict:
 
 
 def test_a_planted_slowdown_fails_the_nightly_with_its_regressions(prefect_stack, tmp_path):
-    """Night 1 is the baseline; night 2 raises the simulator's per-step cost by 15% (time-scale 1.15)."""
+    """Night 1 is the baseline; night 2 raises the simulator's per-step cost by 30% (time-scale 1.3): a
+    change the honest comparison finds at 3 repetitions even with wall-clock noise (docs/metrics.md)."""
     path = tmp_path / "nightly.yaml"
     with prefect_stack.client() as client:
         write_spec(path, _nightly_spec(1.0))
         night1 = create_run(client, "campaign/nightly", {"spec": str(path)})
         first = wait_final(client, night1["id"], timeout_s=180)
         assert first["state"]["type"] == "COMPLETED", first["state"]["message"] + prefect_stack.logs()
-        write_spec(path, _nightly_spec(1.15))
+        write_spec(path, _nightly_spec(1.3))
         night2 = create_run(client, "campaign/nightly", {"spec": str(path)})
         second = wait_final(client, night2["id"], timeout_s=180)
         message = second["state"]["message"] or ""

@@ -69,3 +69,31 @@ def test_baseline_pin_and_show(tmp_path, monkeypatch, capsys):
     assert "nightly-x: n1 (pinned" in capsys.readouterr().out
     assert main(["baseline", "pin", "nope"]) == 1
     assert main(["baseline", "show", "other"]) == 1
+
+
+def test_secret_fields_names_every_secret_looking_value_and_nothing_else():
+    from benchflow.cli.trigger import secret_fields
+
+    params = {"campaign_id": "c1", "spec": {
+        "name": "x", "model": {"name": "m", "tokenizer": "t"},
+        "workload": {"dataset": {"jsonl": "a.jsonl", "max_tokens": 5}},
+        "backends": [
+            {"name": "a", "env": {"HF_TOKEN": "hf_x", "LOG_LEVEL": "info", "EMPTY_KEY": ""},
+             "engine_args": {"max-num-batched-tokens": 8192, "api-key": "k"}},
+            {"name": "b", "command": ["serve", "--api-key", "v", "--port", "1", "--hf-token=w"]},
+            {"name": "c", "url": "http://user:pw@host:8000"}, {"name": "d", "url": "http://host:8000"}]}}
+    assert secret_fields(params) == [
+        "spec.backends[0].env.HF_TOKEN", "spec.backends[0].engine_args.api-key",
+        "spec.backends[1].command[2] (value of --api-key)", "spec.backends[1].command[5] (value of --hf-token)",
+        "spec.backends[2].url (password in a URL)"]
+    assert secret_fields({"spec": "deployments/campaigns/demo.yaml", "code_path": "/src"}) == []
+
+
+def test_trigger_refuses_secrets_before_calling_any_server(tmp_path, capsys):
+    spec = tiny_spec()
+    spec["backends"][0]["env"] = {"HF_TOKEN": "hf_dont_send_me"}
+    path = write_spec(tmp_path / "s.yaml", spec)
+    assert main(["trigger", "campaign/adhoc", "--spec", str(path), "--api-url", "http://127.0.0.1:9/api"]) == 2
+    err = capsys.readouterr().err
+    assert "spec.backends[0].env.HF_TOKEN: looks like a secret" in err and "Secret block" in err
+    assert "hf_dont_send_me" not in err

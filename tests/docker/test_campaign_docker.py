@@ -29,7 +29,9 @@ def user_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("PREFECT_API_URL", "BENCHFLOW_DATABASE_URL", "BENCHFLOW_ARTIFACTS")}
     env.update(BENCHFLOW_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"), HF_TOKEN=SECRET,
-               PREFECT_LOGGING_LEVEL="INFO")
+               PREFECT_LOGGING_LEVEL="INFO",
+               # Prefect's default of 20 s is too short for its ephemeral server on a loaded machine
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
     return env
 
 
@@ -100,11 +102,15 @@ def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen | No
 
 def served_requests(container) -> int:
     """Requests the simulator in ``container`` has completed so far (0 while it cannot be reached)."""
+    import docker
+
     try:
         container.reload()
         port = container.ports["8000/tcp"][0]["HostPort"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
             text = resp.read().decode()
+    except docker.errors.NotFound:
+        pytest.fail(f"container {container.name} was removed before it served a request")
     except (OSError, KeyError, IndexError, TypeError):
         return 0
     return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -127,13 +133,13 @@ def test_terminating_the_run_leaves_no_container(docker_client, campaign_id, tmp
         proc = run_cli(["run", str(path), "--campaign-id", campaign_id], user_env(tmp_path), stdout=log,
                        stderr=subprocess.STDOUT)
         try:
-            (container,) = wait_for(lambda: campaign_containers(docker_client, campaign_id), 45,
+            (container,) = wait_for(lambda: campaign_containers(docker_client, campaign_id), 150,
                                     "the backend container", proc)
             if stage == "mid-cell":
                 wait_for(lambda: served_requests(container) > 0, 30, "the cell's first requests", proc)
             else:
-                wait_for(lambda: container.reload() or container.status == "running", 30, "the container", proc)
-                time.sleep(1)  # inside wait_ready
+                # the engine is up and "loading" (so its SIGTERM handler is installed) while the run waits for it
+                wait_for(lambda: b"Loading model" in container.logs(), 60, "the engine to start loading", proc)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)

@@ -1,5 +1,6 @@
-"""The docker launcher (tasks/docker.py) on a real engine with the simulator image: deploy inside a
-flow, readiness, labels, secrets, fail-fast start-up, teardown that keeps the log, leftovers."""
+"""The docker launcher (benchflow/launch/docker.py) on a real engine with the simulator image: deploy
+through the Prefect task inside a flow, readiness, labels, secrets, fail-fast start-up, teardown that
+keeps the log, leftovers. (The launcher contract itself is tests/launch/contract.py.)"""
 
 from __future__ import annotations
 
@@ -10,15 +11,12 @@ import urllib.request
 import pytest
 
 from benchflow.errors import BackendStartError
+from benchflow.launch.docker import DockerLauncher
 from benchflow.launch.docker_render import render_container
 from benchflow.spec import SimBackend
 from tests.docker.helpers import container_exists
 
-pytestmark = [
-    pytest.mark.docker, pytest.mark.integration,
-    # prefect-docker's tasks run as standalone task runs outside a flow; Prefect warns that their logs stay local
-    pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted to send logs to the API"),
-]
+pytestmark = [pytest.mark.docker, pytest.mark.integration]
 MODEL = "sim-launcher-test"
 SECRET = "sekret-value-123"
 
@@ -37,7 +35,8 @@ def prefect_api(tmp_path_factory):
 def sim_backend(name: str = "sim", **fields) -> SimBackend:
     fields.setdefault("ready_timeout_s", 45)
     fields.setdefault("stop_grace_s", 5)
-    return SimBackend(name=name, kind="sim", launcher="docker", pull_policy="never", **fields)
+    fields.setdefault("pull_policy", "never")
+    return SimBackend(name=name, kind="sim", launcher="docker", **fields)
 
 
 def campaign_containers(client, campaign_id: str) -> list:
@@ -54,7 +53,7 @@ def test_deployed_container_serves_then_teardown_keeps_its_log_and_removes_it(
     from prefect import flow
     from prefect.runtime import flow_run
 
-    from tasks.docker import deploy_container
+    from tasks.backend import deploy_backend
 
     monkeypatch.setenv("HF_TOKEN", SECRET)
     backend = sim_backend("sim-a", engine_args={"max-num-seqs": 4})
@@ -62,7 +61,7 @@ def test_deployed_container_serves_then_teardown_keeps_its_log_and_removes_it(
 
     @flow
     def deploy_and_stop() -> None:
-        launcher = deploy_container(backend, MODEL, campaign_id, tmp_path / "logs")
+        launcher = deploy_backend(backend, MODEL, campaign_id, tmp_path / "logs", tmp_path / "processes")
         container = docker_client.containers.get(launcher.container_id)
         seen.update(run_id=str(flow_run.id), launcher=launcher, labels=container.labels,
                     env=container.attrs["Config"]["Env"], bindings=container.attrs["HostConfig"]["PortBindings"],
@@ -71,8 +70,18 @@ def test_deployed_container_serves_then_teardown_keeps_its_log_and_removes_it(
         launcher.stop(5)
         launcher.stop(5)  # idempotent
 
-    deploy_and_stop()
+    records: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: records.append(record.getMessage())
+    run_log = logging.getLogger("prefect.task_runs")  # the launcher logs through the task's run logger
+    run_log.addHandler(handler)
+    try:
+        deploy_and_stop()
+    finally:
+        run_log.removeHandler(handler)
     launcher = seen["launcher"]
+    assert any("creating container" in r for r in records), records
+    assert not any(SECRET in r for r in records)
     assert [m["id"] for m in seen["models"]["data"]] == [MODEL]
     assert seen["alive"] is None
     (binding,) = seen["bindings"]["8000/tcp"]
@@ -104,11 +113,11 @@ def test_container_that_exits_at_start_fails_with_its_exit_code_and_log_tail(
         prefect_api, docker_client, sim_image, campaign_id, tmp_path, fields, code, says):
     from prefect import flow
 
-    from tasks.docker import deploy_container
+    from tasks.backend import deploy_backend
 
     @flow
     def deploy() -> None:
-        deploy_container(sim_backend("dies", **fields), MODEL, campaign_id, tmp_path / "logs")
+        deploy_backend(sim_backend("dies", **fields), MODEL, campaign_id, tmp_path / "logs", tmp_path / "processes")
 
     with pytest.raises(BackendStartError) as info:
         deploy()
@@ -118,15 +127,12 @@ def test_container_that_exits_at_start_fails_with_its_exit_code_and_log_tail(
     assert says in (tmp_path / "logs" / "backend-dies.log").read_text()
 
 
-def test_outside_a_flow_it_logs_snapshots_while_the_engine_loads(
-        prefect_api, docker_client, sim_image, campaign_id, tmp_path, caplog):
-    from tasks.docker import DockerLauncher
-
-    launcher = DockerLauncher(sim_backend("slow", engine_args={"startup-delay-s": 2}), MODEL, campaign_id,
-                              tmp_path / "logs")
+def test_it_logs_snapshots_while_the_engine_loads(docker_client, sim_image, campaign_id, tmp_path, caplog):
+    launcher = DockerLauncher(sim_backend("slow", engine_args={"startup-delay-s": 2}), MODEL,
+                              tmp_path / "logs" / "backend-slow.log", owner=campaign_id)
     launcher.snapshot_every_s = 0.5
     try:
-        with caplog.at_level(logging.INFO, logger="tasks.docker"):
+        with caplog.at_level(logging.INFO, logger="benchflow.launch.docker"):
             launcher.start()
             launcher.ready(30)
         snapshots = [r.getMessage() for r in caplog.records if "still starting" in r.getMessage()]
@@ -138,21 +144,20 @@ def test_outside_a_flow_it_logs_snapshots_while_the_engine_loads(
 
 
 def test_missing_image_with_pull_policy_never_creates_nothing(docker_client, campaign_id, tmp_path):
-    from tasks.docker import deploy_container
-
     backend = sim_backend("nope", image="benchflow/no-such-image", tag="never-built")
+    launcher = DockerLauncher(backend, MODEL, tmp_path / "logs" / "backend-nope.log", owner=campaign_id)
     with pytest.raises(BackendStartError, match="benchflow/no-such-image:never-built is not on the Docker host "
                                                 "and pull_policy is never"):
-        deploy_container(backend, MODEL, campaign_id, tmp_path / "logs")
+        launcher.start()
+    launcher.stop(0)
     assert campaign_containers(docker_client, campaign_id) == []
 
 
 @pytest.mark.parametrize(("gpus", "expected"), [("all", {"Count": -1}), ([0, 1], {"DeviceIDs": ["0", "1"]})])
 def test_gpu_selection_reaches_the_engine_as_device_requests(
-        prefect_api, docker_client, sim_image, campaign_id, tmp_path, gpus, expected):
-    from tasks.docker import DockerLauncher
-
-    launcher = DockerLauncher(sim_backend("gpu", gpus=gpus), MODEL, campaign_id, tmp_path / "logs")
+        docker_client, sim_image, campaign_id, tmp_path, gpus, expected):
+    launcher = DockerLauncher(sim_backend("gpu", gpus=gpus), MODEL, tmp_path / "logs" / "backend-gpu.log",
+                              owner=campaign_id)
     try:
         launcher.create()
         (request,) = docker_client.api.inspect_container(launcher.container_id)["HostConfig"]["DeviceRequests"]
@@ -170,7 +175,8 @@ def test_gpu_selection_reaches_the_engine_as_device_requests(
 def test_leftovers_of_a_crashed_run_are_removed(prefect_api, docker_client, sim_image, campaign_id, tmp_path):
     from prefect import flow
 
-    from tasks.docker import cleanup_campaign_containers, deploy_container
+    from tasks.backend import deploy_backend
+    from tasks.docker import cleanup_campaign_containers
 
     backend = sim_backend("again")
     stale_kwargs = render_container(backend, model=MODEL, campaign_id=campaign_id, host_port=None).create_kwargs
@@ -181,7 +187,7 @@ def test_leftovers_of_a_crashed_run_are_removed(prefect_api, docker_client, sim_
 
     @flow
     def redeploy() -> str:
-        launcher = deploy_container(backend, MODEL, campaign_id, tmp_path / "logs")
+        launcher = deploy_backend(backend, MODEL, campaign_id, tmp_path / "logs", tmp_path / "processes")
         launcher.stop(2)
         return launcher.container_id
 
@@ -206,3 +212,34 @@ def test_hf_token_comes_from_the_secret_block_before_the_environment(prefect_api
         Secret.delete(HF_TOKEN_BLOCK)
     monkeypatch.delenv("HF_TOKEN")
     assert hf_token() is None
+
+
+@pytest.mark.parametrize(("policy", "pulls"), [("always", True), ("if-missing", False)])
+def test_pull_policy_always_pulls_even_a_local_image_and_if_missing_does_not(
+        docker_client, sim_image, campaign_id, tmp_path, policy, pulls):
+    # a local tag whose registry (127.0.0.1:1) refuses connections: a pull fails at once, offline
+    repository, tag = "127.0.0.1:1/benchflow/sim", f"pull-{campaign_id}"
+    docker_client.images.get(sim_image).tag(repository, tag)
+    backend = sim_backend("pulled", image=repository, tag=tag, pull_policy=policy)
+    launcher = DockerLauncher(backend, MODEL, tmp_path / "logs" / "backend-pulled.log", owner=campaign_id)
+    try:
+        if pulls:
+            with pytest.raises(BackendStartError, match=rf"cannot pull image {repository}:{tag} \(pull_policy always\)"):
+                launcher.start()
+            assert campaign_containers(docker_client, campaign_id) == []
+        else:
+            launcher.start()
+            assert launcher.image_digest == docker_client.images.get(sim_image).id
+    finally:
+        launcher.stop(0)
+        docker_client.images.remove(f"{repository}:{tag}")
+
+
+def test_a_missing_image_is_pulled_when_pull_policy_is_if_missing(docker_client, campaign_id, tmp_path):
+    backend = sim_backend("missing", image="127.0.0.1:1/benchflow/no-such-image", tag="x", pull_policy="if-missing")
+    launcher = DockerLauncher(backend, MODEL, tmp_path / "logs" / "backend-missing.log", owner=campaign_id)
+    with pytest.raises(BackendStartError, match=r"cannot pull image 127.0.0.1:1/benchflow/no-such-image:x") as info:
+        launcher.start()
+    assert info.value.transient  # the registry did not answer: worth a retry
+    launcher.stop(0)
+    assert campaign_containers(docker_client, campaign_id) == []

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.store.conftest import s3_server  # noqa: F401 - a fixture, shared with the store tests
-from tests.store.pg import PostgresServer, find_pg_bin
+from tests.store.pg import PostgresServer, require_pg_bin
 
 #: The database password of every server here; no output, row, object or file may contain it.
 PASSWORD = f"Pw-e2e-{uuid.uuid4().hex[:16]}"
@@ -77,9 +77,7 @@ def _postgres_ids() -> tuple[int, int]:
 
 
 def _new_server() -> PasswordPostgres:
-    bin_dir = find_pg_bin()
-    if bin_dir is None or not (bin_dir / "pg_ctl").exists():
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql, or set BENCHFLOW_PG_BIN)")
+    bin_dir = require_pg_bin()  # skips locally, fails when CI=true
     server = PasswordPostgres(bin_dir)
     server.start()
     return server

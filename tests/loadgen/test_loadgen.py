@@ -146,8 +146,12 @@ async def test_open_loop_keeps_the_schedule():
     assert run.mode == "open" and run.target_rate == 50
     recs = sorted(run.records, key=lambda r: r.request_id)
     assert len(recs) == 12 and all(r.succeeded for r in recs)
-    assert [r.scheduled_ns - run.anchor_ns for r in recs] == [i * 20_000_000 for i in range(12)]
-    assert all(r.start_ns >= r.scheduled_ns for r in recs)
+    warm, measured = recs[:2], recs[2:]
+    assert all(r.warmup and r.scheduled_ns is None for r in warm)  # a phase of its own, before the schedule
+    t0 = measured[0].scheduled_ns
+    assert [r.scheduled_ns - t0 for r in measured] == [i * 20_000_000 for i in range(10)]
+    assert t0 >= max(r.end_ns for r in warm)
+    assert all(r.start_ns >= r.scheduled_ns for r in measured)
 
 
 async def test_open_loop_cap_delays_sends_and_lag_shows_it():
@@ -165,8 +169,12 @@ async def test_open_loop_duration_only():
     async with StreamServer(StreamServerConfig(**FAST)) as url:
         run = await run_load(url, "m", _prompts(), RateLoad(rate=100, arrival="constant"), max_duration_s=0.3)
     assert run.stop_reason == "max_duration"
-    assert 20 <= len(run.records) <= 31
-    assert sum(r.succeeded for r in run.records) >= 20
+    # Only requests due inside the 0.3 s were sent (at most 31); how many of them went out before
+    # the bound depends on how busy the machine is, so that is not asserted.
+    recs = sorted(run.records, key=lambda r: r.request_id)
+    assert 1 <= len(recs) <= 31 and [r.request_id for r in recs] == list(range(len(recs)))
+    assert all(r.scheduled_ns - recs[0].scheduled_ns <= 300_000_000 for r in recs)
+    assert all(r.succeeded or r.incomplete for r in recs)
 
 
 async def test_without_bounds_each_prompt_is_sent_once():
@@ -224,3 +232,42 @@ async def test_check_endpoint_bad_urls(url, reason):
     with pytest.raises(EndpointUnreachableError) as e:
         await check_endpoint(url, 2.0)
     assert str(e.value).startswith(f"cannot reach {url}: {reason}")
+
+
+async def test_a_server_that_stops_sending_is_a_stall_with_evidence():
+    cfg = StreamServerConfig(**FAST, behaviours=("ok", "ok", "stall"), stall_s=60.0)
+    async with StreamServer(cfg) as url:
+        run = await run_load(url, "m", _prompts(), ConcurrencyLoad(concurrency=2), max_requests=1000,
+                             max_duration_s=60, stall_after_s=1.0)
+    assert run.stop_reason == "stalled"
+    d = run.stop_detail
+    assert d["in_flight"] == 2 and d["stall_after_s"] == 1.0
+    assert d["seconds_without_progress"] >= 1.0 and d["seconds_since_last_token"] >= 1.0
+    stuck = [r for r in run.records if r.incomplete]
+    assert len(stuck) == 2 and all(not r.chunks for r in stuck)
+    assert sum(r.succeeded for r in run.records) >= 2
+
+
+async def test_slow_tokens_and_error_answers_are_not_a_stall():
+    cfg = StreamServerConfig(ttft_s=0.01, gap_s=0.05, behaviours=("ok", "http_500"))
+    async with StreamServer(cfg) as url:
+        run = await run_load(url, "m", _prompts(max_tokens=8), ConcurrencyLoad(concurrency=2), max_requests=8,
+                             stall_after_s=2.0)
+    assert run.stop_reason == "max_requests" and len(run.records) == 8
+
+
+async def test_should_stop_stops_the_load_and_errors_in_it_do_not():
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("API down")
+        return "stop now" if len(calls) >= 3 else None
+
+    async with StreamServer(StreamServerConfig(ttft_s=0.01, gap_s=0.05, default_max_tokens=1000)) as url:
+        run = await run_load(url, "m", _prompts(max_tokens=1000), ConcurrencyLoad(concurrency=2), max_requests=50,
+                             should_stop=should_stop)
+    assert run.stop_reason == "cancelled" and run.stop_detail == {"reason": "stop now"}
+    assert len(calls) == 3
+    assert len(run.records) == 2 and all(r.incomplete for r in run.records)

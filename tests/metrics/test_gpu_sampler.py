@@ -11,12 +11,11 @@ from benchflow.errors import NvmlError
 from benchflow.metrics.gpu import GPU_METRICS, NvmlSampler
 from benchflow.metrics.samples import SAMPLE_COLUMNS, series
 from benchflow.testing.fake_nvml import HW_SLOWDOWN, HW_THERMAL, FakeDevice, FakeNvml, fake_scenario
+from tests.support import wait_for_async
 
 
 async def wait_polls(sampler: NvmlSampler, n: int) -> None:
-    async with asyncio.timeout(10):
-        while len(sampler.polls) < n:
-            await asyncio.sleep(0.01)
+    await wait_for_async(lambda: len(sampler.polls) >= n, timeout_s=30, what=f"{n} NVML polls")
 
 
 async def test_rows_for_every_metric_of_every_gpu_and_a_clean_stop():
@@ -101,9 +100,7 @@ async def test_a_failing_query_is_a_gap_and_sampling_goes_on():
     async with sampler.running():
         await wait_polls(sampler, 1)
         fake.devices[1].errors["power_mw"] = NvmlError("Timeout", transient=True)
-        async with asyncio.timeout(10):
-            while not sampler.gaps:
-                await asyncio.sleep(0.01)
+        await wait_for_async(lambda: sampler.gaps, timeout_s=30, what="a gap for the failing query")
         del fake.devices[1].errors["power_mw"]
         n = len(sampler.polls)
         await wait_polls(sampler, n + 2)

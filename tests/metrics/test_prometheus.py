@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from benchflow.metrics.prometheus import PrometheusScraper, compile_patterns, metrics_url, parse_metrics
 from benchflow.metrics.samples import SAMPLE_COLUMNS, series
-from tests.support import free_port
+from tests.support import free_port, wait_for_async
 
 
 def exposition(n: int) -> str:
@@ -57,10 +57,8 @@ class MetricsServer:
             return web.Response(text="this is {not prometheus\n")
         return web.Response(text=exposition(self.hits), content_type="text/plain")
 
-    async def wait_for_hits(self, n: int, timeout_s: float = 10.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while self.hits < n:
-                await asyncio.sleep(0.01)
+    async def wait_for_hits(self, n: int, timeout_s: float = 30.0) -> None:
+        await wait_for_async(lambda: self.hits >= n, timeout_s, what=f"{n} scrapes of the test server")
 
 
 @pytest.fixture
@@ -121,9 +119,7 @@ async def test_unreachable_endpoint_gives_gaps_not_a_crash():
     url = f"http://127.0.0.1:{free_port()}/metrics"  # nothing listens there
     scraper = PrometheusScraper(url, interval_s=0.02, timeout_s=1.0)
     async with scraper.running():
-        async with asyncio.timeout(10):
-            while len(scraper.gaps) < 3:
-                await asyncio.sleep(0.01)
+        await wait_for_async(lambda: len(scraper.gaps) >= 3, timeout_s=30, what="three failed scrapes")
     assert scraper.frame().empty
     assert list(scraper.frame().columns) == SAMPLE_COLUMNS
     gaps = scraper.gaps_frame()
@@ -155,9 +151,7 @@ async def test_unparsable_text_and_timeouts_are_gaps(server):
     server.delay_s = 0.5
     slow = PrometheusScraper(server.url, interval_s=0.05, timeout_s=0.1, final_sample=False)
     async with slow.running():
-        async with asyncio.timeout(10):
-            while not slow.gaps:
-                await asyncio.sleep(0.01)
+        await wait_for_async(lambda: slow.gaps, timeout_s=30, what="a timed-out scrape")
     assert "timed out" in slow.gaps[0].error
     assert slow.frame().empty
 

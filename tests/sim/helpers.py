@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from typing import Any, Iterator
 
 from benchflow.sim.config import EngineConfig, build_engine_config, load_sim_config
 from benchflow.sim.profiles import StepCosts
+from tests.support import wait_for
 
 SIM_CMD = [sys.executable, "-m", "benchflow.sim"]
 BENCHFLOW_CMD = [sys.executable, "-m", "benchflow"]
@@ -93,7 +93,7 @@ class SimProcess:
         return self.wait_exit(5)
 
 
-def run_to_exit(*args: str, cmd: list[str] | None = None, timeout_s: float = 20.0) -> tuple[int, str]:
+def run_to_exit(*args: str, cmd: list[str] | None = None, timeout_s: float = 60.0) -> tuple[int, str]:
     """Runs the simulator expecting it to exit by itself; returns (exit code, output)."""
     sim = SimProcess([*(cmd or SIM_CMD), "--port", "0", *args])
     try:
@@ -107,18 +107,15 @@ def run_to_exit(*args: str, cmd: list[str] | None = None, timeout_s: float = 20.
 
 @contextmanager
 def sim_process(*args: str, cmd: list[str] | None = None, wait_ready: bool = True,
-                startup_timeout_s: float = 20.0) -> Iterator[SimProcess]:
+                startup_timeout_s: float = 60.0) -> Iterator[SimProcess]:
     """Starts the simulator on a free port (``--port 0``, the port is read from the startup line),
     optionally waits for /health, yields it, then sends SIGTERM and waits."""
     sim = SimProcess([*(cmd or SIM_CMD), "--port", "0", *args])
     try:
         base_url = sim.wait_url(startup_timeout_s)
         if wait_ready:
-            deadline = time.monotonic() + startup_timeout_s
-            while _get(base_url + "/health") != 200:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("simulator never became healthy:\n" + sim.output)
-                time.sleep(0.05)
+            wait_for(lambda: _get(base_url + "/health") == 200, startup_timeout_s, what="the simulator's /health",
+                     proc=sim.proc, detail=lambda: sim.output)
         yield sim
     finally:
         sim.stop()

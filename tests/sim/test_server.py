@@ -12,8 +12,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchflow.sim import runner
 from benchflow.sim.config import load_sim_config
 from benchflow.sim.server import running_sim
+from tests.support import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -128,17 +130,29 @@ async def test_metrics_use_vllm_names_types_and_the_model_label():
     assert all(s.labels.get("model_name") == "sim-8b" for f in families.values() for s in f.samples)
 
 
+async def _samples(session, url) -> dict[str, float]:
+    return {x.name: x.value for f in (await _metrics(session, url)).values() for x in f.samples}
+
+
 async def test_gauges_show_running_waiting_and_kv_usage_during_load():
+    # 2000 output tokens take the two running requests ~16 s, so all five are in the server (two
+    # running, three waiting) long before the first finishes, however slowly the requests arrive.
     async with running_sim(_config(max_num_seqs=2, time_scale=1.0)) as sim, aiohttp.ClientSession() as s:
-        body = {"prompt": "a " * 500, "max_tokens": 200}
+        body = {"prompt": "a " * 500, "max_tokens": 2000}
         tasks = [asyncio.create_task(s.post(sim.base_url + "/v1/completions", json=body)) for _ in range(5)]
-        await asyncio.sleep(0.3)
-        samples = {x.name: x.value for f in (await _metrics(s, sim.base_url)).values() for x in f.samples}
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+
+        async def all_five_arrived():
+            samples = await _samples(s, sim.base_url)
+            return samples if samples["vllm:num_requests_waiting"] == 3 else None
+
+        try:
+            samples = await wait_for_async(all_five_arrived, timeout_s=15, interval_s=0.05,
+                                           what="three requests waiting behind max_num_seqs=2")
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     assert samples["vllm:num_requests_running"] == 2
-    assert samples["vllm:num_requests_waiting"] == 3
     assert 0 < samples["vllm:kv_cache_usage_perc"] < 1
 
 
@@ -147,23 +161,24 @@ async def test_a_client_that_goes_away_frees_its_slot():
         body = {"prompt": "a b", "max_tokens": 2000, "stream": True}
         async with s.post(sim.base_url + "/v1/completions", json=body) as r:
             await r.content.readline()
-        for _ in range(100):
-            if not sim.server.engine.has_work:
-                break
-            await asyncio.sleep(0.02)
-        assert not sim.server.engine.has_work
+        await wait_for_async(lambda: not sim.server.engine.has_work, timeout_s=15,
+                             what="the engine to drop the abandoned request")
         assert sim.server.engine.used_blocks == 0
 
 
 async def test_startup_delay_answers_503_loading_then_serves():
-    async with running_sim(_config(startup_delay_s=0.4)) as sim, aiohttp.ClientSession() as s:
+    # The delay only has to outlast two in-process requests; then the test polls, it never sleeps.
+    async with running_sim(_config(startup_delay_s=1.5)) as sim, aiohttp.ClientSession() as s:
         async with s.get(sim.base_url + "/health") as r:
             assert (r.status, await r.text()) == (503, "loading")
         async with s.post(sim.base_url + "/v1/completions", json={"prompt": "a"}) as r:
             assert r.status == 503
-        await asyncio.sleep(0.5)
-        async with s.get(sim.base_url + "/health") as r:
-            assert r.status == 200
+
+        async def healthy() -> bool:
+            async with s.get(sim.base_url + "/health") as r:
+                return r.status == 200
+
+        await wait_for_async(healthy, timeout_s=15, interval_s=0.05, what="/health to answer 200")
         async with s.post(sim.base_url + "/v1/completions", json={"prompt": "a"}) as r:
             assert r.status == 200
 
@@ -211,26 +226,36 @@ async def test_priority_policy_serves_the_lower_priority_value_first():
                 assert r.status == 200
             finished.append(name)
 
-        blocker = asyncio.create_task(send("blocker", 0, 200))
-        await asyncio.sleep(0.05)
-        late_urgent = [asyncio.create_task(send("background", 5, 2))]
-        await asyncio.sleep(0.02)
-        late_urgent.append(asyncio.create_task(send("urgent", -5, 2)))
-        await asyncio.gather(blocker, *late_urgent)
+        engine = sim.server.engine
+        # The blocker's 2000 tokens (~1.6 s at time_scale 0.1) outlast the two arrivals below by far;
+        # each arrival is awaited in the engine before the next is sent (no sleeps to tune).
+        blocker = asyncio.create_task(send("blocker", 0, 2000))
+        await wait_for_async(lambda: engine.num_running == 1, timeout_s=15, what="the blocker to run")
+        late = [asyncio.create_task(send("background", 5, 2))]
+        await wait_for_async(lambda: engine.num_waiting == 1, timeout_s=15, what="background to queue")
+        late.append(asyncio.create_task(send("urgent", -5, 2)))
+        await wait_for_async(lambda: engine.num_waiting == 2 or blocker.done(), timeout_s=15,
+                             what="urgent to queue")
+        assert not blocker.done(), "the blocker finished before both late requests were queued"
+        await asyncio.gather(blocker, *late)
     assert finished == ["blocker", "urgent", "background"]
 
 
-async def test_falling_behind_real_time_is_logged_with_the_amount(caplog):
+async def test_falling_behind_real_time_is_logged_with_the_amount(caplog, monkeypatch):
+    # A warning threshold of 250 ms: a loaded machine's incidental stalls stay under it, the
+    # deliberate 0.6 s block below does not. Whichever lag is logged first, it exceeds the threshold,
+    # and every later one within LAG_LOG_INTERVAL_S (5 s, longer than this test) is rate-limited.
+    monkeypatch.setattr(runner, "LAG_WARN_S", 0.25)
     caplog.set_level(logging.WARNING, logger="benchflow.sim")
     async with running_sim(_config(time_scale=1.0)) as sim, aiohttp.ClientSession() as s:
         body = {"prompt": "a", "max_tokens": 40, "stream": True}
         async with s.post(sim.base_url + "/v1/completions", json=body) as r:
             await r.content.readline()
-            time.sleep(0.3)  # deliberately block the event loop: the step loop cannot keep up
+            time.sleep(0.6)  # deliberately block the event loop: the step loop cannot keep up
             assert (await r.read()).endswith(b"data: [DONE]\n\n")
     lag = [rec.getMessage() for rec in caplog.records if "fell behind real time" in rec.getMessage()]
     assert len(lag) == 1, lag  # rate-limited
-    assert float(re.search(r"by up to ([\d.]+) ms", lag[0]).group(1)) > 200
+    assert float(re.search(r"by up to ([\d.]+) ms", lag[0]).group(1)) > 250
 
 
 async def test_preemptions_are_counted_when_the_kv_cache_overflows():

@@ -208,3 +208,60 @@ def test_validate_cli_json_output(write_spec, minimal, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["content_hash"] == load_spec(minimal).content_hash()
     assert [c["id"] for c in out["cells"]] == [c.id for c in load_spec(minimal).cells()]
+
+
+def test_relative_spec_path_names_the_directory_it_was_resolved_against(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "nope.yaml"]) == 2
+    assert f"nope.yaml: file not found (relative to the current directory, {tmp_path})" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda s: s["workload"]["load_points"].__setitem__(2, {"rate": 5, "arrival": "poisson", "burstiness": 2}),
+    lambda s: s["workload"].__setitem__("dataset", "D(8"),
+    lambda s: s["workload"].__setitem__("dataset", {"jsonl": 5}),
+    lambda s: s["backends"].__setitem__(1, {"name": "b", "kind": "vllm", "gpus": 0}),
+    lambda s: s["backends"].__setitem__(1, {"name": "a", "kind": "vllm"}),
+    lambda s: s.__setitem__("compare", {"metrics": ["x.p99"]}),
+    lambda s: s.__setitem__("model", 5),
+    lambda s: s["workload"].__setitem__("max_requests", "many"),
+])
+def test_problems_name_the_specs_own_fields_never_pydantic_internals(minimal, mutate):
+    mutate(minimal)
+    for line in problems_of(minimal):
+        path = line.split(": ", 1)[0]
+        assert "function-" not in line and "CampaignSpec" not in line and "tagged-union" not in line, line
+        assert "<class" not in line and "instance of" not in line, line
+        assert all(part.isidentifier() or part.replace("-", "_").isidentifier() or part.strip("[]0123456789") == ""
+                   for part in path.replace("[", ".[").split(".") if part), line
+
+
+def test_dataset_notation_error_names_the_dataset_field(minimal):
+    minimal["workload"]["dataset"] = "D(8"
+    assert only_problem(minimal).startswith("workload.dataset: malformed distribution 'D(8'")
+
+
+def test_validate_json_hides_secret_looking_values(write_spec, minimal, capsys):
+    import json
+
+    minimal["backends"][0].update(env={"HF_TOKEN": "hf_s3cret_env", "OMP_NUM_THREADS": "4"},
+                                  engine_args={"api-key": "sk-s3cret-arg", "max-num-seqs": 64},
+                                  command=["vllm", "serve", "m", "--api-key", "sk-s3cret-flag"])
+    assert main(["validate", str(write_spec(minimal)), "--json"]) == 0
+    text = capsys.readouterr().out
+    assert "s3cret" not in text
+    backend = json.loads(text)["spec"]["backends"][0]
+    assert backend["env"]["OMP_NUM_THREADS"] == "4" and backend["engine_args"]["max-num-seqs"] == 64
+
+
+def test_validate_json_hides_url_passwords(write_spec, minimal, capsys):
+    minimal["backends"][0] = {"name": "a", "kind": "openai", "url": "http://user:s3cret@127.0.0.1:9"}
+    assert main(["validate", str(write_spec(minimal)), "--json"]) == 0
+    assert "s3cret" not in capsys.readouterr().out
+
+
+def test_type_errors_in_plain_words(minimal):
+    minimal["model"] = 5
+    minimal["workload"]["dataset"] = {"jsonl": 5}
+    assert problems_of(minimal) == ["model: expected a mapping of keys (got 5)",
+                                    "workload.dataset.jsonl: expected a file path (got 5)"]

@@ -32,11 +32,14 @@ def test_incomplete_request_ends_at_its_last_known_time():
     assert measurement_window(run) == (0, 900 * MS)
 
 
-def test_throughputs_count_successful_requests_over_the_window():
+def test_throughputs_count_tokens_served_inside_the_window():
     s = summarize(_basic_run())
     assert s["request_throughput"] == pytest.approx(2.0)
-    assert s["output_throughput"] == pytest.approx(5.0)
-    assert s["total_throughput"] == pytest.approx(55.0)
+    # 5 tokens of the successful requests + the 2 messages the cut-off request had received
+    # (1 token per message, as in the cell's successful requests); its 10 input tokens count too
+    assert s["incomplete_output_tokens"] == pytest.approx(2.0)
+    assert s["output_throughput"] == pytest.approx(7.0)
+    assert s["total_throughput"] == pytest.approx(67.0)
     assert s["total_input_tokens"] == 50 and s["total_output_tokens"] == 5
 
 

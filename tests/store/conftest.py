@@ -20,16 +20,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.store.pg import PostgresServer, find_pg_bin
+from tests.store.pg import PostgresServer, require_pg_bin
 
 _db_counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
-    bin_dir = find_pg_bin()
-    if bin_dir is None or not (bin_dir / "pg_ctl").exists():
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql, or set BENCHFLOW_PG_BIN)")
+    bin_dir = require_pg_bin()  # skips locally, fails when CI=true
     server = PostgresServer(bin_dir)
     server.start()
     try:

@@ -34,6 +34,25 @@ def find_pg_bin() -> Path | None:
     return Path(pg_ctl).resolve().parent if pg_ctl else None
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_pg_bin() -> Path:
+    """The Postgres binaries folder. Without one, the test skips (with the reason) on a developer
+    machine but FAILS when ``CI=true``: like the Docker tests, the Postgres tests never skip in CI."""
+    import pytest
+
+    bin_dir = find_pg_bin()
+    if bin_dir is not None and (bin_dir / "pg_ctl").exists():
+        return bin_dir
+    reason = ("PostgreSQL server binaries not found (apt-get install postgresql, or set BENCHFLOW_PG_BIN)"
+              + (f"; {bin_dir}/pg_ctl does not exist" if bin_dir is not None else ""))
+    if in_ci():
+        pytest.fail(f"CI=true and {reason}; Postgres tests do not skip in CI", pytrace=False)
+    pytest.skip(reason)
+
+
 class PostgresServer:
     """``start()``/``stop()`` can be called repeatedly (tests stop it to simulate an outage)."""
 

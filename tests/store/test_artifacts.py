@@ -16,8 +16,8 @@ from benchflow.store.artifacts import (
     ArtifactNotFoundError,
     ArtifactStore,
     LocalArtifactStore,
-    artifact_store_from_config,
 )
+from benchflow.store.artifact_factory import artifact_store_from_config
 from benchflow.store.config import StoreConfig
 from benchflow.store.s3 import S3ArtifactStore
 

@@ -21,11 +21,11 @@ def test_db_upgrade_then_current(tmp_benchflow_home: Path, capsys: pytest.Captur
     assert main(["db", "current"]) == 1
     assert "none (empty database)" in capsys.readouterr().out
     assert main(["db", "upgrade"]) == 0
-    assert "upgraded to revision 0001" in capsys.readouterr().out
+    assert "upgraded to revision 0002" in capsys.readouterr().out
     assert main(["db", "upgrade"]) == 0
-    assert "already at revision 0001" in capsys.readouterr().out
+    assert "already at revision 0002" in capsys.readouterr().out
     assert main(["db", "current"]) == 0
-    assert "revision 0001 (head)" in capsys.readouterr().out
+    assert "revision 0002 (head)" in capsys.readouterr().out
 
 
 def test_db_refuses_a_newer_schema(tmp_benchflow_home: Path, capsys: pytest.CaptureFixture):

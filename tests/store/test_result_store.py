@@ -163,7 +163,7 @@ def test_rows_for_unknown_campaigns_are_rejected(store: ResultStore):
 
 
 def test_upgrade_is_a_no_op_when_current(store: ResultStore):
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == "0002"
     assert store.upgrade() is False
 
 
@@ -181,7 +181,7 @@ def test_schema_matches_the_models(store: ResultStore):
 def test_a_newer_schema_is_refused(store: ResultStore):
     with store.session() as s:
         s.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
-    message = "database schema revision 9999_future is newer than this benchflow (knows up to 0001); upgrade benchflow"
+    message = "database schema revision 9999_future is newer than this benchflow (knows up to 0002); upgrade benchflow"
     with pytest.raises(SchemaTooNewError) as err:
         store.upgrade()
     assert str(err.value) == message
@@ -198,7 +198,7 @@ def test_unmigrated_database_says_to_upgrade(db_url: str):
         assert not isinstance(err.value, StorageUnavailableError)
         if store.dialect == "sqlite":
             assert "benchflow db upgrade" in str(err.value)
-        needs = "schema revision none, this benchflow needs 0001; run `benchflow db upgrade`"
+        needs = "schema revision none, this benchflow needs 0002; run `benchflow db upgrade`"
         with pytest.raises(StorageError, match=needs):
             store.check_schema()
     finally:
@@ -225,7 +225,7 @@ def test_concurrent_upgrades_all_succeed(db_url: str):
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
             ran = list(pool.map(lambda s: s.upgrade(), stores))
-        assert all(s.current_revision() == "0001" for s in stores)
+        assert all(s.current_revision() == "0002" for s in stores)
         assert ran.count(True) >= 1
         _campaign(stores[0])
         assert stores[1].get_campaign("camp-1") is not None

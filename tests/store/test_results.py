@@ -229,4 +229,4 @@ def test_facade_helpers_for_the_flow(tmp_path: Path):
     assert len(checksums) == 3
     assert "database sqlite:///" in results.describe() and str(tmp_path / "artifacts") in results.describe()
     assert not results.flush()  # nothing to flush is falsy
-    assert results.store.check_schema() == "0001"
+    assert results.store.check_schema() == "0002"

@@ -107,3 +107,29 @@ def test_persisted_cell_writes_summary_json_with_a_schema_version(tmp_benchflow_
     stored = json.loads(results.artifacts.get_bytes(keys.cell_key("camp-1", "c-0", keys.SUMMARY)))
     assert stored["schema_version"] == SCHEMA_VERSION
     assert results.store.summary_records("camp-1")["c-0"].schema_version == SCHEMA_VERSION
+
+
+def test_comparison_method_and_reason_are_real_columns_not_detail(store: ResultStore):
+    _campaign(store)
+    row = ComparisonRow.model_validate({**f.comparison(), "verdict": "insufficient data", "ratio": None,
+                                        "ci_low": None, "ci_high": None, "method": "welch-delta",
+                                        "reason": "no valid cells of vllm-b at c16 (3 failed)"})
+    assert {"method", "reason"} <= set(ComparisonRow.model_fields)
+    assert {"method", "reason"}.isdisjoint(row.db_columns()["detail"])
+    store.upsert_comparisons("camp-1", [row])
+    (stored,) = store.comparisons("camp-1")
+    assert stored["method"] == "welch-delta" and stored["reason"].startswith("no valid cells of vllm-b")
+    assert {"method", "reason"}.isdisjoint(stored["detail"] or {})
+    assert store.comparison_records("camp-1") == [row]
+
+
+def test_insufficient_comparison_rows_are_typed_and_cell_statuses_include_stalled_and_cancelled():
+    cells = [{"cell_id": f"{b}-{r}", "backend_name": b, "load_label": "c16",
+              "status": "completed" if b == "vllm-a" else "failed", "error": "boom",
+              "summary": f.summary(ttft_ms=40.0 + r)}
+             for b in ("vllm-a", "vllm-b") for r in range(3)]
+    (cmp_,) = analysis.comparison_rows(cells, ["ttft_ms.p99"], "vllm-a")
+    assert isinstance(cmp_, ComparisonRow) and cmp_.verdict == "insufficient data"
+    assert cmp_.method and "vllm-b" in cmp_.reason and "boom" in cmp_.reason
+    for status in ("stalled", "cancelled"):
+        assert CellRow.model_validate({**f.cell("c-0"), "status": status}).status == status

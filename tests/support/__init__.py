@@ -1,5 +1,13 @@
-"""Shared test helpers: one ``free_port`` (the library's), imported from here by every test."""
+"""Shared test helpers (see tests/support/helpers.py): ``free_port``, ``write_spec``, ``wait_for``."""
 
-from benchflow.launch.process import free_port
+from tests.support.helpers import (
+    PREFECT_STARTUP_TIMEOUT_S,
+    free_port,
+    prefect_test_env,
+    wait_for,
+    wait_for_async,
+    write_spec,
+)
 
-__all__ = ["free_port"]
+__all__ = ["PREFECT_STARTUP_TIMEOUT_S", "free_port", "prefect_test_env", "wait_for", "wait_for_async",
+           "write_spec"]

@@ -6,25 +6,36 @@ import re
 import subprocess
 import sys
 import threading
-import time
+
+from tests.support.helpers import wait_for
+
+#: Generous: it only bounds how long a simulator that never starts takes to fail the test.
+STARTUP_TIMEOUT_S = 60.0
 
 
 class SimServer:
     """A simulator started by the test (an endpoint benchflow does not own)."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, startup_timeout_s: float = STARTUP_TIMEOUT_S):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchflow.sim", "--port", "0", "--model", "sim-model", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 30
-        self.url = None
-        while self.url is None:
-            line = self.proc.stdout.readline()
+        self.url: str | None = None
+        self.lines: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()  # keeps the pipe drained
+        try:
+            wait_for(lambda: self.url, startup_timeout_s, what="the simulator's start-up line", proc=self.proc,
+                     detail=lambda: "".join(self.lines)[-3000:])
+        except BaseException:
+            self.stop()
+            raise
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
             m = re.search(r"running on (http://[\d.]+:\d+)", line, re.I)
-            if m:
+            if m and self.url is None:
                 self.url = m.group(1)
-            assert time.monotonic() < deadline and (line or self.proc.poll() is None), "simulator did not start"
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep the pipe drained
 
     def requests_seen(self) -> int:
         import urllib.request
@@ -39,3 +50,4 @@ class SimServer:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(timeout=10)

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from time import perf_counter_ns
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ class StreamServer:
         self.port = port
         self.bodies: list[dict[str, Any]] = []
         self.requests = 0
+        #: ``(perf_counter_ns() after the write, output tokens written)``, one per write of output.
+        self.written: list[tuple[int, int]] = []
         self.url: str | None = None
         self._cycle = itertools.cycle(self.config.behaviours)
         self._runner: web.AppRunner | None = None
@@ -117,6 +120,10 @@ class StreamServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def tokens_between(self, start_ns: int, end_ns: int) -> int:
+        """Output tokens the server had written inside ``[start_ns, end_ns]``."""
+        return sum(n for t, n in self.written if start_ns <= t <= end_ns)
 
     async def __aenter__(self) -> str:
         return await self.start()
@@ -157,6 +164,7 @@ class StreamServer:
         head = msgs.role() if chat else b""
         if self.config.zero_delay and behaviour == "ok":
             await resp.write(head + b"".join(msgs.output(k) for k in range(msgs.n_messages)) + msgs.tail())
+            self.written.append((perf_counter_ns(), msgs.max_tokens))
             await resp.write_eof()
             return resp
         if head:
@@ -177,6 +185,7 @@ class StreamServer:
                 return resp
             out = msgs.output(k)
             await resp.write(out[:-2] if behaviour == "no_done" and k == n - 1 else out)
+            self.written.append((perf_counter_ns(), msgs.tokens_in(k)))
         if behaviour == "no_done":
             await resp.write_eof()
             return resp
@@ -226,8 +235,11 @@ class _Messages:
     def role(self) -> bytes:
         return self._chunk({"delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None})
 
+    def tokens_in(self, k: int) -> int:
+        return min(self.per_message, self.max_tokens - k * self.per_message)
+
     def output(self, k: int) -> bytes:
-        text = " tok" * min(self.per_message, self.max_tokens - k * self.per_message)
+        text = " tok" * self.tokens_in(k)
         finish = "length" if k == self.n_messages - 1 else None
         if self.chat:
             return self._chunk({"delta": {"content": text}, "logprobs": None, "finish_reason": finish})

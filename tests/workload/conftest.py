@@ -1,3 +1,3 @@
-"""The spec fixtures (``minimal``, ``write_spec``) are shared with tests/spec."""
+"""The ``minimal`` spec fixture is shared with tests/spec (spec files: ``tests.support.write_spec``)."""
 
-from tests.spec.conftest import minimal, write_spec  # noqa: F401
+from tests.spec.conftest import minimal  # noqa: F401

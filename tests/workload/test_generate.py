@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from benchflow.errors import SpecError
 from benchflow.spec import load_spec
 from benchflow.workload import JsonlDataset, make_prompts, parse_dataset, read_jsonl_prompts
+from tests.support import write_spec
 
 
 def test_deterministic_lengths_and_word_count():
@@ -87,25 +88,27 @@ def test_jsonl_dataset_cycles_in_a_seeded_order(tmp_path):
     assert parse_dataset(f"jsonl:{path}").generate(5, seed=3) == twelve[:5]
 
 
-def test_spec_jsonl_path_resolves_against_the_spec_folder(tmp_path, minimal, write_spec):
+def test_spec_jsonl_path_resolves_against_the_spec_folder(tmp_path, minimal):
     (tmp_path / "data").mkdir()
     write_jsonl(tmp_path / "data" / "prompts.jsonl", [{"prompt": "a b c"}, {"prompt": "d e", "max_tokens": 3}])
     minimal["workload"]["dataset"] = {"jsonl": "data/prompts.jsonl", "max_tokens": 9}
-    spec = load_spec(write_spec(minimal))
+    spec = load_spec(write_spec(tmp_path, minimal))
     assert spec.workload.dataset.jsonl == tmp_path / "data" / "prompts.jsonl"
     prompts = make_prompts(spec.workload, 4, seed=1)
     assert sorted({(p.text, p.max_tokens) for p in prompts}) == [("a b c", 9), ("d e", 3)]
 
 
-def test_spec_reports_missing_and_broken_jsonl(tmp_path, minimal, write_spec):
+def test_spec_reports_missing_and_broken_jsonl(tmp_path, minimal):
     minimal["workload"]["dataset"] = {"jsonl": "missing.jsonl"}
     with pytest.raises(SpecError) as info:
-        load_spec(write_spec(minimal))
-    assert info.value.problems == [f"workload.dataset.jsonl: file not found: {tmp_path / 'missing.jsonl'}"]
+        load_spec(write_spec(tmp_path, minimal))
+    assert info.value.problems == [
+        f"workload.dataset.jsonl: file not found: {tmp_path / 'missing.jsonl'} "
+        "(a relative path is resolved against the spec's folder)"]
     write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, "[1]"])
     minimal["workload"]["dataset"] = {"jsonl": "bad.jsonl"}
     with pytest.raises(SpecError) as info:
-        load_spec(write_spec(minimal))
+        load_spec(write_spec(tmp_path, minimal))
     assert info.value.problems == ["workload.dataset.jsonl: bad.jsonl: line 2: each line must be a JSON object"]
 
 

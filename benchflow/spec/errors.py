@@ -1,23 +1,20 @@
-"""Turning bad spec input into one clear ``"path: message"`` line per problem.
+"""Turning pydantic's ``ValidationError`` into one clear ``"path: message"`` line per problem.
 
-Two sources: the file itself (missing, unreadable, YAML/JSON syntax, duplicate keys) and
-pydantic's ``ValidationError`` (paths like ``backends[1].engine_args.max-num-seqs``, with the
-discriminated-union tags that pydantic inserts into error locations removed).
+Paths are the spec's own (``backends[1].engine_args.max-num-seqs``): the discriminated-union tags
+and validator names that pydantic puts into error locations (``function-after[...]``) are removed.
+(Problems with the file itself are :mod:`benchflow.spec.reader`'s.)
 """
 
 from __future__ import annotations
 
 import difflib
-import json
-from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from benchflow.errors import SpecError
+from benchflow.spec import backends, models
 
-__all__ = ["format_validation_error", "read_spec_file", "format_loc"]
+__all__ = ["format_validation_error", "format_loc"]
 
 #: Union tags pydantic puts into ``loc`` after a list index of these fields, and after "dataset".
 _TAGGED_LISTS = {"backends": {"vllm", "sglang", "sim", "openai"}, "load_points": {"concurrency", "rate"}}
@@ -27,54 +24,6 @@ _HINTS = {
     "kind": "one of vllm, sglang, sim, openai",
     "load_points": "a list of {concurrency: N} and/or {rate: R, arrival: ...}",
 }
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        line = key_node.start_mark.line + 1
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
-            )
-        seen[key] = line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_spec_file(path: Path) -> Any:
-    """Parses a YAML or JSON spec file; raises :class:`SpecError` with one line (and the line number
-    for syntax errors) when the file is missing, unreadable or malformed."""
-    label = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise SpecError([f"{path}: file not found"], source=label) from e
-    except IsADirectoryError as e:
-        raise SpecError([f"{path}: is a directory, not a spec file"], source=label) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError([f"{path}: cannot read: {getattr(e, 'strerror', None) or e}"], source=label) from e
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError([f"{path}: line {e.lineno}, column {e.colno}: {e.msg}"], source=label) from e
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = " ".join(str(x) for x in (e.context, e.problem) if x) or str(e)
-        raise SpecError([f"{path}: {where}YAML syntax error: {what}"], source=label) from e
-    except yaml.YAMLError as e:
-        raise SpecError([f"{path}: YAML error: {e}"], source=label) from e
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -93,13 +42,22 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _known_keys() -> set[str]:
-    from benchflow import spec as spec_module
+#: Plain words for pydantic's type errors, whose own messages name Python classes.
+_EXPECTED = {
+    "model_type": "expected a mapping of keys", "model_attributes_type": "expected a mapping of keys",
+    "dict_type": "expected a mapping of keys", "path_type": "expected a file path", "list_type": "expected a list",
+    "string_type": "expected a string", "int_type": "expected a whole number", "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number", "float_type": "expected a number", "float_parsing": "expected a number",
+    "bool_type": "expected true or false", "bool_parsing": "expected true or false",
+}
 
+
+def _known_keys() -> set[str]:
     keys: set[str] = set()
-    for obj in vars(spec_module).values():
-        if isinstance(obj, type) and issubclass(obj, BaseModel):
-            keys.update(obj.model_fields)
+    for module in (models, backends):
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, BaseModel):
+                keys.update(obj.model_fields)
     return keys
 
 
@@ -128,7 +86,7 @@ def _message(err: dict[str, Any]) -> str:
         return f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
         return f"required key is missing ({_HINTS['kind']})"
-    msg = err["msg"]
+    msg = _EXPECTED.get(kind, err["msg"])
     if kind in ("value_error", "assertion_error"):
         return msg.split(", ", 1)[1] if ", " in msg else msg
     shows_input = ("_type", "_parsing", "literal_error", "string_pattern_mismatch")

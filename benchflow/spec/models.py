@@ -1,8 +1,8 @@
-"""Campaign spec: strict pydantic v2 models, loading from YAML/JSON, and expansion into cells.
+"""Campaign spec models (strict pydantic v2) and the expansion of a campaign into cells.
 
-``load_spec(path_or_dict)`` validates a campaign and raises :class:`~benchflow.errors.SpecError`
-listing EVERY problem, one ``"path: message"`` line each. ``CampaignSpec.cells()`` expands the
-matrix backend x load point x repetition in the spec's order. Cell ids are content hashes.
+``CampaignSpec.cells()`` expands the matrix backend x load point x repetition in the spec's
+order. Cell ids are content hashes. Counts have upper bounds (:mod:`benchflow.spec.limits`), each
+with its reason. Reading files and reporting problems is :mod:`benchflow.spec.loader`'s job.
 """
 
 from __future__ import annotations
@@ -12,26 +12,20 @@ from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import (
-    AfterValidator, BeforeValidator, Discriminator, Field, ValidationError, ValidationInfo, field_validator,
-    model_validator, Tag,
+    AfterValidator, BeforeValidator, Discriminator, Field, ValidationInfo, field_validator, model_validator, Tag,
 )
 
-from benchflow.errors import SpecError
-from benchflow.spec_backends import (
-    Backend, BackendSpec, OpenAIBackend, SglangBackend, SimBackend, VllmBackend, render_engine_args,
-)
-from benchflow.spec_types import Seconds, SloSeconds, StrictModel, sha256_hex
+from benchflow.spec import limits as L
+from benchflow.spec.backends import Backend, BackendSpec
+from benchflow.spec.checks import cross_field_problems
+from benchflow.spec.types import Seconds, SloSeconds, StrictModel, no_nul, sha256_hex
 from benchflow.workload import parse_notation
 
 __all__ = [
     "CampaignSpec", "ModelSpec", "WorkloadSpec", "JsonlSource", "LimitsSpec", "CompareSpec", "HealthPolicy",
-    "RegressionSpec",
-    "ConcurrencyLoad", "RateLoad", "LoadPoint", "Cell", "load_spec",
-    "BackendSpec", "VllmBackend", "SglangBackend", "SimBackend", "OpenAIBackend", "render_engine_args",
+    "RegressionSpec", "ConcurrencyLoad", "RateLoad", "LoadPoint", "Cell",
     "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS",
 ]
-
-_Strict = StrictModel  # kept for code written against the stub
 
 SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
 SLO_STATS = ("mean", "p50", "p90", "p95", "p99")
@@ -47,7 +41,7 @@ _DEFAULT_COMPARE = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "tpot_ms.p99", 
 class ConcurrencyLoad(StrictModel):
     """Closed loop: ``concurrency`` workers, each sends its next request when the previous ends."""
 
-    concurrency: int = Field(..., gt=0, description="number of concurrent closed-loop workers")
+    concurrency: L.Concurrency = Field(..., gt=0, description="number of concurrent closed-loop workers")
 
     @property
     def mode(self) -> str:
@@ -61,10 +55,10 @@ class ConcurrencyLoad(StrictModel):
 class RateLoad(StrictModel):
     """Open loop: requests sent on a pre-computed schedule of ``rate`` requests per second."""
 
-    rate: float = Field(..., gt=0, description="target request rate (requests/s)")
+    rate: L.Rate = Field(..., gt=0, description="target request rate (requests/s)")
     arrival: Literal["poisson", "gamma", "constant"] = Field(..., description="inter-arrival distribution")
-    burstiness: float = Field(1.0, gt=0, description="gamma shape; 1.0 equals poisson, <1 burstier")
-    max_concurrency: int | None = Field(None, gt=0, description="optional cap on requests in flight")
+    burstiness: L.Burstiness = Field(1.0, gt=0, description="gamma shape; 1.0 equals poisson, <1 burstier")
+    max_concurrency: L.Concurrency | None = Field(None, gt=0, description="optional cap on requests in flight")
 
     @property
     def mode(self) -> str:
@@ -102,12 +96,13 @@ class JsonlSource(StrictModel):
     """Prompts from a JSONL file; a relative path is resolved against the spec file's folder."""
 
     jsonl: Path = Field(..., description="JSONL file: {prompt|messages, max_tokens?} per line")
-    max_tokens: int = Field(256, gt=0, description="output length for lines without max_tokens")
+    max_tokens: L.Tokens = Field(256, gt=0, description="output length for lines without max_tokens")
 
     @field_validator("jsonl")
     @classmethod
     def _resolve(cls, path: Path, info: ValidationInfo) -> Path:
         base = (info.context or {}).get("base_dir")
+        no_nul(str(path))
         path = path.expanduser()
         return path if path.is_absolute() else (Path(base) if base else Path.cwd()) / path
 
@@ -142,13 +137,15 @@ class WorkloadSpec(StrictModel):
     dataset: DatasetField = Field(
         ..., description="'D(128,128)', 'N(480,240)/(300,150)', 'U(50,150)/(20,80)', or {jsonl: path}"
     )
-    seed: int = Field(0, ge=0, description="seed of prompts, schedules and the shuffled order")
-    load_points: list[LoadPoint] = Field(..., min_length=1, description="concurrencies and/or rates")
-    max_requests: int | None = Field(None, gt=0, description="measured requests per cell")
+    seed: L.Seed = Field(0, ge=0, description="seed of prompts, schedules and the shuffled order")
+    load_points: list[LoadPoint] = Field(
+        ..., min_length=1, max_length=L.MAX_LOAD_POINTS, description="concurrencies and/or rates"
+    )
+    max_requests: L.Requests | None = Field(None, gt=0, description="measured requests per cell")
     max_duration_s: Seconds | None = Field(None, gt=0, description="time limit per cell")
-    warmup_requests: int = Field(0, ge=0, description="requests sent first and left out of the statistics")
+    warmup_requests: L.Requests = Field(0, ge=0, description="requests sent first and left out of the statistics")
     request_timeout_s: Seconds = Field(60.0, gt=0, description="per-request timeout")
-    temperature: float = Field(0.0, ge=0, description="sampling temperature")
+    temperature: L.Temperature = Field(0.0, ge=0, description="sampling temperature")
     ignore_eos: bool = Field(True, description="ask the server to generate exactly max_tokens")
     api: Literal["completions", "chat"] = Field("completions", description="/v1/completions or /v1/chat/completions")
 
@@ -157,7 +154,7 @@ class WorkloadSpec(StrictModel):
     def _unique_load_points(cls, points: list[ConcurrencyLoad | RateLoad]) -> list[ConcurrencyLoad | RateLoad]:
         seen: dict[Any, int] = {}
         for i, p in enumerate(points):
-            key = (type(p).__name__, tuple(sorted(p.model_dump().items())))
+            key = (type(p).__name__, tuple(sorted(p.model_dump().items(), key=repr)))
             if key in seen:
                 raise ValueError(f"load_points[{i}] ({p.label}) repeats load_points[{seen[key]}]")
             seen[key] = i
@@ -177,8 +174,14 @@ def _file_sha256(path: Path) -> str:
     import hashlib
 
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        if not path.is_file():  # never read a FIFO or /dev/zero
+            return f"unreadable:{path}"
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except (OSError, ValueError):
         return f"unreadable:{path}"
 
 
@@ -193,6 +196,9 @@ class LimitsSpec(StrictModel):
     max_error_rate: float = Field(0.05, ge=0, le=1, description="error rate above which a cell is invalid")
     client_lag_p99_s: Seconds = Field(0.05, gt=0, description="open loop: p99 client lag limit")
     min_rate_fraction: float = Field(0.95, gt=0, le=1, description="open loop: achieved/target rate floor")
+    stall_after_s: Seconds | None = Field(
+        30.0, gt=0, description="stop a cell as 'stalled' (a dead backend) when requests are in flight and none "
+                                "has had an output token for this long; null turns the check off")
 
 
 def _check_summary_key(key: str) -> str:
@@ -232,8 +238,23 @@ class RegressionSpec(StrictModel):
 
 class HealthPolicy(StrictModel):
     on_unhealthy: Literal["fail", "skip"] = Field("fail", description="what to do with a backend on a bad GPU")
-    min_free_memory_gib: float = Field(1.0, ge=0, description="free GPU memory required before deploying")
+    min_free_memory_gib: L.Gibibytes = Field(1.0, ge=0, description="free GPU memory required before deploying")
     allow_foreign_processes: bool = Field(False, description="tolerate other processes on the GPU")
+
+
+def default_baseline(data: Any) -> Any:
+    """A copy of the raw ``data`` whose ``compare.baseline`` defaults to the first backend's name."""
+    if not isinstance(data, dict):
+        return data
+    backends = data.get("backends")
+    compare = data.get("compare", {})
+    if not (isinstance(backends, list) and backends and isinstance(compare, dict)):
+        return data
+    first = backends[0]
+    name = first.get("name") if isinstance(first, dict) else getattr(first, "name", None)
+    if compare.get("baseline") is not None or not isinstance(name, str):
+        return data
+    return {**data, "compare": {**compare, "baseline": name}}
 
 
 def _model_shorthand(value: Any) -> Any:
@@ -247,9 +268,11 @@ class CampaignSpec(StrictModel):
     description: str = Field("", description="free text")
     labels: dict[str, str] = Field(default_factory=dict, description="free key/value labels")
     model: Annotated[ModelSpec, BeforeValidator(_model_shorthand)] = Field(..., description="the served model")
-    backends: list[Backend] = Field(..., min_length=1, description="serving configurations, deployed one at a time")
+    backends: list[Backend] = Field(
+        ..., min_length=1, max_length=L.MAX_BACKENDS, description="serving configurations, deployed one at a time"
+    )
     workload: WorkloadSpec = Field(..., description="prompts and arrivals")
-    repetitions: int = Field(1, ge=1, description="measured runs of each (backend, load point)")
+    repetitions: L.Repetitions = Field(1, ge=1, description="measured runs of each (backend, load point)")
     order: Literal["interleaved", "grouped", "shuffled"] = Field("interleaved", description="cell order per backend")
     slo: dict[Literal["ttft", "tpot", "itl", "e2e"], dict[Literal["mean", "p50", "p90", "p95", "p99"], SloSeconds]] = (
         Field(default_factory=dict, description='e.g. {ttft: {p99: "500ms"}}; units required')
@@ -263,17 +286,13 @@ class CampaignSpec(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _default_baseline(cls, data: Any) -> Any:
-        from benchflow.spec_checks import default_baseline
-
         return default_baseline(data)
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> CampaignSpec:
-        if (info.context or {}).get("cross_checked"):
-            return self
-        from benchflow.spec_checks import cross_field_problems
-
-        problems = cross_field_problems(self.model_dump(mode="json", exclude_unset=True), check_files=False)
+        if (info.context or {}).get("defer_cross_checks"):
+            return self  # the loader runs them itself, to report each problem on its own line
+        problems = cross_field_problems(self, check_files=False)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -341,33 +360,3 @@ class Cell(StrictModel):
     @property
     def label(self) -> str:
         return f"{self.backend}/{self.load_point.label}/rep{self.repetition}"
-
-
-def load_spec(source: str | Path | dict[str, Any]) -> CampaignSpec:
-    """Reads and validates a campaign spec from a YAML/JSON file (``str`` or ``Path``) or a dict.
-
-    Raises :class:`SpecError` whose ``problems`` hold one ``"path: message"`` line per problem,
-    all of them at once: schema errors and cross-field rules (duplicate names, sim backends without
-    ``allow_simulated``, missing stop condition, JSONL files). Relative JSONL paths resolve against
-    the spec file's folder (the current directory for a dict).
-    """
-    from benchflow.spec_checks import cross_field_problems
-    from benchflow.spec_errors import format_validation_error, read_spec_file
-
-    if isinstance(source, dict):
-        data, base_dir, label = source, Path.cwd(), None
-    else:
-        path = Path(source)
-        data, base_dir, label = read_spec_file(path), path.resolve().parent, str(path)
-    if not isinstance(data, dict):
-        raise SpecError([f"(top level): expected a mapping of keys, got {type(data).__name__}"], source=label)
-    problems: list[str] = []
-    spec = None
-    try:
-        spec = CampaignSpec.model_validate(data, context={"base_dir": base_dir, "cross_checked": True})
-    except ValidationError as e:
-        problems += format_validation_error(e)
-    problems += [p for p in cross_field_problems(data, base_dir=base_dir) if p not in problems]
-    if problems or spec is None:
-        raise SpecError(problems, source=label)
-    return spec

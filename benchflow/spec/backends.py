@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
-from benchflow.spec_types import Seconds, StrictModel, sha256_hex
+from benchflow.spec.types import Seconds, StrictModel, check_json_value, no_nul, sha256_hex
 
 __all__ = [
     "BackendSpec", "VllmBackend", "SglangBackend", "SimBackend", "OpenAIBackend", "Backend",
@@ -38,6 +38,8 @@ _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _FLAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SCALAR = (str, int, float)
+#: GPUs one backend may ask for: one backend runs on one host.
+MAX_GPUS = 64
 
 
 def _check_flag_name(name: str) -> str:
@@ -54,7 +56,7 @@ def _check_engine_arg(value: Any) -> Any:
     ok_dict = isinstance(value, dict)  # rendered as one JSON argument, e.g. --speculative-config '{...}'
     if not (ok_scalar or ok_list or ok_dict):
         raise ValueError("must be a boolean, number, string, list of numbers/strings, or a mapping (rendered as JSON)")
-    return value
+    return check_json_value(value)
 
 
 EngineArgValue = Annotated[
@@ -63,6 +65,7 @@ EngineArgValue = Annotated[
     WithJsonSchema({"anyOf": [{"type": t} for t in ("boolean", "integer", "number", "string", "array", "object")]}),
 ]
 FlagName = Annotated[str, AfterValidator(_check_flag_name)]
+EnvName = Annotated[str, Field(pattern=_ENV_RE)]
 
 
 def _check_gpus(value: Any) -> Any:
@@ -71,9 +74,12 @@ def _check_gpus(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise ValueError("a GPU count must be >= 1 (leave gpus out for none)")
+        if value > MAX_GPUS:
+            raise ValueError(f"a GPU count must be <= {MAX_GPUS} (one backend runs on one host)")
         return value
-    if isinstance(value, list) and value and all(
-        (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (isinstance(v, str) and v) for v in value
+    if isinstance(value, list) and 0 < len(value) <= MAX_GPUS and all(
+        (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_GPUS)
+        or (isinstance(v, str) and v and "\x00" not in v) for v in value
     ):
         if len(set(map(str, value))) != len(value):
             raise ValueError("GPU ids must not repeat")
@@ -96,6 +102,9 @@ def _env_value(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError('write booleans in env as quoted strings ("true", "1")')
     return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value), AfterValidator(no_nul)]
 
 
 def _image_name(value: Any) -> Any:
@@ -156,9 +165,11 @@ class BackendSpec(StrictModel):
     launcher: Literal["docker", "process", "none"] = Field("docker", description="how benchflow starts it")
     image: Annotated[str | None, BeforeValidator(_image_name)] = Field(None, description="container image (no tag)")
     tag: Annotated[str, BeforeValidator(_tag)] = Field("latest", min_length=1, description="image tag, or sha256:...")
-    command: list[str] | None = Field(None, min_length=1, description="full command, replacing the default one")
+    command: list[Annotated[str, AfterValidator(no_nul)]] | None = Field(
+        None, min_length=1, max_length=4096, description="full command, replacing the default one"
+    )
     engine_args: dict[FlagName, EngineArgValue] = Field(default_factory=dict, description="flags by native name")
-    env: dict[Annotated[str, Field(pattern=_ENV_RE)], Annotated[str, BeforeValidator(_env_value)]] = Field(
+    env: dict[EnvName, EnvValue] = Field(
         default_factory=dict, description="environment variables"
     )
     gpus: GpuSelection = Field(None, description='"all", a count, or a list of GPU indices/UUIDs')
@@ -179,8 +190,8 @@ class BackendSpec(StrictModel):
         "127.0.0.1", description="docker: host address the port is published on"
     )
 
-    gpu_slots: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None, min_length=1, description="GPU indices on this host whose slots (gpu-<host>-<i>) the backend holds "
+    gpu_slots: list[Annotated[int, Field(ge=0, lt=MAX_GPUS)]] | None = Field(
+        None, min_length=1, max_length=MAX_GPUS, description="GPU indices on this host whose slots (gpu-<host>-<i>) the backend holds "
         "while it runs; default: those of gpus. Lets a sim/openai backend stand in for a GPU job"
     )
 
