@@ -1,5 +1,7 @@
 """Campaign-level statistics: aggregates across repetitions and comparisons between backends.
 
+Outputs are typed records (:class:`~benchflow.results_types.AggregateRow`,
+:class:`~benchflow.results_types.ComparisonRow`; they also answer dict-style reads).
 Input rows are what the results store returns for a campaign's cells joined with their summaries
 (``{"cell_id", "backend_name", "load_label", "status", "summary": {...}}``). Only completed cells
 that are not marked invalid contribute; the unit is the cell (METRICS.md, "Across repetitions").
@@ -11,7 +13,14 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from benchflow import stats
+from benchflow.results_types import AggregateRow, ComparisonRow
+from benchflow.spec import CompareSpec
 from benchflow.stats.compare import INSUFFICIENT
+from benchflow.stats.keys import MetricKey
+
+#: The comparison tolerance when a caller passes none: the spec's default (one definition).
+DEFAULT_COMPARE_TOLERANCE: float = CompareSpec.model_fields["tolerance"].default
+
 
 def metrics_of(spec: Any) -> list[str]:
     """The summary keys a campaign aggregates and compares (the spec's default list when unset)."""
@@ -37,13 +46,13 @@ def group_values(rows: list[dict[str, Any]], metrics: list[str]) -> dict[tuple[s
     return out
 
 
-def aggregate_rows(rows: list[dict[str, Any]], metrics: list[str], seed: int = 0) -> list[dict[str, Any]]:
+def aggregate_rows(rows: list[dict[str, Any]], metrics: list[str], seed: int = 0) -> list[AggregateRow]:
     """One aggregate row per (backend, load point, metric)."""
     result = []
     for (backend, load, metric), values in sorted(group_values(rows, metrics).items()):
         agg = stats.aggregate(values, seed=seed).to_dict()
-        result.append({"backend_name": backend, "load_label": load, "metric": metric, **agg,
-                       "values": values})
+        result.append(AggregateRow.model_validate({"backend_name": backend, "load_label": load, "metric": metric,
+                                                   **agg, "values": values}))
     return result
 
 
@@ -66,8 +75,9 @@ def unusable_reason(rows: list[dict[str, Any]], backend: str, load: str) -> str:
 
 
 def comparison_rows(
-    rows: list[dict[str, Any]], metrics: list[str], baseline: str, tolerance: float = 0.0, seed: int = 0,
-) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]], metrics: list[str], baseline: str,
+    tolerance: float = DEFAULT_COMPARE_TOLERANCE, seed: int = 0,
+) -> list[ComparisonRow]:
     """Every other backend against ``baseline``, per load point and metric (``seed`` is unused:
     comparisons are analytic; it stays for callers).
 
@@ -90,13 +100,13 @@ def comparison_rows(
                 if base_values is None or cand_values is None:
                     reason = "; ".join(unusable_reason(rows, b, load)
                                        for b, v in ((baseline, base_values), (cand, cand_values)) if v is None)
-                    result.append({**where, "ratio": None, "ci_low": None, "ci_high": None,
-                                   "verdict": INSUFFICIENT,
-                                   "method": stats.COMPARISON_METHOD, "reason": reason})
+                    result.append(ComparisonRow(**where, ratio=None, ci_low=None, ci_high=None,
+                                                verdict=INSUFFICIENT, method=stats.COMPARISON_METHOD,
+                                                reason=reason))
                     continue
-                cmp = stats.compare(base_values, cand_values, higher_is_better=stats.higher_is_better(metric),
-                                    tolerance=tolerance)
-                result.append({**where, **_cmp_dict(cmp)})
+                higher = MetricKey.parse(metric).higher_is_better
+                cmp = stats.compare(base_values, cand_values, higher_is_better=higher, tolerance=tolerance)
+                result.append(ComparisonRow(**where, **_cmp_dict(cmp)))
     return result
 
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from benchflow.errors import CampaignMismatchError
-
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+# The one campaign-id rule lives in the store's key module; re-exported here for the CLI and flows.
+from benchflow.store.keys import validate_campaign_id as validate_campaign_id
 
 
 def slug(text: str, max_len: int = 40) -> str:
@@ -22,14 +22,6 @@ def new_campaign_id(spec_name: str, now: datetime | None = None) -> str:
     """``<name-slug>-<UTC timestamp>-<4 hex>``: readable, sortable and unique."""
     now = now or datetime.now(UTC)
     return f"{slug(spec_name)}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
-def validate_campaign_id(campaign_id: str) -> str:
-    if not _ID_RE.match(campaign_id) or ".." in campaign_id:
-        raise ValueError(
-            f"invalid campaign id {campaign_id!r}: use lowercase letters, digits, '.', '_' and '-' "
-            "(at most 128, starting with a letter or digit)")
-    return campaign_id
 
 
 def spec_diff(old: Any, new: Any, path: str = "") -> list[str]:

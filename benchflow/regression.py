@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from benchflow import stats
 from benchflow.analysis import group_values, unusable_reason
 from benchflow.errors import BenchflowError
+from benchflow.spec import RegressionSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ NOT_ENOUGH = "not enough repetitions"
 #: stats.compare verdict -> regression verdict.
 _VERDICTS = {"worse": REGRESSION, "better": IMPROVEMENT, "no significant difference": NO_CHANGE,
              "not enough repetitions": NOT_ENOUGH}
-DEFAULT_TOLERANCE = 0.05
+DEFAULT_TOLERANCE: float = RegressionSpec.model_fields["tolerance"].default  # one definition: the spec's
 
 
 @dataclass(frozen=True)

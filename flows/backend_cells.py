@@ -9,6 +9,11 @@ from typing import Any
 from prefect import get_run_logger
 
 from benchflow.engine import BackendSteps, FinishSteps, StopCheck, restart_due  # noqa: F401 - restart_due re-exported
+from benchflow.launch.base import Launcher
+from benchflow.runner import CellOutcome
+from benchflow.spec import CampaignSpec, Cell
+from benchflow.spec import BackendSpec
+from benchflow.store.results import Results
 from tasks.analysis import aggregate, compare
 from tasks.artifacts import Progress, publish_results
 from tasks.backend import deploy_backend, teardown_backend
@@ -21,7 +26,7 @@ from tasks.persist import (
 )
 
 
-def gpu_indices(backend: Any) -> list[int] | None:
+def gpu_indices(backend: BackendSpec) -> list[int] | None:
     """The GPU indices ``backend`` uses on this host, as the GPU slots see them (UUIDs mapped
     through NVML); None means every GPU of the host."""
     if backend.gpus is None or backend.gpus == "all":
@@ -32,7 +37,7 @@ def gpu_indices(backend: Any) -> list[int] | None:
     return backend_gpu_indices(backend, uuid_to_index=LocalGpus(nvml_from_env()).uuid_to_index) or None
 
 
-def _nvml_for(backend: Any) -> Any:
+def _nvml_for(backend: BackendSpec) -> Any:
     if not backend.needs_gpu:
         return None
     from benchflow.metrics.nvml_env import nvml_from_env
@@ -40,18 +45,18 @@ def _nvml_for(backend: Any) -> Any:
     return nvml_from_env()
 
 
-def backend_steps(results: Any, spec: Any, cid: str, workdir: Path, progress: Progress | None,
+def backend_steps(results: Results, spec: CampaignSpec, cid: str, workdir: Path, progress: Progress | None,
                   cancel_requested: StopCheck) -> BackendSteps:
     """Steps for :func:`benchflow.engine.run_backend` / ``run_campaign``: each one a task run."""
     samplers: dict[str, tuple[Any, list[int] | None]] = {}
 
-    def health(backend: Any) -> dict[str, Any]:
+    def health(backend: BackendSpec) -> dict[str, Any]:
         indices = gpu_indices(backend)
         return gpu_health(min_devices=len(indices) if indices else 1, devices=indices,
                           min_free_gib=spec.health.min_free_memory_gib,
                           allow_foreign_processes=spec.health.allow_foreign_processes)
 
-    def cell(backend: Any, c: Any, launcher: Any, should_stop: StopCheck) -> Any:
+    def cell(backend: BackendSpec, c: Cell, launcher: Launcher, should_stop: StopCheck) -> CellOutcome:
         if backend.name not in samplers:
             samplers[backend.name] = (_nvml_for(backend), gpu_indices(backend))
         nvml, indices = samplers[backend.name]
@@ -60,7 +65,7 @@ def backend_steps(results: Any, spec: Any, cid: str, workdir: Path, progress: Pr
         return outcome_of(run_cell(spec, c, launcher, nvml=nvml, gpu_indices=indices, should_stop=should_stop,
                                    return_state=True))
 
-    def after_deploy(backend: Any, launcher: Any) -> None:
+    def after_deploy(backend: BackendSpec, launcher: Launcher) -> None:
         if getattr(launcher, "image_digest", None):
             record_image_digest(results, cid, backend, launcher)
 
@@ -80,7 +85,7 @@ def backend_steps(results: Any, spec: Any, cid: str, workdir: Path, progress: Pr
     )
 
 
-def finish_steps(results: Any, cid: str, code_path: str | None = None) -> FinishSteps:
+def finish_steps(results: Results, cid: str, code_path: str | None = None) -> FinishSteps:
     """Steps for :func:`benchflow.engine.finish_campaign`."""
     return FinishSteps(
         replay_spool=functools.partial(replay_spool, results, cid),

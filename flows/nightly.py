@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from benchflow import regression
 from benchflow.campaign import analysis_input, new_campaign_id, validate_campaign_id
 from benchflow.spec import CampaignSpec, load_spec
+from benchflow.store.results import Results
 from flows.campaign import campaign, run_name
 from flows.states import cancelled, failed
 from tasks.persist import open_results
@@ -79,7 +80,7 @@ def nightly(spec: Union[CampaignSpec, str] = DEFAULT_SPEC, campaign_id: str | No
     return summary
 
 
-def _check(results: Any, spec: CampaignSpec, cid: str, baseline_id: str, settings: dict[str, Any]) -> Any:
+def _check(results: Results, spec: CampaignSpec, cid: str, baseline_id: str, settings: dict[str, Any]) -> Any:
     logger = get_run_logger()
     store = results.store
     base_rows = analysis_input(store.cells(baseline_id), store.summaries(baseline_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +17,7 @@ from prefect.artifacts import (
 
 from benchflow import progress as terminal
 from benchflow import report
+from benchflow.results_types import AggregateRow, ComparisonRow, iter_dicts
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,15 @@ class Progress:
 
 
 def publish_results(campaign_id: str, campaign: dict[str, Any], cells: list[dict[str, Any]],
-                    aggregates: list[dict[str, Any]], comparisons: list[dict[str, Any]],
+                    aggregates: Sequence[AggregateRow | Mapping[str, Any]],
+                    comparisons: Sequence[ComparisonRow | Mapping[str, Any]],
                     results: Any = None) -> str:
     """The keyed aggregate and comparison tables and the markdown report (with the campaign's charts
     embedded as SVG when ``results`` is given; they are stored under ``charts/`` too). Returns the
     report's markdown without the charts (it is stored as ``report.md``; the charts are files).
     Keys: ``campaign-<name>-aggregates|comparisons|report``, by the campaign's name."""
     name = campaign.get("name") or campaign_id
+    aggregates, comparisons = list(iter_dicts(aggregates)), list(iter_dicts(comparisons))  # the report reads dicts
     create_table_artifact(
         key=campaign_key(name, "aggregates"),
         table=[dict(zip(report.AGG_HEADERS, r)) for r in report.aggregate_table_rows(aggregates)],

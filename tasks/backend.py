@@ -8,7 +8,6 @@ the launcher's ``run_id``, and the ``HF_TOKEN`` Secret block for containers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -16,6 +15,7 @@ from prefect.runtime import flow_run
 
 from benchflow.errors import BackendStartError
 from benchflow.launch import Launcher, make_launcher, tail
+from benchflow.spec import BackendSpec
 from tasks.docker import secret_env
 from tasks.policy import retry_if_transient
 
@@ -36,7 +36,7 @@ def _teardown_run_name() -> str:
 
 @task(name="deploy-backend", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
       cache_policy=NO_CACHE, persist_result=False, task_run_name="deploy-{backend.name}")
-def deploy_backend(backend: Any, model: str, campaign_id: str, log_dir: Path, registry_dir: Path) -> Launcher:
+def deploy_backend(backend: BackendSpec, model: str, campaign_id: str, log_dir: Path, registry_dir: Path) -> Launcher:
     """Starts ``backend`` and waits until it is ready; returns its launcher. On any failure (or a
     cancellation) while it starts, the backend is stopped before the error propagates."""
     logger = get_run_logger()

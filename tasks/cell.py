@@ -21,6 +21,7 @@ from benchflow import runner
 from benchflow.engine import with_log_tail
 from benchflow.launch import Launcher
 from benchflow.runner import CellOutcome, measure_cell_sync
+from benchflow.spec import CampaignSpec, Cell
 
 #: Whether the runner can stop a cell's load when asked (``should_stop``); until it can, a cancel
 #: request is noticed between cells.
@@ -34,8 +35,8 @@ def _no_stop() -> str | None:
 
 @task(name="run-cell", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="run-cell-{cell.backend}-{cell.load_point.label}-rep{cell.repetition}")
-def run_cell(spec: Any, cell: Any, launcher: Launcher, nvml: Any = None, gpu_indices: list[int] | None = None,
-             should_stop: Callable[[], str | None] = _no_stop) -> Any:
+def run_cell(spec: CampaignSpec, cell: Cell, launcher: Launcher, nvml: Any = None,
+             gpu_indices: list[int] | None = None, should_stop: Callable[[], str | None] = _no_stop) -> Any:
     logger = get_run_logger()
     log_start = len(launcher.logs())
     extra = {"should_stop": should_stop} if RUNNER_STOPS else {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from types import SimpleNamespace
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -18,6 +17,9 @@ from prefect.cache_policies import NO_CACHE
 from benchflow.errors import BenchflowError, StorageError
 from benchflow.launch.docker_cleanup import connect, remove_leftovers
 from benchflow.launch.docker import HF_TOKEN_ENV
+from benchflow.spec import BackendSpec
+from benchflow.store.results import Results
+from benchflow.store.rows import backend_row
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +75,12 @@ def _logger() -> Any:
 
 
 @task(name="record-image-digest", **_LIVE)
-def record_image_digest(results: Any, campaign_id: str, backend: Any, launcher: Any) -> str | None:
+def record_image_digest(results: Results, campaign_id: str, backend: BackendSpec, launcher: Any) -> str | None:
     """Stores the launcher's resolved image and digest on the campaign's backend row."""
     digest = getattr(launcher, "image_digest", None)
     if not digest:
         return None
-    from benchflow.store.rows import backend_rows_from_spec
-
-    row = backend_rows_from_spec(SimpleNamespace(backends=[backend]))[0]
-    row.update(image=launcher.plan.image, image_digest=digest)
+    row = backend_row(backend).model_copy(update={"image": launcher.plan.image, "image_digest": digest})
     try:
         results.store.upsert_backend(campaign_id, row)
     except StorageError as e:

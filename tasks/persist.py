@@ -11,15 +11,18 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from benchflow.results_types import AggregateRow, CellRow, CellSummary, ComparisonRow
+from benchflow.spec import CampaignSpec, Cell
+from benchflow.store.results import Results
+
 _POLICY = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
-def open_results() -> Any:
+def open_results() -> Results:
     """Opens the configured stores, upgrades the schema when needed and replays the spool.
 
     Raises StorageError (StorageUnavailableError when the database cannot be reached).
     """
-    from benchflow.store.results import Results
     from tasks.secrets import load_settings
 
     load_settings()  # BENCHFLOW_DATABASE_URL etc. from Prefect Secret blocks when the environment lacks them
@@ -29,7 +32,7 @@ def open_results() -> Any:
     return results
 
 
-def replay_spool(results: Any, campaign_id: str | None = None) -> str | None:
+def replay_spool(results: Results, campaign_id: str | None = None) -> str | None:
     """Replays the spool (writes of earlier runs, and of this one while storage was down).
 
     Returns None when nothing (of ``campaign_id``, when given) is left in the spool, else why
@@ -54,37 +57,39 @@ def _report(outcome: Any, what: str) -> None:
 
 
 @task(name="persist-campaign", **_POLICY)
-def persist_campaign(results: Any, campaign_id: str, spec: Any, status: str, flow_run_id: str) -> None:
+def persist_campaign(results: Results, campaign_id: str, spec: CampaignSpec, status: str, flow_run_id: str) -> None:
     _report(results.persist_campaign(campaign_id, spec, status=status, flow_run_id=flow_run_id),
             f"campaign {campaign_id}")
 
 
 @task(name="persist-cell", task_run_name="persist-cell-{cell.backend}-{cell.load_point.label}-rep{cell.repetition}",
       **_POLICY)
-def persist_cell(results: Any, campaign_id: str, cell: Any, row: dict[str, Any], summary: dict | None,
+def persist_cell(results: Results, campaign_id: str, cell: Cell, row: CellRow | dict[str, Any],
+                 summary: CellSummary | dict[str, Any] | None,
                  artifacts: dict[str, bytes]) -> None:
     _report(results.persist_cell(campaign_id, row, summary, artifacts), f"cell {cell.id}")
 
 
 @task(name="persist-backend-log", task_run_name="persist-backend-log-{backend_name}", **_POLICY)
-def persist_backend_log(results: Any, campaign_id: str, backend_name: str, logs: str) -> None:
+def persist_backend_log(results: Results, campaign_id: str, backend_name: str, logs: str) -> None:
     _report(results.persist_artifact(campaign_id, f"backend-{backend_name}.log", logs.encode()),
             f"log of backend {backend_name}")
 
 
 @task(name="persist-health", **_POLICY)
-def persist_health(results: Any, report: dict[str, Any], campaign_id: str | None) -> None:
+def persist_health(results: Results, report: dict[str, Any], campaign_id: str | None) -> None:
     _report(results.persist_health_report(report, campaign_id=campaign_id), "GPU health report")
 
 
 @task(name="persist-analysis", **_POLICY)
-def persist_analysis(results: Any, campaign_id: str, aggregates: list[dict], comparisons: list[dict]) -> None:
+def persist_analysis(results: Results, campaign_id: str, aggregates: list[AggregateRow],
+                     comparisons: list[ComparisonRow]) -> None:
     _report(results.persist_aggregates(campaign_id, aggregates), "aggregates")
     _report(results.persist_comparisons(campaign_id, comparisons), "comparisons")
 
 
 @task(name="persist-report", **_POLICY)
-def persist_report(results: Any, campaign_id: str, markdown: str, code_path: str | None = None) -> None:
+def persist_report(results: Results, campaign_id: str, markdown: str, code_path: str | None = None) -> None:
     from benchflow.store.manifest import build_manifest
 
     _report(results.persist_report(campaign_id, markdown), "report")

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from benchflow import regression
+from benchflow.store.results import Results
 from tasks.artifacts import artifact_key
 from tasks.cache import STATISTICS_CACHE
 
@@ -26,7 +27,7 @@ def check_regressions(baseline_rows: list[dict[str, Any]], candidate_rows: list[
 
 
 @task(name="persist-regressions", cache_policy=NO_CACHE, persist_result=False)
-def persist_regressions(results: Any, campaign_id: str, report: regression.RegressionReport) -> None:
+def persist_regressions(results: Results, campaign_id: str, report: regression.RegressionReport) -> None:
     outcome = results.persist_comparisons(campaign_id, report.rows())
     if outcome.spooled:
         get_run_logger().warning("regression rows could not be stored now; spooled to %s", outcome.where)

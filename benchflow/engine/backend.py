@@ -15,6 +15,8 @@ from benchflow.engine.cells import LOG_TAIL_MARKER, restart_due, with_log_tail
 from benchflow.engine.steps import BackendSteps
 from benchflow.errors import BackendStartError, CampaignCancelled
 from benchflow.gpu_slots import GpuSlotError
+from benchflow.spec import CampaignSpec, Cell
+from benchflow.spec import BackendSpec
 
 #: How often a backend that died mid-campaign is started again for its remaining cells.
 MAX_REDEPLOYS = 2
@@ -36,7 +38,7 @@ class BackendResult:
     unhealthy: bool = False
 
 
-def run_backend(steps: BackendSteps, spec: Any, backend: Any, cells: list[Any], *,
+def run_backend(steps: BackendSteps, spec: CampaignSpec, backend: BackendSpec, cells: list[Cell], *,
                 workdir: Path | None = None, max_redeploys: int = MAX_REDEPLOYS) -> BackendResult:
     """Runs ``cells`` (all of ``backend``, in order) and stores each one through ``steps``.
 

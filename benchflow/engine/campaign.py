@@ -20,6 +20,7 @@ from benchflow.campaign import analysis_input, failure_summary
 from benchflow.engine.backend import BackendResult, run_backend
 from benchflow.engine.steps import BackendSteps, FinishSteps
 from benchflow.errors import BenchflowError, CampaignCancelled, ResultsNotStoredError, StorageError
+from benchflow.spec import CampaignSpec, Cell
 
 
 class RunFailed(BenchflowError):
@@ -59,7 +60,7 @@ def completed_among(cells: list[Any], completed_ids: set[str]) -> set[str]:
     return completed_ids & {c.id for c in cells}
 
 
-def run_campaign(spec: Any, campaign_id: str, cells: list[Any], steps: BackendSteps, finish: FinishSteps, *,
+def run_campaign(spec: CampaignSpec, campaign_id: str, cells: list[Cell], steps: BackendSteps, finish: FinishSteps, *,
                  done: set[str] | frozenset[str] = frozenset(), workdir: Path | None = None) -> CampaignResult:
     """Runs every backend's cells that are not in ``done``, then finishes the campaign."""
     logger = steps.logger
@@ -99,7 +100,7 @@ def end_campaign(finish: FinishSteps, campaign_id: str, status: str, message: st
     return CampaignResult(campaign_id, status, message)
 
 
-def finish_campaign(spec: Any, campaign_id: str, steps: FinishSteps) -> CampaignResult:
+def finish_campaign(spec: CampaignSpec, campaign_id: str, steps: FinishSteps) -> CampaignResult:
     """Replays the spool, aggregates, compares, publishes and stores the report, and sets the final
     status: ``failed`` when any cell failed, else ``completed``."""
     logger = steps.logger

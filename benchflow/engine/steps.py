@@ -22,6 +22,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchflow.results_types import AggregateRow, ComparisonRow
+
 #: Returns None while the campaign may go on, else why it must stop (a cancel request, a signal).
 StopCheck = Callable[[], "str | None"]
 
@@ -81,12 +83,12 @@ class FinishSteps:
     replay_spool: Callable[[], "str | None"]
     #: ``stored() -> (cells, summaries)``: the campaign's stored rows (raises StorageError).
     stored: Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
-    #: ``aggregate(rows, metrics, seed) -> rows``.
-    aggregate: Callable[..., list[dict[str, Any]]]
-    #: ``compare(rows, metrics, baseline, tolerance, seed) -> rows``.
-    compare: Callable[..., list[dict[str, Any]]]
+    #: ``aggregate(rows, metrics, seed) -> aggregate rows``.
+    aggregate: Callable[..., list[AggregateRow]]
+    #: ``compare(rows, metrics, baseline, tolerance, seed) -> comparison rows``.
+    compare: Callable[..., list[ComparisonRow]]
     #: ``persist_analysis(aggregates, comparisons)``.
-    persist_analysis: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None]
+    persist_analysis: Callable[[list[AggregateRow], list[ComparisonRow]], None]
     #: ``publish(campaign_row, cells, aggregates, comparisons) -> markdown``.
     publish: Callable[..., str]
     #: ``persist_report(markdown)``.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from benchflow.stats.compare import METHOD as COMPARISON_METHOD
 from benchflow.stats.compare import Comparison, compare, repetitions_needed, verdict
 from benchflow.stats.inference import Aggregate, aggregate, t_interval
-from benchflow.stats.keys import higher_is_better, is_metric_key, metric_value
+from benchflow.stats.keys import MetricKey, higher_is_better, is_metric_key, metric_value
 from benchflow.stats.requests import RequestMetrics, client_lag_ns, request_metrics
 from benchflow.stats.slo import SLO_METRICS, SLO_STATS, request_meets_slo, validate_slo
 from benchflow.stats.summary import (
@@ -32,7 +32,8 @@ from benchflow.stats.window import (
 )
 
 __all__ = [
-    "Aggregate", "COMPARISON_METHOD", "Comparison", "DIST_KEYS", "LATENCY_METRICS", "RequestMetrics", "SLO_METRICS", "SLO_STATS",
+    "Aggregate", "COMPARISON_METHOD", "Comparison", "DIST_KEYS", "LATENCY_METRICS", "MetricKey",
+    "RequestMetrics", "SLO_METRICS", "SLO_STATS",
     "achieved_rate", "active_window", "active_window_summary", "aggregate", "client_lag_ns", "compare",
     "distribution_ms", "energy_joules", "higher_is_better", "invalid_reason", "is_metric_key",
     "joules_per_output_token", "measurement_window", "metric_value", "output_token_times",

@@ -14,6 +14,7 @@ import numpy as np
 
 from benchflow import SCHEMA_VERSION
 from benchflow.records import LoadRun, RequestRecord
+from benchflow.spec import LimitsSpec
 from benchflow.stats.requests import (
     RequestMetrics,
     client_lag_ns,
@@ -30,7 +31,8 @@ DIST_KEYS = ("mean", "p50", "p90", "p95", "p99", "min", "max", "count")
 #: The latency blocks of a summary (all in milliseconds).
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "ntpot", "client_lag")
 
-DEFAULT_LIMITS = {"max_error_rate": 0.05, "client_lag_p99_s": 0.05, "min_rate_fraction": 0.95}
+#: The validity limits when a caller passes none: the spec's ``LimitsSpec`` defaults (one definition).
+DEFAULT_LIMITS: dict[str, float] = {name: float(field.default) for name, field in LimitsSpec.model_fields.items()}
 
 
 def distribution_ms(values_ns: Sequence[float]) -> dict[str, float | int | None]:

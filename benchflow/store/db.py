@@ -23,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from benchflow.errors import SchemaTooNewError, StorageError, StorageUnavailableError
+from benchflow.results_types import AggregateRow, CellRow, CellSummary, ComparisonRow
 from benchflow.store import migrations, reads
 from benchflow.store import rows as r
 from benchflow.store.config import normalize_database_url, redact_url
@@ -255,19 +256,19 @@ class ResultStore:
         """Marks a campaign as THE baseline of its name (unpins the others), or unpins it."""
         self.apply([r.pin_baseline_op(campaign_id, pinned)])
 
-    def upsert_backend(self, campaign_id: str, row: Mapping[str, Any]) -> None:
+    def upsert_backend(self, campaign_id: str, row: r.BackendRow | Mapping[str, Any]) -> None:
         self.apply([r.backend_op(campaign_id, row)])
 
-    def upsert_cell(self, campaign_id: str, row: Mapping[str, Any]) -> None:
+    def upsert_cell(self, campaign_id: str, row: CellRow | Mapping[str, Any]) -> None:
         self.apply([r.cell_op(campaign_id, row)])
 
-    def upsert_summary(self, campaign_id: str, cell_id: str, summary: Mapping[str, Any]) -> None:
+    def upsert_summary(self, campaign_id: str, cell_id: str, summary: CellSummary | Mapping[str, Any]) -> None:
         self.apply([r.summary_op(campaign_id, cell_id, summary)])
 
-    def upsert_aggregates(self, campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    def upsert_aggregates(self, campaign_id: str, rows: Iterable[AggregateRow | Mapping[str, Any]]) -> None:
         self.apply([r.aggregates_op(campaign_id, rows)])
 
-    def upsert_comparisons(self, campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    def upsert_comparisons(self, campaign_id: str, rows: Iterable[ComparisonRow | Mapping[str, Any]]) -> None:
         self.apply([r.comparisons_op(campaign_id, rows)])
 
     def insert_health_report(self, report: Mapping[str, Any], campaign_id: str | None = None) -> str:
@@ -323,6 +324,20 @@ class ResultStore:
 
     def comparisons(self, campaign_id: str) -> list[dict[str, Any]]:
         return self._read(reads.comparisons, campaign_id)
+
+    # ---- the same rows as typed records (benchflow.results_types) ----
+
+    def cell_records(self, campaign_id: str) -> list[CellRow]:
+        return self._read(reads.cell_records, campaign_id)
+
+    def summary_records(self, campaign_id: str) -> dict[str, CellSummary]:
+        return self._read(reads.summary_records, campaign_id)
+
+    def aggregate_records(self, campaign_id: str) -> list[AggregateRow]:
+        return self._read(reads.aggregate_records, campaign_id)
+
+    def comparison_records(self, campaign_id: str) -> list[ComparisonRow]:
+        return self._read(reads.comparison_records, campaign_id)
 
     def manifest(self, campaign_id: str) -> dict[str, Any] | None:
         return self._read(reads.manifest, campaign_id)

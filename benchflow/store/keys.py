@@ -48,6 +48,22 @@ def validate_id(value: object, what: str = "id") -> str:
     return value
 
 
+#: A campaign id: the id rule above, lower case only (ids become folder names, and folders on
+#: case-insensitive file systems must not collide). The ONE rule, used by the CLI, the flows and the store.
+CAMPAIGN_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+
+
+def validate_campaign_id(value: object) -> str:
+    """Returns ``value`` when it is a valid campaign id, else raises :class:`InvalidIdError`
+    (a ``ValueError``)."""
+    if not isinstance(value, str) or not CAMPAIGN_ID_PATTERN.fullmatch(value) or ".." in value:
+        raise InvalidIdError(
+            f"campaign_id: {value!r} is not a valid id (invalid campaign id: use 1-128 of lowercase "
+            "a-z 0-9 . _ -, starting with a letter or digit, no '..' and no '/')"
+        )
+    return value
+
+
 def validate_key(key: str) -> str:
     """Checks a whole relative key (``a/b/c``): every segment must be a valid id."""
     if not isinstance(key, str) or not key or key.startswith("/"):
@@ -64,7 +80,7 @@ def validate_prefix(prefix: str) -> str:
 
 
 def campaign_prefix(campaign_id: str) -> str:
-    return f"campaigns/{validate_id(campaign_id, 'campaign_id')}"
+    return f"campaigns/{validate_campaign_id(campaign_id)}"
 
 
 def campaign_key(campaign_id: str, name: str) -> str:

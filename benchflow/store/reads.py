@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from benchflow.results_types import AggregateRow, CellRow, CellSummary, ComparisonRow
 from benchflow.store import models as m
 
 
@@ -102,6 +103,28 @@ def comparisons(session: Session, campaign_id: str) -> list[dict[str, Any]]:
     stmt = (select(t).where(t.campaign_id == campaign_id)
             .order_by(t.kind, t.baseline_ref, t.candidate_ref, t.load_label, t.metric))
     return [as_dict(c) for c in session.scalars(stmt)]
+
+
+def aggregate_records(session: Session, campaign_id: str) -> list[AggregateRow]:
+    """:func:`aggregates` as typed records (``detail`` merged back)."""
+    return [AggregateRow.from_stored(row) for row in aggregates(session, campaign_id)]
+
+
+def comparison_records(session: Session, campaign_id: str) -> list[ComparisonRow]:
+    """:func:`comparisons` as typed records (``detail`` merged back)."""
+    return [ComparisonRow.from_stored(row) for row in comparisons(session, campaign_id)]
+
+
+def summary_records(session: Session, campaign_id: str) -> dict[str, CellSummary]:
+    """``cell_id -> CellSummary`` of a campaign (the stored summary JSON, typed)."""
+    return {row["cell_id"]: CellSummary.model_validate(row["summary"]) for row in summaries(session, campaign_id)}
+
+
+def cell_records(session: Session, campaign_id: str) -> list[CellRow]:
+    """:func:`cells` as typed records."""
+    fields = set(CellRow.model_fields) - {"schema_version"}
+    return [CellRow.model_validate({k: v for k, v in row.items() if k in fields})
+            for row in cells(session, campaign_id)]
 
 
 def manifest(session: Session, campaign_id: str) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ from benchflow.errors import (
     StorageError,
     StorageUnavailableError,
 )
+from benchflow.results_types import AggregateRow, CellRow, CellSummary, ComparisonRow
 from benchflow.store import keys
 from benchflow.store import rows as r
 from benchflow.store.artifact_factory import artifact_store_from_config
@@ -150,7 +151,7 @@ class Results:
         a plain dict (then ``name`` and ``spec_hash`` are required). Keyword arguments win.
         ``kind`` defaults to the spec label ``kind``, else "campaign".
         """
-        keys.validate_id(campaign_id, "campaign_id")
+        keys.validate_campaign_id(campaign_id)
         base = r.campaign_fields_from_spec(spec)
         labels = dict(labels if labels is not None else base.get("labels", {}))
         row = {
@@ -165,10 +166,16 @@ class Results:
     def finish_campaign(self, campaign_id: str, status: r.CampaignStatus) -> PersistOutcome:
         return self._submit("status", campaign_id, [r.campaign_status_op(campaign_id, status)], {})
 
-    def persist_cell(self, campaign_id: str, cell_row: Mapping[str, Any], summary: Mapping[str, Any] | None = None,
+    def persist_cell(self, campaign_id: str, cell_row: CellRow | Mapping[str, Any],
+                     summary: CellSummary | Mapping[str, Any] | None = None,
                      artifacts: Mapping[str, Blob] | None = None) -> PersistOutcome:
         """One measured cell: its artifacts (name -> bytes or file path; ``summary.json`` is added
-        from ``summary``), its row (``artifact_uris`` filled in) and its summary."""
+        from ``summary``), its row (``artifact_uris`` filled in) and its summary (both carry a
+        ``schema_version``)."""
+        if isinstance(cell_row, CellRow):
+            cell_row = cell_row.model_dump()
+        if summary is not None:
+            summary = CellSummary.model_validate(summary).to_dict()
         cell_id = keys.validate_id(cell_row["cell_id"], "cell_id")
         named: dict[str, Blob] = dict(artifacts or {})
         if summary is not None and keys.SUMMARY not in named:
@@ -181,10 +188,11 @@ class Results:
             ops.append(r.summary_op(campaign_id, cell_id, summary))
         return self._submit("cell", campaign_id, ops, blobs, uris, label=f"cell {cell_id}")
 
-    def persist_aggregates(self, campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> PersistOutcome:
+    def persist_aggregates(self, campaign_id: str, rows: Iterable[AggregateRow | Mapping[str, Any]]) -> PersistOutcome:
         return self._submit("aggregates", campaign_id, [r.aggregates_op(campaign_id, rows)], {})
 
-    def persist_comparisons(self, campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> PersistOutcome:
+    def persist_comparisons(self, campaign_id: str,
+                            rows: Iterable[ComparisonRow | Mapping[str, Any]]) -> PersistOutcome:
         return self._submit("comparisons", campaign_id, [r.comparisons_op(campaign_id, rows)], {})
 
     def persist_manifest(self, campaign_id: str, manifest: Mapping[str, Any]) -> PersistOutcome:

@@ -22,10 +22,17 @@ from pydantic_core import to_jsonable_python
 
 from benchflow.redact import redact_command, redact_mapping, redact_spec, redact_value
 from benchflow import SCHEMA_VERSION
+from benchflow.results_types import AggregateRow, CellRow, CellStatus, CellSummary, ComparisonRow
+from benchflow.stats.keys import MetricKey
 from benchflow.store.models import LATENCY_METRICS, LATENCY_STATS
 
+#: The summary metrics stored as real ``cell_summaries`` columns (``key.column``: "ttft_ms_p99").
+SUMMARY_COLUMN_KEYS: tuple[MetricKey, ...] = (
+    *(MetricKey(metric, stat) for metric in LATENCY_METRICS for stat in LATENCY_STATS),
+    MetricKey("client_lag_ms", "p99"),
+)
+
 CampaignStatus = Literal["running", "completed", "failed", "partial", "cancelled"]
-CellStatus = Literal["completed", "failed", "skipped", "stalled", "cancelled"]
 
 
 class Op(NamedTuple):
@@ -104,62 +111,9 @@ class BackendRow(_Row):
     content_hash: str = Field(..., min_length=1, max_length=128)
 
 
-class CellRow(_Row):
-    cell_id: str = Field(..., min_length=1, max_length=128)
-    backend_name: str = Field(..., min_length=1, max_length=128)
-    load_label: str = Field(..., min_length=1, max_length=64)
-    load_point: dict[str, Any] = Field(default_factory=dict)
-    repetition: int = Field(..., ge=0)
-    position: int = Field(..., ge=0, description="index in the campaign's execution order")
-    status: CellStatus
-    started_at: AwareDatetime | None = None
-    finished_at: AwareDatetime | None = None
-    window_s: float | None = Field(None, ge=0, description="measurement window")
-    host: str | None = Field(None, max_length=255)
-    gpu_uuids: list[str] = Field(default_factory=list)
-    error: str | None = None
-    invalid_reason: str | None = None
-    artifact_uris: dict[str, str] = Field(default_factory=dict)
-    attempt: int = Field(1, ge=1)
-
-
-class AggregateInput(BaseModel):
-    """``stats.Aggregate.to_dict()`` plus where it belongs; unknown keys are kept in ``detail``."""
-
-    model_config = ConfigDict(extra="allow")
-
-    backend_name: str = Field(..., min_length=1, max_length=128)
-    load_label: str = Field(..., min_length=1, max_length=64)
-    metric: str = Field(..., min_length=1, max_length=64, description='summary key, e.g. "ttft_ms.p99"')
-    n: int = Field(..., ge=0)
-    mean: float | None = None
-    std: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    ci_method: str | None = None
-    t_low: float | None = None
-    t_high: float | None = None
-    values: list[float | None] = Field(default_factory=list)
-
-
-class ComparisonInput(BaseModel):
-    """``stats.Comparison`` as a dict plus where it belongs; unknown keys are kept in ``detail``."""
-
-    model_config = ConfigDict(extra="allow")
-
-    kind: Literal["backends", "regression"]
-    baseline_ref: str = Field(..., min_length=1, max_length=256)
-    candidate_ref: str = Field(..., min_length=1, max_length=256)
-    load_label: str = Field(..., min_length=1, max_length=64)
-    metric: str = Field(..., min_length=1, max_length=64)
-    ratio: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    verdict: str = Field(..., max_length=32)
-    tolerance: float = 0.0
-    baseline_campaign_id: str | None = None
-    method: str | None = Field(None, max_length=32, description="how the CI and verdict were computed")
-    reason: str | None = Field(None, description="why 'not enough repetitions' / 'insufficient data'")
+#: The typed records live in benchflow.results_types; the store's historical names stay usable.
+AggregateInput = AggregateRow
+ComparisonInput = ComparisonRow
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:
@@ -204,17 +158,19 @@ def cell_op(campaign_id: str, row: CellRow | Mapping[str, Any]) -> Op:
     return _op("cell", {"campaign_id": campaign_id, "row": _dump(row)})
 
 
-def summary_op(campaign_id: str, cell_id: str, summary: Mapping[str, Any]) -> Op:
-    return _op("summary", {"campaign_id": campaign_id, "cell_id": cell_id, "summary": json_safe(dict(summary))})
+def summary_op(campaign_id: str, cell_id: str, summary: CellSummary | Mapping[str, Any]) -> Op:
+    """Every stored summary carries a ``schema_version`` (the current one when it has none)."""
+    data = CellSummary.model_validate(summary).to_dict()
+    return _op("summary", {"campaign_id": campaign_id, "cell_id": cell_id, "summary": json_safe(data)})
 
 
-def aggregates_op(campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> Op:
-    dumped = [_dump(AggregateInput.model_validate(r)) for r in rows]
+def aggregates_op(campaign_id: str, rows: Iterable[AggregateRow | Mapping[str, Any]]) -> Op:
+    dumped = [_dump(AggregateRow.model_validate(r)) for r in rows]
     return _op("aggregates", {"campaign_id": campaign_id, "rows": dumped})
 
 
-def comparisons_op(campaign_id: str, rows: Iterable[Mapping[str, Any]]) -> Op:
-    dumped = [_dump(ComparisonInput.model_validate(r)) for r in rows]
+def comparisons_op(campaign_id: str, rows: Iterable[ComparisonRow | Mapping[str, Any]]) -> Op:
+    dumped = [_dump(ComparisonRow.model_validate(r)) for r in rows]
     return _op("comparisons", {"campaign_id": campaign_id, "rows": dumped})
 
 
@@ -268,23 +224,26 @@ def campaign_fields_from_spec(spec: Any) -> dict[str, Any]:
     return out
 
 
+def backend_row(backend: Any) -> BackendRow:
+    """The ``backends`` row of one BackendSpec.
+
+    ``command`` is the spec's full command when it has one, else the rendered engine flags.
+    """
+    command = backend.command if getattr(backend, "command", None) else backend.render_engine_args()
+    image = getattr(backend, "image_ref", None) if backend.launcher == "docker" else None
+    return BackendRow(name=backend.name, kind=backend.kind, launcher=backend.launcher, image=image,
+                      engine_args=json_safe(redact_mapping(dict(backend.engine_args))),
+                      command=redact_command([str(a) for a in command]),
+                      content_hash=backend.content_hash())
+
+
 def backend_rows_from_spec(spec: Any) -> list[dict[str, Any]]:
     """One ``backends`` row per BackendSpec of a CampaignSpec ([] for a plain dict).
 
-    ``command`` is the spec's full command when it has one, else the rendered engine flags;
-    pass explicit rows to ``persist_campaign(backends=...)`` to record the launcher's exact command.
+    Pass explicit rows to ``persist_campaign(backends=...)`` to record the launcher's exact command.
     """
-    rows = []
-    for b in getattr(spec, "backends", None) or []:
-        if not hasattr(b, "content_hash"):
-            continue
-        command = b.command if getattr(b, "command", None) else b.render_engine_args()
-        image = getattr(b, "image_ref", None) if b.launcher == "docker" else None
-        rows.append({"name": b.name, "kind": b.kind, "launcher": b.launcher, "image": image,
-                     "engine_args": json_safe(redact_mapping(dict(b.engine_args))),
-                     "command": redact_command([str(a) for a in command]),
-                     "content_hash": b.content_hash()})
-    return rows
+    return [backend_row(b).model_dump() for b in getattr(spec, "backends", None) or []
+            if hasattr(b, "content_hash")]
 
 
 # ---- the summary dict (benchflow.stats.summarize) as real columns -----------------------------
@@ -293,11 +252,8 @@ def backend_rows_from_spec(spec: Any) -> list[dict[str, Any]]:
 def summary_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The METRICS.md keys of a per-cell summary, flattened to the cell_summaries columns."""
     cols: dict[str, Any] = {}
-    for metric in LATENCY_METRICS:
-        stats = summary.get(metric) or {}
-        for stat in LATENCY_STATS:
-            cols[f"{metric}_{stat}"] = _float(stats.get(stat))
-    cols["client_lag_ms_p99"] = _float((summary.get("client_lag_ms") or {}).get("p99"))
+    for key in SUMMARY_COLUMN_KEYS:
+        cols[key.column] = _float(key.raw(summary))
     for key in ("request_throughput", "output_throughput", "total_throughput", "goodput", "slo_attainment",
                 "error_rate", "duration_s", "target_rate", "achieved_rate"):
         cols[key] = _float(summary.get(key))

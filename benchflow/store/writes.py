@@ -15,14 +15,8 @@ from sqlalchemy.orm import Session
 
 from benchflow.errors import CampaignMismatchError, StorageError
 from benchflow.store import models as m
-from benchflow.store.rows import (
-    AggregateInput,
-    BackendRow,
-    CampaignRow,
-    CellRow,
-    ComparisonInput,
-    summary_columns,
-)
+from benchflow.results_types import AggregateRow, CellRow, CellSummary, ComparisonRow
+from benchflow.store.rows import BackendRow, CampaignRow, summary_columns
 
 
 def upsert(session: Session, model: type[m.Base], rows: Sequence[Mapping[str, Any]], *,
@@ -95,28 +89,23 @@ def write_backend(session: Session, campaign_id: str, row: Mapping[str, Any]) ->
 
 
 def write_cell(session: Session, campaign_id: str, row: Mapping[str, Any]) -> None:
-    data = CellRow.model_validate(row).model_dump()
+    data = CellRow.model_validate(row).db_columns()
     upsert(session, m.Cell, [{"campaign_id": campaign_id, **data}])
 
 
 def write_summary(session: Session, campaign_id: str, cell_id: str, summary: Mapping[str, Any]) -> None:
-    row = {"campaign_id": campaign_id, "cell_id": cell_id, **summary_columns(summary), "summary": dict(summary)}
+    data = CellSummary.model_validate(summary).to_dict()  # an old spooled summary gains its schema_version
+    row = {"campaign_id": campaign_id, "cell_id": cell_id, **summary_columns(data), "summary": data}
     upsert(session, m.CellSummary, [row])
 
 
-def _split_extra(model: Any) -> dict[str, Any]:
-    data = model.model_dump(exclude=set(model.model_extra or {}))
-    data["detail"] = dict(model.model_extra or {})
-    return data
-
-
 def write_aggregates(session: Session, campaign_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    data = [{"campaign_id": campaign_id, **_split_extra(AggregateInput.model_validate(r))} for r in rows]
+    data = [{"campaign_id": campaign_id, **AggregateRow.model_validate(r).db_columns()} for r in rows]
     upsert(session, m.AggregateRow, data)
 
 
 def write_comparisons(session: Session, campaign_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    data = [{"campaign_id": campaign_id, **_split_extra(ComparisonInput.model_validate(r))} for r in rows]
+    data = [{"campaign_id": campaign_id, **ComparisonRow.model_validate(r).db_columns()} for r in rows]
     upsert(session, m.ComparisonRow, data)
 
 

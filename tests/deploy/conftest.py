@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.support import free_port
 from tests.deploy.stack import BIN, POOL, REPO, Stack, clean_env, run, start, wait_healthy
 from tests.store.conftest import pg_server, s3_server  # noqa: F401 - the session Postgres and S3 (moto)
 

@@ -14,7 +14,7 @@ import pytest
 from benchflow.launch.docker_cleanup import remove_leftovers
 from benchflow.launch.docker_render import render_container
 from benchflow.spec import SimBackend
-from tests.conftest import free_port
+from tests.support import free_port
 from tests.docker.helpers import benchflow_cli, container_exists
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]

@@ -13,7 +13,7 @@ import pytest
 
 from benchflow.spec import load_spec
 from benchflow.store import migrations
-from tests.conftest import free_port
+from tests.support import free_port
 from tests.e2e.conftest import (
     PASSWORD,
     Deployment,

@@ -9,7 +9,7 @@ import pytest
 
 from benchflow.cli import main
 from benchflow.records import frame_to_records
-from tests.conftest import free_port
+from tests.support import free_port
 from tests.support.stream_server import StreamServerConfig, serve_in_process, serve_in_thread
 
 TTFT_MS, GAP_MS = 50.0, 10.0

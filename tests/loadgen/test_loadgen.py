@@ -12,7 +12,7 @@ from benchflow.errors import EndpointUnreachableError, SpecError
 from benchflow.loadgen import api_root, build_body, check_endpoint, run_load, run_load_sync
 from benchflow.records import Prompt
 from benchflow.spec import ConcurrencyLoad, RateLoad
-from tests.conftest import free_port
+from tests.support import free_port
 from tests.support.stream_server import StreamServer, StreamServerConfig, serve_in_thread
 
 pytestmark = pytest.mark.integration

@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tests.support import free_port
+
 _TIMEOUT_S = 60
 
 
@@ -51,18 +53,12 @@ def require_pg_bin() -> Path:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostgresServer:
     """``start()``/``stop()`` can be called repeatedly (tests stop it to simulate an outage)."""
 
     def __init__(self, bin_dir: Path, port: int | None = None, user: str = "postgres"):
         self.bin_dir = bin_dir
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.user = user  # the database superuser
         self._as_root = os.geteuid() == 0
         self.base = Path(tempfile.mkdtemp(prefix="benchflow-pg-"))

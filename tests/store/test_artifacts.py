@@ -173,7 +173,7 @@ def test_s3_corrupted_upload_is_detected_even_if_checksum_headers_claim_otherwis
 
 @pytest.mark.integration
 def test_s3_unreachable_is_transient(monkeypatch: pytest.MonkeyPatch):
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -11,7 +11,7 @@ from benchflow.store import migrations
 from benchflow.store.config import RetryPolicy
 from benchflow.store.db import ResultStore
 from benchflow.store.results import Results
-from tests.conftest import free_port
+from tests.support import free_port
 from tests.store import factories as f
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from benchflow import SCHEMA_VERSION
 from benchflow.errors import CampaignMismatchError, SchemaTooNewError, StorageError, StorageUnavailableError
 from benchflow.store.db import ResultStore
 from tests.store import factories as f
@@ -139,9 +140,10 @@ def test_aggregates_and_comparisons_keep_extra_fields(store: ResultStore):
     store.upsert_comparisons("camp-1", [f.comparison()])
     (agg,) = store.aggregates("camp-1")
     assert agg["values"] == [95.0, 100.0, 105.0] and agg["ci_method"] == "bca"
-    assert agg["detail"] == {"confidence": 0.95}
+    assert agg["detail"] == {"confidence": 0.95, "schema_version": SCHEMA_VERSION}  # the version rides in detail
     (cmp_,) = store.comparisons("camp-1")
-    assert cmp_["verdict"] == "better" and cmp_["detail"] == {"higher_is_better": False}
+    assert cmp_["verdict"] == "better"
+    assert cmp_["detail"] == {"higher_is_better": False, "schema_version": SCHEMA_VERSION}
 
 
 def test_health_report_id_is_content_derived(store: ResultStore):
@@ -205,7 +207,7 @@ def test_unmigrated_database_says_to_upgrade(db_url: str):
 
 @pytest.mark.integration
 def test_unreachable_postgres_is_transient_and_hides_the_password():
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     store = ResultStore(f"postgres://bench:s3cr3t-pw@127.0.0.1:{free_port()}/results")
     assert "s3cr3t-pw" not in repr(store)

@@ -17,7 +17,7 @@ from benchflow.store.db import ResultStore
 from benchflow.store.results import Results
 from benchflow.store.s3 import S3ArtifactStore
 from benchflow.store.spool import Spool
-from tests.conftest import free_port
+from tests.support import free_port
 from tests.store import factories as f
 
 FAST_RETRY = RetryPolicy(attempts=2, initial_delay_s=0.01, max_delay_s=0.01)

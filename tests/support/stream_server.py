@@ -34,7 +34,6 @@ import itertools
 import json
 import math
 import selectors
-import socket
 import subprocess
 import sys
 import threading
@@ -47,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from benchflow.launch.process import free_port
 
 BEHAVIOURS = ("ok", "http_500", "http_400", "stall", "cut", "no_done", "empty", "stream_error")
 
@@ -292,9 +293,7 @@ def serve_in_process(config: StreamServerConfig | None = None, port: int | None 
     """Runs a server in a separate Python process (its own loop and GIL); yields its base URL."""
     config = config or StreamServerConfig()
     if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
     root = Path(__file__).resolve().parents[2]
     cmd = [sys.executable, "-m", "tests.support.stream_server", *_cli_args(config, port)]
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
