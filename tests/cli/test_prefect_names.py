@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.flows.conftest import home, prefect_harness, sim_backend, write_spec  # noqa: F401 - fixtures
+from tests.flows.conftest import home, sim_backend, write_spec  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 

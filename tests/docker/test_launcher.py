@@ -21,15 +21,10 @@ MODEL = "sim-launcher-test"
 SECRET = "sekret-value-123"
 
 
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory):
-    """A throwaway Prefect server for this module's flows (cache records in a temporary folder)."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(tmp_path_factory.mktemp("prefect-storage"))}):
-        with prefect_test_harness(server_startup_timeout=60):
-            yield
+@pytest.fixture
+def prefect_api(prefect_harness):
+    """The session's one Prefect harness (two harnesses side by side break Prefect's event workers)."""
+    yield
 
 
 def sim_backend(name: str = "sim", **fields) -> SimBackend:

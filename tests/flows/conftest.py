@@ -1,4 +1,5 @@
-"""Flow tests run the real campaign flow under one throwaway Prefect server per session."""
+"""Flow tests run the real campaign flow under one throwaway Prefect server per session (the
+session-wide ``prefect_harness`` of tests/conftest.py: one harness, never two side by side)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,6 @@ import pytest
 import yaml
 
 from tests.support.sim_process import SimServer
-
-
-@pytest.fixture(scope="session")
-def prefect_harness(tmp_path_factory):
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = tmp_path_factory.mktemp("prefect-storage")
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
-        with prefect_test_harness(server_startup_timeout=60):
-            yield
 
 
 @pytest.fixture

@@ -12,14 +12,10 @@ ROWS = [{"cell_id": f"c{i}", "backend_name": "a", "load_label": "c4", "status": 
          "summary": {"output_throughput": v}} for i, v in enumerate((100.0, 110.0, 105.0))]
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path_factory.mktemp("prefect-storage")}):
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
+@pytest.fixture
+def harness(prefect_harness):
+    """The session's one Prefect harness (two harnesses side by side break Prefect's event workers)."""
+    yield
 
 
 def test_the_code_hash_changes_with_any_statistics_source(tmp_path):

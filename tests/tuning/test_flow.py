@@ -6,7 +6,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.flows.conftest import home, prefect_harness  # noqa: F401 - fixtures
+from tests.flows.conftest import home  # noqa: F401 - fixtures
 from tests.tuning.test_cli import SPEC
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
