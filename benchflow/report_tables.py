@@ -76,7 +76,7 @@ def _detail(c: dict[str, Any], key: str) -> Any:
 
 
 CMP_HEADERS = ["load", "metric", "baseline", "baseline mean", "candidate", "candidate mean",
-               "change (95% CI)", "verdict", "reason"]
+               "change (97.5% CI)", "verdict", "reason"]
 
 
 def comparison_long(comparisons: list[dict[str, Any]],
