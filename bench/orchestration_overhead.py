@@ -209,10 +209,17 @@ def _span_s(start: str | datetime | None, end: str | datetime | None) -> float |
     return (end - start).total_seconds()
 
 
+#: Task-run name prefixes (task runs carry their backend, load point and repetition) -> task group.
+_GROUPS = (("run-cell", "run-cell"), ("persist-cell", "persist-cell"), ("persist-backend-log", "persist-backend-log"),
+           ("deploy-", "deploy-backend"), ("teardown-", "teardown-backend"))
+
+
 def task_group(name: str) -> str:
-    """``run-cell-mns8-c4-rep0`` -> ``run-cell``; ``persist-cell-8dc`` -> ``persist-cell``."""
-    if name.startswith("run-cell"):
-        return "run-cell"
+    """``run-cell-mns8-c4-rep0`` -> ``run-cell``; ``deploy-mns8`` -> ``deploy-backend``;
+    ``persist-cell-8dc`` -> ``persist-cell``; ``aggregate-1f2`` -> ``aggregate``."""
+    for prefix, group in _GROUPS:
+        if name.startswith(prefix):
+            return group
     return re.sub(r"-[0-9a-f]{3}$", "", name)
 
 

@@ -38,6 +38,8 @@ def _inputs(windows: list[float], startups: list[float], flow_s: float, wall_s: 
 @pytest.mark.parametrize("name, group", [
     ("run-cell-mns8-c4-rep0", "run-cell"), ("persist-cell-8dc", "persist-cell"),
     ("deploy-backend-e1d", "deploy-backend"), ("aggregate", "aggregate"), ("teardown-backend-0a1", "teardown-backend"),
+    ("deploy-mns8", "deploy-backend"), ("teardown-mns48", "teardown-backend"),
+    ("persist-cell-mns8-c4-rep0", "persist-cell"), ("persist-backend-log-mns8", "persist-backend-log"),
 ])
 def test_task_runs_are_grouped_by_task_not_by_run(overhead, name, group):
     assert overhead.task_group(name) == group

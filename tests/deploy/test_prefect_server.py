@@ -148,8 +148,9 @@ def _backend_interval(client, flow_run_id: str) -> tuple[datetime, datetime]:
     """deploy-backend start .. teardown-backend end of one flow run (task runs recorded by the server)."""
     def read():
         tasks = client.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}}).json()
-        deploy = [t for t in tasks if t["name"].startswith("deploy-backend") and t["start_time"]]
-        teardown = [t for t in tasks if t["name"].startswith("teardown-backend") and t["end_time"]]
+        # task runs are named after their backend: deploy-<backend>, teardown-<backend>
+        deploy = [t for t in tasks if t["name"].startswith("deploy-") and t["start_time"]]
+        teardown = [t for t in tasks if t["name"].startswith("teardown-") and t["end_time"]]
         return (deploy[0]["start_time"], teardown[0]["end_time"]) if deploy and teardown else None
 
     start, end = poll(read, what=f"task runs of {flow_run_id}")
