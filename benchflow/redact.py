@@ -78,13 +78,22 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@'\"]*
 #: --flag value, --flag=value, and "--flag", "value" (a printed argv list)
 _FLAG = re.compile(r"""(?P<flag>(?<![\w-])--?[A-Za-z][\w.-]*)(?P<sep>=|[ \t]+|["']\s*,\s*["'])"""
                    r"""(?P<val>[^\s"',\]\)}]+)""")
-#: NAME=value, NAME: value (env-style, upper-case names only, so ordinary prose is left alone)
+#: NAME=value, NAME: value (env-style, upper-case names only, so ordinary prose is left alone). The
+#: ``NAME: value`` form is not taken after a dot: ``backends[0].env.HF_TOKEN: looks like a secret`` is a
+#: spec path and its message, not an assignment.
 _ENV_ASSIGN = re.compile(r"(?P<name>\b[A-Z][A-Z0-9_]*)(?P<sep>=|:[ \t]*)(?P<val>[^\s\"',&;)}\]]+)")
 #: "NAME": "value" / 'NAME': 'value' (a printed dict or JSON)
 _QUOTED_PAIR = re.compile(r"""(?P<name>["'][A-Za-z][\w.-]*["'])(?P<sep>\s*:\s*)(?P<q>["'])(?P<val>.*?)(?P=q)""")
 #: lower-case name=value in a query string or a flag value (api_key=..., token=...)
 _QUERY_PARAM = re.compile(r"(?P<name>(?<=[?&;\s])[A-Za-z][\w.-]*|^[A-Za-z][\w.-]*)=(?P<val>[^\s&\"',;)}\]]+)")
 _BEARER = re.compile(r"(?i)\b(?P<kind>bearer|basic)\s+(?P<val>[A-Za-z0-9._~+/=-]{8,})")
+
+
+def _env_assignment(m: re.Match) -> bool:
+    """A secret-looking ``NAME=value`` or ``NAME: value``; a spec path's last part followed by its
+    message (``...env.HF_TOKEN: looks like a secret``) is not an assignment."""
+    after_dot = m.start() > 0 and m.string[m.start() - 1] == "."
+    return _secret_word(m["name"]) and not (after_dot and m["sep"].startswith(":"))
 
 
 def _secret_word(name: str) -> bool:
@@ -98,7 +107,7 @@ def redact_text(text: str) -> str:
         return text
     out = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", text)
     out = _FLAG.sub(lambda m: f"{m['flag']}{m['sep']}{REDACTED}" if is_secret_name(m["flag"]) else m[0], out)
-    out = _ENV_ASSIGN.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}" if _secret_word(m["name"]) else m[0], out)
+    out = _ENV_ASSIGN.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}" if _env_assignment(m) else m[0], out)
     out = _QUOTED_PAIR.sub(
         lambda m: f"{m['name']}{m['sep']}{m['q']}{REDACTED}{m['q']}"
         if _secret_word(m["name"]) and m["val"] != REDACTED else m[0], out)

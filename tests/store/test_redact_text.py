@@ -124,3 +124,11 @@ def test_cli_errors_are_printed_redacted(tmp_path, capsys):
         logging.setLogRecordFactory(before)
     err = capsys.readouterr().err
     assert "ftp://u:***@127.0.0.1:80" in err and SECRET not in err
+
+
+def test_a_spec_path_and_its_message_are_not_an_assignment():
+    # `benchflow trigger` names the field it refuses; that line must stay readable
+    line = "spec.backends[0].env.HF_TOKEN: looks like a secret; put it in a Secret block"
+    assert redact_text(line) == line
+    assert redact_text("HF_TOKEN: hf_abc") == "HF_TOKEN: ***"
+    assert redact_text("env.HF_TOKEN=hf_abc") == "env.HF_TOKEN=***"
