@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +164,7 @@ class TerminalProgress:
                 handler.addFilter(_AboveBar(self, handler))
 
     def close(self) -> None:
-        if self._bar is not None:
-            try:
-                self._bar.stop()
-            except Exception:  # noqa: BLE001 - a closed terminal
-                pass
-            self._bar = None
+        self._bar = _stop_bar(self._bar)
 
     def __enter__(self) -> "TerminalProgress":
         add_listener(self)
@@ -178,6 +173,16 @@ class TerminalProgress:
     def __exit__(self, *exc: object) -> None:
         remove_listener(self)
         self.close()
+
+
+def _stop_bar(bar: Any) -> None:
+    """Stops a rich progress bar (a closed terminal is fine); returns None for the caller's slot."""
+    if bar is not None:
+        try:
+            bar.stop()
+        except Exception:  # noqa: BLE001 - a closed terminal
+            pass
+    return None
 
 
 class _AboveBar(logging.Filter):
@@ -237,9 +242,4 @@ class RequestProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            try:
-                self._bar.stop()
-            except Exception:  # noqa: BLE001 - a closed terminal
-                pass
-            self._bar = None
+        self._bar = _stop_bar(self._bar)
