@@ -33,7 +33,7 @@ from benchflow.store.s3 import S3ArtifactStore, make_s3_client
 from benchflow.store.spool import Spool
 from tests.conftest import free_port
 from tests.store import factories as f
-from tests.store.pg import PostgresServer, find_pg_bin
+from tests.store.pg import PostgresServer, require_pg_bin
 
 pytestmark = pytest.mark.integration
 
@@ -124,10 +124,7 @@ def _start(results: Results) -> None:
 
 @pytest.fixture
 def pg() -> Iterator[PostgresServer]:
-    bin_dir = find_pg_bin()
-    if bin_dir is None or not (bin_dir / "pg_ctl").exists():
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql, or set BENCHFLOW_PG_BIN)")
-    server = PostgresServer(bin_dir)
+    server = PostgresServer(require_pg_bin())  # its own server (it gets frozen); skips locally, fails in CI
     server.start()
     try:
         yield server
