@@ -25,7 +25,7 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, UTC
 from time import perf_counter_ns
 from typing import Any
@@ -194,8 +194,10 @@ class _Client:
                 "stall_after_s": stall_after_s}
 
 
-async def _closed_loop(client: _Client, concurrency: int, total: int | None, first: int = 0) -> None:
-    counter = itertools.count(first)
+async def _closed_loop(client: _Client, concurrency: int, total: int | None, first: int = 0,
+                       ids: Iterator[int] | None = None) -> None:
+    # ``ids``: request ids shared with other processes (benchflow.clients), else a local count
+    counter = itertools.count(first) if ids is None else ids
 
     async def worker() -> None:
         for idx in counter:
@@ -206,7 +208,9 @@ async def _closed_loop(client: _Client, concurrency: int, total: int | None, fir
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def _open_loop(client: _Client, offsets_ns: list[int], cap: int | None, first: int = 0) -> None:
+async def _open_loop(client: _Client, offsets_ns: list[int], cap: int | None, first: int = 0,
+                     ids: list[int] | None = None, t0_ns: int | None = None) -> None:
+    # ``ids``/``t0_ns``: this process's share of a schedule dealt out over processes (benchflow.clients)
     sem = asyncio.Semaphore(cap) if cap else None
     tasks: set[asyncio.Task[None]] = set()
 
@@ -214,9 +218,9 @@ async def _open_loop(client: _Client, offsets_ns: list[int], cap: int | None, fi
         async with sem:
             await client.send(idx, scheduled_ns)
 
-    t0_ns = perf_counter_ns()
+    t0_ns = perf_counter_ns() if t0_ns is None else t0_ns
     try:
-        for idx, offset in enumerate(offsets_ns, start=first):
+        for idx, offset in (enumerate(offsets_ns, start=first) if ids is None else zip(ids, offsets_ns)):
             scheduled_ns = t0_ns + offset
             delay_ns = scheduled_ns - perf_counter_ns()
             await asyncio.sleep(delay_ns / 1e9 if delay_ns > 0 else 0)

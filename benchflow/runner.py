@@ -95,7 +95,8 @@ async def measure_cell(
     when it returns a reason the load stops at once, the records so far are kept, and the
     outcome is ``cancelled`` with that reason as its error.
     """
-    from benchflow.loadgen import check_endpoint, run_load
+    from benchflow.clients import run_cell_load
+    from benchflow.loadgen import check_endpoint
     from benchflow.metrics.prometheus import PrometheusScraper
     from benchflow.workload import make_prompts
 
@@ -112,8 +113,8 @@ async def measure_cell(
     scraper = PrometheusScraper.for_endpoint(base_url, interval_s=scrape_interval_s)
     gpu = _gpu_sampler(nvml, gpu_indices, scrape_interval_s)
     async with scraper.running(), (gpu.running() if gpu else contextlib.nullcontext()):
-        run = await run_load(
-            base_url, spec.model.name, prompts, cell.load_point, api=wl.api,
+        run, client = await run_cell_load(
+            base_url, spec.model.name, prompts, cell.load_point, clients=getattr(wl, "clients", 1), api=wl.api,
             warmup_requests=wl.warmup_requests, max_requests=wl.max_requests,
             max_duration_s=wl.max_duration_s, request_timeout_s=wl.request_timeout_s,
             temperature=wl.temperature, ignore_eos=wl.ignore_eos, seed=cell.seed,
@@ -122,6 +123,7 @@ async def measure_cell(
     outcome = CellOutcome(**base, status="completed", finished_at=datetime.now(UTC), run=run,
                           server_samples=scraper.frame(), gpu_samples=gpu.frame() if gpu else None)
     outcome.summary = summarize_cell(spec, outcome)
+    outcome.summary.update(client)  # client_bound + the client's evidence (benchflow.clients)
     outcome.status, outcome.error = _status(outcome, alive())
     return outcome
 

@@ -3,7 +3,7 @@
     benchflow bench --url http://127.0.0.1:8000 --model NAME --dataset 'D(128,128)' \\
         (--concurrency 16 | --rate 20 [--arrival poisson|gamma|constant] [--burstiness B]
          [--max-concurrency N]) --requests 500 [--duration S] [--warmup 20]
-        [--api completions|chat] [--timeout S] [--seed N] [--json out.json] [--records out.parquet]
+        [--clients N] [--api completions|chat] [--timeout S] [--seed N] [--json out.json] [--records out.parquet]
 
 Prints the per-cell summary as a table; ``--json`` writes it (the same shape as a campaign
 cell's summary) and ``--records`` writes every request's raw facts as parquet. Exit codes are
@@ -100,6 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="bound on the run in seconds (warm-up included)")
     p.add_argument("--warmup", type=_non_negative_int, default=0, metavar="N",
                    help="warm-up requests, sent first and left out of the statistics")
+    p.add_argument("--clients", type=_positive_int, default=1, metavar="N",
+                   help="split the load over N client processes, one core each (default: %(default)s); "
+                        "use it when the summary says client_bound")
     p.add_argument("--api", choices=("completions", "chat"), default="completions", help="(default: %(default)s)")
     p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
                    help="per-request timeout in seconds (default: %(default)s)")
@@ -201,7 +204,8 @@ def no_success_message(summary: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from benchflow.loadgen import check_endpoint, run_load
+    from benchflow.clients import run_cell_load
+    from benchflow.loadgen import check_endpoint
     from benchflow.records import dominant_error, records_to_frame
     from benchflow.stats import summarize
     from benchflow.tables import render_summary
@@ -223,17 +227,22 @@ def run(args: argparse.Namespace) -> int:
         await check_endpoint(args.url, min(args.timeout, 10.0))
         # a live bar on a TTY (cleared at the end); nothing extra in a pipe or a log
         with RequestProgress(args.warmup + requests if requests is not None else None) as bar:
-            return await run_load(
-                args.url, args.model, prompts, load, api=args.api, warmup_requests=args.warmup,
+            return await run_cell_load(
+                args.url, args.model, prompts, load, clients=args.clients, api=args.api,
+                warmup_requests=args.warmup,
                 max_requests=requests, max_duration_s=args.duration, request_timeout_s=args.timeout,
                 temperature=args.temperature, ignore_eos=args.ignore_eos, seed=args.seed, on_request=bar,
             )
 
-    result = asyncio.run(go())
+    result, client = asyncio.run(go())
     summary = summarize(result)
     summary["dominant_error"] = dominant_error(result.records)
+    summary.update(client)
     title = f"benchflow bench: {args.model} at {args.url}, {load.label}, dataset {args.dataset}"
     print(render_summary(summary, title=title))
+    if summary["client_bound"]:
+        print(f"warning: client_bound: {'; '.join(client['client']['evidence'])}; "
+              f"{client['client']['suggestion']}", file=sys.stderr)
     if args.json_path:
         _write(args.json_path, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
     if args.records_path:

@@ -148,6 +148,8 @@ class WorkloadSpec(StrictModel):
     temperature: L.Temperature = Field(0.0, ge=0, description="sampling temperature")
     ignore_eos: bool = Field(True, description="ask the server to generate exactly max_tokens")
     api: Literal["completions", "chat"] = Field("completions", description="/v1/completions or /v1/chat/completions")
+    clients: int = Field(1, ge=1, le=64, description="load-generator processes one cell's load is split over "
+                                                     "(one core each); raise it when a cell is client_bound")
 
     @field_validator("load_points")
     @classmethod
