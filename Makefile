@@ -28,6 +28,7 @@ test-unit: install
 ## Measures the load generator and orchestration overhead; figures go into README.md.
 bench: install
 	$(PY) bench/run_all.py
+	$(PY) bench/clients.py
 
 ## Builds benchflow/sim:latest from docker/sim.Dockerfile (BASE_IMAGE=... to change the base;
 ## OFFLINE=1 installs wheels downloaded on this host, for builds that cannot reach an index).

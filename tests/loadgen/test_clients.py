@@ -4,6 +4,7 @@ streaming test server) over HTTP on 127.0.0.1, real spawned processes."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import os
 import signal
@@ -11,14 +12,16 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import psutil
 import pytest
 
+from benchflow.cli import main
 from benchflow.clients import TIMESTAMP_FIELDS, judge, run_cell_load
 from benchflow.records import Prompt, RequestRecord
 from benchflow.runner import measure_cell_sync
 from benchflow.schedule import send_offsets_ns
-from benchflow.spec import ConcurrencyLoad, RateLoad, load_spec
+from benchflow.spec import ConcurrencyLoad, load_spec
 from tests.support.helpers import wait_for
 from tests.support.sim_process import SimServer
 from tests.support.stream_server import StreamServer, StreamServerConfig
@@ -109,20 +112,23 @@ def test_two_clients_closed_loop_make_one_cell_on_one_clock(sim):
     assert multiprocessing.active_children() == []
 
 
-async def test_open_loop_two_clients_send_the_single_process_schedule(sim):
-    load = RateLoad(rate=80.0, arrival="poisson")
-    run, verdict = await run_cell_load(sim.url, "sim-model", _prompts(), load, clients=2, max_requests=60,
-                                       warmup_requests=2, seed=11)
-    assert run.mode == "open" and run.target_rate == 80.0 and run.stop_reason == "max_requests"
-    measured = [r for r in run.records if not r.warmup]
-    assert sorted(r.request_id for r in measured) == list(range(2, 62))
+def test_open_loop_two_clients_send_the_single_process_schedule(sim, tmp_path, capsys):
+    out, records = tmp_path / "summary.json", tmp_path / "requests.parquet"
+    code = main(["bench", "--url", sim.url, "--model", "sim-model", "--rate", "80", "--requests", "60",
+                 "--warmup", "2", "--seed", "11", "--clients", "2", "--dataset", "D(16,8)",
+                 "--json", str(out), "--records", str(records)])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(out.read_text())
+    assert summary["completed"] == 60 and summary["client"]["clients"] == 2
+    df = pd.read_parquet(records)
+    measured = df[~df["warmup"]].sort_values("request_id")
+    assert measured["request_id"].tolist() == list(range(2, 62))
     schedule = send_offsets_ns(80.0, "poisson", n=60, seed=11)
-    clock = verdict["client"]["clock"]
+    clock = summary["client"]["clock"]
     error = 2 * clock["error_bound_ns"]  # either end of a difference
-    by_id = sorted(measured, key=lambda r: r.request_id)
-    t0 = by_id[0].scheduled_ns
-    for r, offset in zip(by_id, schedule):
-        assert abs((r.scheduled_ns - t0) - offset) <= error, (r.request_id, r.scheduled_ns - t0, offset)
+    sent = [int(t) for t in measured["scheduled_ns"]]
+    for request_id, t, offset in zip(measured["request_id"], sent, schedule):
+        assert abs((t - sent[0]) - offset) <= error, (request_id, t - sent[0], offset)
     # dealt round-robin: 30 measured requests each (the 2 warm-up ones go to whichever is free)
     counts = [p["requests"] for p in clock["processes"]]
     assert sum(counts) == 62 and min(counts) >= 30
@@ -189,6 +195,7 @@ async def test_cancel_and_stall_carry_over_to_several_clients():
 
 PARENT = """
 import asyncio
+from benchflow.cli import main
 from benchflow.clients import run_cell_load
 from benchflow.records import Prompt
 from benchflow.spec import ConcurrencyLoad

@@ -1,0 +1,106 @@
+"""Load-generator scale-out (`make bench`): the most requests per second 1 vs 2 client processes drive.
+
+Closed loop at concurrency 128, 16-token streams, against a server in a SEPARATE process: by
+default the zero-delay streaming test server (tests/support/stream_server.py), with ``--sim`` the
+simulator (``benchflow.sim``) with a fast profile (``--time-scale 0.001``). Each figure is the
+cell's ``request_throughput`` (successful requests / measurement window) with ``clients: 1`` and
+``clients: 2`` (``benchflow.clients``), the better of two runs, and whether the cell was marked
+``client_bound``. Prints the command, a markdown table and the ratio; writes
+bench/results/clients.json. On a 2-core machine the server shares the two cores with the clients,
+so the ratio is a lower bound on what a second client process gives on a bigger machine.
+
+    .venv/bin/python bench/clients.py [--quick] [--sim]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchflow import SCHEMA_VERSION  # noqa: E402
+from benchflow.clients import run_cell_load  # noqa: E402
+from benchflow.spec import ConcurrencyLoad  # noqa: E402
+from benchflow.stats import summarize  # noqa: E402
+from benchflow.tables import render_table  # noqa: E402
+from benchflow.workload import parse_dataset  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "clients.json"
+DATASET = "D(32,16)"
+CONCURRENCY = 128
+
+
+async def _cell(url: str, model: str, clients: int, requests: int) -> dict:
+    prompts = parse_dataset(DATASET).generate(500, 0)
+    run, verdict = await run_cell_load(url, model, prompts, ConcurrencyLoad(concurrency=CONCURRENCY),
+                                       clients=clients, warmup_requests=CONCURRENCY, max_requests=requests,
+                                       max_duration_s=120, request_timeout_s=20.0)
+    s = summarize(run)
+    return {"clients": clients, "requests": requests, "request_throughput": s["request_throughput"],
+            "failed": s["failed"], "incomplete": s["incomplete"], "client_bound": verdict["client_bound"],
+            "evidence": verdict["client"]["evidence"],
+            "clock_error_bound_ns": (verdict["client"].get("clock") or {}).get("error_bound_ns")}
+
+
+async def _measure(url: str, model: str, requests: int, runs: int) -> list[dict]:
+    best = []
+    for clients in (1, 2):
+        trials = [await _cell(url, model, clients, requests) for _ in range(runs)]
+        best.append(max(trials, key=lambda t: t["request_throughput"] or 0.0))
+    return best
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests, one run each (about 30 s)")
+    parser.add_argument("--sim", action="store_true", help="the simulator (fast profile) instead of the "
+                                                           "zero-delay streaming server")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output (default: %(default)s)")
+    args = parser.parse_args(argv)
+    command = shlex.join([Path(sys.executable).name, "bench/clients.py", *(argv if argv is not None else sys.argv[1:])])
+    print(f"$ {command}")
+    requests, runs = (1500, 1) if args.quick else (6000, 2)
+    if args.sim:
+        from tests.support.sim_process import SimServer
+
+        sim = SimServer("--time-scale", "0.001", "--max-model-len", "256")
+        try:
+            cells = asyncio.run(_measure(sim.url, "sim-model", requests, runs))
+        finally:
+            sim.stop()
+        server = "benchflow.sim --time-scale 0.001, separate process"
+    else:
+        from tests.support.stream_server import StreamServerConfig, serve_in_process
+
+        with serve_in_process(StreamServerConfig(ttft_s=0.0, gap_s=0.0)) as url:
+            cells = asyncio.run(_measure(url, "bench", requests, runs))
+        server = "tests/support/stream_server.py, zero delay, separate process"
+    one, two = (c["request_throughput"] or 0.0 for c in cells)
+    ratio = two / one if one else None
+    result = {"schema_version": SCHEMA_VERSION, "benchmark": "clients", "command": command,
+              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform(), "load_average": os.getloadavg()},
+              "server": server, "dataset": DATASET, "concurrency": CONCURRENCY, "cells": cells,
+              "ratio_2_over_1": ratio}
+    rows = [(c["clients"], round(c["request_throughput"] or 0.0, 1), c["failed"],
+             "yes" if c["client_bound"] else "no", "; ".join(c["evidence"]) or "-") for c in cells]
+    print(render_table(rows, ["clients", "req/s", "failed", "client_bound", "evidence"], markdown=True))
+    print(f"\n2 clients / 1 client: {ratio:.2f}x" if ratio else "\nno ratio: 1 client completed nothing")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
