@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -159,6 +160,31 @@ def test_a_starved_client_process_marks_the_cell_client_bound(sim):
     assert "clients: 4" in verdict["client"]["suggestion"]
     starved = verdict["client"]["processes"][1]
     assert starved["loop_lag_ms"]["p90"] >= 50 or starved["process_cpu_share"] >= 0.9
+
+
+def test_a_starved_single_client_is_client_bound_and_a_normal_one_is_not(sim):
+    load = ConcurrencyLoad(concurrency=2)
+    _, calm = _run(run_cell_load(sim.url, "sim-model", _prompts(), load, max_requests=20))
+    assert calm["client_bound"] is False and calm["client"]["processes"][0]["loop_lag_ms"]["samples"] > 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.2)  # the busy thread keeps the GIL for 200 ms at a time
+    try:
+        spinner.start()
+        run, starved = _run(run_cell_load(sim.url, "sim-model", _prompts(), load, max_requests=20))
+    finally:
+        stop.set()
+        sys.setswitchinterval(interval)
+        spinner.join(10)
+    assert len(run.records) == 20 and starved["client_bound"] is True
+    assert starved["client"]["evidence"][0].startswith("client 0 event-loop lag p90")
+    assert "clients: 2" in starved["client"]["suggestion"]
 
 
 def _run(coro):
