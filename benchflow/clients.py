@@ -125,11 +125,12 @@ class _Ipc:
     counter: Any
     ready: Any  # monotonic_ns when each child finished its warm-up (0: not yet)
     beats: Any  # per child: in_flight, busy_since, last_token, last_answer (monotonic ns; 0 = none)
+    ended: Any  # per child: requests ended, of which failed (for a progress display)
 
     @classmethod
     def make(cls, ctx: Any, n: int, warmup: int) -> _Ipc:
         return cls(ctx.Queue(), ctx.Event(), ctx.Event(), ctx.Value("q", 0), ctx.Value("q", warmup),
-                   ctx.Array("q", n, lock=False), ctx.Array("q", 4 * n, lock=False))
+                   ctx.Array("q", n, lock=False), ctx.Array("q", 4 * n, lock=False), ctx.Array("q", 2 * n, lock=False))
 
 
 class _SharedIds:
@@ -193,15 +194,17 @@ def _plan(base_url: str, model: str, prompts: Sequence[Prompt], load: Any, clien
 async def run_clients(base_url: str, model: str, prompts: Sequence[Prompt], load: Any, *, clients: int,
                       setup: Callable[[int], None] | None = None, stall_after_s: float | None = None,
                       should_stop: Callable[[], str | None] | None = None, **kw: Any) -> tuple[LoadRun, dict]:
-    """Like ``loadgen.run_load`` (same keyword arguments but ``on_request``), over ``clients``
-    processes; the records merged onto this process's ``perf_counter_ns``."""
+    """Like ``loadgen.run_load`` (same keyword arguments), over ``clients`` processes; the records
+    merged onto this process's ``perf_counter_ns``. ``on_request`` (a progress display) is called
+    here, every few tens of ms, with a stand-in per request ended in a child (only its
+    ``error_class`` is set: ``"failed"`` or ``None``)."""
     from benchflow.errors import SpecError
     from benchflow.load_watch import LoadWatch
     from benchflow.spec import ConcurrencyLoad
 
     if stall_after_s is not None and not stall_after_s > 0:
         raise SpecError([f"stall_after_s: must be > 0, got {stall_after_s}"])
-    kw.pop("on_request", None)  # no per-request callback across processes
+    on_request = kw.pop("on_request", None)
     plan, n, _ = _plan(base_url, model, prompts, load, clients, kw, setup)
     ctx = mp.get_context("spawn")
     ipc = _Ipc.make(ctx, n, plan.warmup)
@@ -217,7 +220,7 @@ async def run_clients(base_url: str, model: str, prompts: Sequence[Prompt], load
         logger.info("load %s on %s: %d client processes", load.label, plan.url, n)
         ipc.go.set()
         watch = LoadWatch(_Beats(ipc.beats, n, clock0), kw.get("max_duration_s"), stall_after_s, should_stop)
-        stop_reason = await watch.run(_gather(ipc, procs, results, "done", None))
+        stop_reason = await watch.run(_gather(ipc, procs, results, "done", None, _Progress(ipc.ended, on_request)))
         if stop_reason != "done":
             ipc.stop.set()
             await _gather(ipc, procs, results, "done", COLLECT_TIMEOUT_S)
@@ -265,7 +268,29 @@ class _Beats:
                 "stall_after_s": stall_after_s}
 
 
-async def _gather(ipc: _Ipc, procs: list, got: dict[int, Any], kind: str, timeout_s: float | None) -> None:
+class _Progress:
+    """Calls ``on_request`` once per request the children report ended (a stand-in record)."""
+
+    def __init__(self, ended: Any, on_request: Callable[[Any], None] | None) -> None:
+        self.ended, self.on_request, self.done, self.failed = ended, on_request, 0, 0
+
+    def __call__(self) -> None:
+        if self.on_request is None:
+            return
+        counts = list(self.ended)
+        done, failed = sum(counts[0::2]), sum(counts[1::2])
+        for k in range(done - self.done):
+            self.on_request(_Ended("failed" if k < failed - self.failed else None))
+        self.done, self.failed = done, failed
+
+
+@dataclass(frozen=True)
+class _Ended:
+    error_class: str | None
+
+
+async def _gather(ipc: _Ipc, procs: list, got: dict[int, Any], kind: str, timeout_s: float | None,
+                  progress: Callable[[], None] | None = None) -> None:
     """Reads the children's messages until each has sent ``kind``; raises for a child's error,
     a child that died silently, or the timeout."""
     loop = asyncio.get_running_loop()
@@ -275,6 +300,8 @@ async def _gather(ipc: _Ipc, procs: list, got: dict[int, Any], kind: str, timeou
         try:
             what, i, payload = ipc.queue.get_nowait()
         except queue_mod.Empty:
+            if progress is not None:
+                progress()
             for i, p in enumerate(procs):
                 if i not in got and p.exitcode is not None:
                     silent[i] = silent.get(i, 0) + 1
@@ -292,6 +319,8 @@ async def _gather(ipc: _Ipc, procs: list, got: dict[int, Any], kind: str, timeou
             raise ClientProcessError(f"client process {i} failed: {payload}")
         if what == kind:
             got[i] = payload
+    if progress is not None:
+        progress()
 
 
 async def _reap(procs: list, ipc: _Ipc) -> None:
@@ -384,6 +413,13 @@ async def _child_run(plan: _Plan, i: int, ipc: _Ipc) -> dict[str, Any]:  # pragm
                                      cookie_jar=aiohttp.DummyCookieJar()) as session:
         client = _Client(session, plan.url, plan.bodies, plan.input_tokens, plan.max_tokens, plan.warmup,
                          plan.request_timeout_s)
+
+        def ended(rec: RequestRecord) -> None:
+            ipc.ended[2 * i] += 1
+            if rec.error_class is not None:
+                ipc.ended[2 * i + 1] += 1
+
+        client.on_request = ended
         ipc.queue.put(("ready", i, None))
         while not ipc.go.is_set():
             await asyncio.sleep(_POLL_S)

@@ -151,9 +151,11 @@ def _busy(index: int) -> None:
 
 
 def test_a_starved_client_process_marks_the_cell_client_bound(sim):
+    ended = []
     run, verdict = _run(run_cell_load(sim.url, "sim-model", _prompts(), ConcurrencyLoad(concurrency=4), clients=2,
-                                      max_requests=40, setup=_busy))
+                                      max_requests=40, setup=_busy, on_request=ended.append))
     assert len(run.records) == 40 and all(r.succeeded for r in run.records)
+    assert len(ended) == 40 and all(e.error_class is None for e in ended)  # the progress display's feed
     assert verdict["client_bound"] is True
     evidence = verdict["client"]["evidence"]
     assert evidence and all(e.startswith("client 1 ") for e in evidence), evidence
