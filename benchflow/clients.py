@@ -206,6 +206,8 @@ async def run_clients(base_url: str, model: str, prompts: Sequence[Prompt], load
         raise SpecError([f"stall_after_s: must be > 0, got {stall_after_s}"])
     on_request = kw.pop("on_request", None)
     plan, n, _ = _plan(base_url, model, prompts, load, clients, kw, setup)
+    if n < clients:
+        logger.info("load %s: %d client processes, not %d (one per concurrent request at most)", load.label, n, clients)
     ctx = mp.get_context("spawn")
     ipc = _Ipc.make(ctx, n, plan.warmup)
     procs = [ctx.Process(target=_child_main, args=(plan, i, ipc), name=f"benchflow-client-{i}", daemon=True)
