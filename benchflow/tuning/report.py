@@ -4,14 +4,20 @@ campaign ``backends:`` block, a ``vllm serve`` command line and JSON."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
+from benchflow.charts import tuning as tuning_charts
+from benchflow.charts.embed import charts_markdown
+from benchflow.errors import BenchflowError
 from benchflow.spec.backends import render_engine_args
 from benchflow.tuning.spec import TuningSpec
 from benchflow.tuning.study import feasible_best
 
+log = logging.getLogger(__name__)
 
 def load(storage: Any, study_id: str | None) -> optuna.Study:
     if study_id is None:
@@ -66,14 +72,31 @@ def serve_command(study: optuna.Study) -> str:
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
-    feasible = [t for t in study.trials if t.user_attrs.get("measured")]
-    if len(feasible) < 2 or len(study.directions) > 1:
-        return {}
+    """The first objective's parameter importances (see :func:`param_importances`); {} when too few."""
+    return next(iter(tuning_charts.param_importances(study).by_objective.values()), {})
+
+
+def param_importances(study: optuna.Study) -> tuning_charts.Importances:
+    """Per objective, PED-ANOVA over the feasible measured trials, or a note saying why not."""
+    return tuning_charts.param_importances(study)
+
+
+def study_charts(study: optuna.Study, results: Any = None,
+                 imp: tuning_charts.Importances | None = None) -> dict[str, str]:
+    """``{file name: SVG}`` of the study (history, Pareto front, importances); with ``results``
+    also stored at ``studies/<id>/charts/<name>`` in its artifact store. A chart that cannot be
+    drawn or stored is logged, never fatal: the report goes out without it."""
     try:
-        return optuna.importance.get_param_importances(  # PED-ANOVA: no scikit-learn needed
-            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
-    except (RuntimeError, ValueError, ImportError):
+        charts = tuning_charts.render_study_charts(study, imp)
+    except Exception as e:  # noqa: BLE001 - a picture must not cost the study its report
+        log.warning("charts of study %s not drawn: %s", study.study_name, e)
         return {}
+    if results is not None:
+        try:
+            tuning_charts.store_study_charts(results, study.study_name, charts)
+        except BenchflowError as e:
+            log.warning("charts of study %s not stored: %s", study.study_name, e)
+    return charts
 
 
 def _fmt(v: Any) -> str:
@@ -92,7 +115,9 @@ def _note(reason: str) -> str:
     return note.replace("|", "/")
 
 
-def markdown(study: optuna.Study) -> str:
+def markdown(study: optuna.Study, charts: Mapping[str, str] | None = None) -> str:
+    """The study's report; ``charts`` (see :func:`study_charts`) are embedded as ``data:`` images,
+    which Prefect's markdown artifacts render (left out on the terminal)."""
     spec = spec_of(study)
     metrics = list(spec.objective.metrics)
     lines = [f"# Tuning study {study.study_name}", "",
@@ -112,6 +137,8 @@ def markdown(study: optuna.Study) -> str:
     lines.append("")
     if not best:
         lines.append("No feasible configuration yet.")
+        if charts:
+            lines += ["", charts_markdown(charts, names=list(charts)).rstrip()]
         return "\n".join(lines) + "\n"
     title = "Best configuration" if len(metrics) == 1 else "Pareto front"
     confirm = study.user_attrs.get("confirm")
@@ -122,9 +149,19 @@ def markdown(study: optuna.Study) -> str:
               for t in best]
     if confirm:
         lines += ["", "## Confirmation", "", confirm["text"]]
-    imp = importances(study)
-    if imp:
-        lines += ["", "## Parameter importances (PED-ANOVA)", ""] + [f"- {k}: {v:.2f}" for k, v in imp.items()]
+    if charts:
+        lines += ["", charts_markdown(charts, names=list(charts)).rstrip()]
+    imp = param_importances(study)
+    lines += ["", f"## Parameter importances ({imp.evaluator})", ""]
+    if not imp.by_objective:
+        lines.append(imp.note)
+    for metric, values in imp.by_objective.items():
+        if len(imp.by_objective) > 1:
+            lines.append(f"- {metric}:")
+        indent = "  " if len(imp.by_objective) > 1 else ""
+        lines += [f"{indent}- {k}: {v:.2f}" for k, v in values.items()]
+    if imp.by_objective:
+        lines += ["", f"({imp.describe()})"]
     lines += ["", "## Winning flags", "", "```", serve_command(study), "```", "", "```json",
               json.dumps(winning_flags(study), indent=2), "```"]
     return "\n".join(lines) + "\n"
