@@ -17,6 +17,7 @@ Series ids: ``series-history-<metric>-{feasible,infeasible,not-measured,best}``,
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,7 +226,13 @@ def param_importances(study: optuna.Study, min_trials: int = MIN_IMPORTANCE_TRIA
         out.note = "no parameter varied across the feasible trials"
         return out
     out.target_quantile = min(0.5, max(0.1, 2 / len(feasible)))
-    copy = optuna.create_study(directions=study.directions)
+    quiet = logging.getLogger("optuna.storages._in_memory")  # "A new study created in memory" on every call
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        copy = optuna.create_study(directions=study.directions)
+    finally:
+        quiet.setLevel(level)
     copy.add_trials(feasible)
     evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=out.target_quantile)
     for i, (metric, direction) in enumerate(objs):
