@@ -197,7 +197,10 @@ CAPTIONS = {
 
 
 def _num(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    """4 significant figures, never in exponent form (17660.8 -> 17661, not 1.766e+04)."""
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
 
 
 def _flags_text(params: Mapping[str, Any]) -> str:
