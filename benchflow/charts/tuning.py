@@ -184,7 +184,9 @@ def pareto_svg(study: optuna.Study, title: str = "") -> str:
     ax.set_xlabel(f"{mx} ({dx})")
     ax.set_ylabel(f"{my} ({dy})")
     ax.legend(loc="best")
-    ax.set_title(title or f"Pareto front of study {study.study_name}")
+    more = len(objectives(study)) - 2
+    ax.set_title(title or f"Pareto front of study {study.study_name}"
+                 + (f" (first two of {more + 2} objectives)" if more > 0 else ""))
     return to_svg(fig)
 
 

@@ -198,3 +198,21 @@ def test_apply_uses_the_confirmations_winner_when_it_differs_from_the_search_bes
     assert report.winning_flags(copy) == second.user_attrs["flags"]
     html = report.render_html(copy, charts={})
     assert f"Winner: trial {second.number} (" in html
+
+
+def test_a_study_without_a_feasible_trial_still_reports_with_its_charts(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'none.db'}"
+    s = virtual_spec(trials={"count": 3}, sampler={"name": "random", "seed": 2})
+    run_study(s, storage, TuneFakes(fail_start=lambda f: True).steps_for, study_id="none")
+    study = optuna.load_study(study_name="none", storage=storage)
+    assert report.chosen_trial(study) is None
+    charts = report.study_charts(study)
+    assert paths_of(charts[tc.HISTORY], "series-history-output_throughput-not-measured")
+    assert "series-history-output_throughput-best" not in charts[tc.HISTORY]
+    md = report.markdown(study, charts=charts)
+    assert "No feasible configuration yet." in md and md.count("](data:image/svg+xml;base64,") == 2
+    html = report.render_html(study, charts)
+    assert 'class="answer none"' in html and "No feasible configuration yet" in html
+    assert '<pre id="serve-command">' not in html and html.count("<svg") == 2
+    with pytest.raises(BenchflowError, match="no feasible trial yet"):
+        report.winning_flags(study)
