@@ -6,8 +6,8 @@
 - :func:`pareto_svg` — two objectives: the Pareto front of the feasible trials highlighted, the
   dominated ones grey, those that broke the SLO as crosses.
 - :func:`importances_svg` — parameter importances (``optuna.importance.get_param_importances``
-  with PED-ANOVA, named in the chart) over the feasible measured trials; with too few of them the
-  chart says so instead.
+  with PED-ANOVA, named in the chart) over the feasible measured trials (every measured trial when
+  too few are feasible, said so); with too few measured trials the chart says so instead.
 
 A trial's kind comes from the user attrs :mod:`benchflow.tuning.study` sets (``measured``,
 ``infeasible``): an unmeasured trial carries a placeholder value for the sampler, never plotted.
@@ -198,36 +198,45 @@ def _padded(values: Sequence[float], share: float = 0.15) -> tuple[float, float]
 
 @dataclass
 class Importances:
-    """Per objective, ``{param: importance}`` (normalized, largest first), or a note saying why not."""
+    """Per objective, ``{param: importance}`` (normalized, largest first), or a note saying why not.
+    ``trials``: which trials they were computed over, in words ("feasible measured" or "measured")."""
 
     by_objective: dict[str, dict[str, float]] = field(default_factory=dict)
     evaluator: str = EVALUATOR
     n_trials: int = 0
+    trials: str = "feasible measured"
     target_quantile: float = 0.1
     note: str = ""
 
     def describe(self) -> str:
-        return (f"{self.evaluator} over the {self.n_trials} feasible measured trials "
+        return (f"{self.evaluator} over the {self.n_trials} {self.trials} trials "
                 f"(importance of reaching their top {self.target_quantile:.0%})")
 
 
 def param_importances(study: optuna.Study, min_trials: int = MIN_IMPORTANCE_TRIALS) -> Importances:
     """``optuna.importance.get_param_importances`` with PED-ANOVA (no scikit-learn needed), per
-    objective, over the feasible measured trials only (an unmeasured trial's value is a placeholder;
-    an SLO-violating one is not a configuration anyone may use). The target quantile is raised from
-    10% so that at least two trials are in it."""
+    objective, over the feasible measured trials: the configurations anyone may use. With fewer
+    than ``min_trials`` of them, over every measured trial, SLO breakers included (their values are
+    real measurements; the report says so); never over unmeasured trials, whose value is a
+    placeholder. With fewer than ``min_trials`` measured trials, a note instead. The target
+    quantile is raised from 10% so that at least two trials are in it."""
     objs = objectives(study)
     feasible = [t for t in study.get_trials(deepcopy=False) if trial_kind(t) == FEASIBLE]
+    measured = [t for t in study.get_trials(deepcopy=False) if trial_kind(t) in (FEASIBLE, INFEASIBLE)]
+    pool = feasible
     out = Importances(n_trials=len(feasible))
-    varied = {p for t in feasible for p in t.params if len({repr(x.params.get(p)) for x in feasible}) > 1}
-    if len(feasible) < min_trials:
-        out.note = (f"parameter importances need at least {min_trials} feasible measured trials; "
-                    f"this study has {len(feasible)}")
+    if len(feasible) < min_trials <= len(measured):
+        pool = measured
+        out.n_trials, out.trials = len(measured), f"measured (SLO breakers included: {len(feasible)} feasible)"
+    if len(pool) < min_trials:
+        out.note = (f"parameter importances need at least {min_trials} measured trials; this study has "
+                    f"{len(measured)} ({len(feasible)} feasible)")
         return out
+    varied = {p for t in pool for p in t.params if len({repr(x.params.get(p)) for x in pool}) > 1}
     if not varied:
-        out.note = "no parameter varied across the feasible trials"
+        out.note = f"no parameter varied across the {out.trials} trials"
         return out
-    out.target_quantile = min(0.5, max(0.1, 2 / len(feasible)))
+    out.target_quantile = min(0.5, max(0.1, 2 / len(pool)))
     quiet = logging.getLogger("optuna.storages._in_memory")  # "A new study created in memory" on every call
     level = quiet.level
     quiet.setLevel(logging.WARNING)
@@ -235,7 +244,7 @@ def param_importances(study: optuna.Study, min_trials: int = MIN_IMPORTANCE_TRIA
         copy = optuna.create_study(directions=study.directions)
     finally:
         quiet.setLevel(level)
-    copy.add_trials(feasible)
+    copy.add_trials(pool)
     evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=out.target_quantile)
     for i, (metric, direction) in enumerate(objs):
         sign = -1.0 if direction == "maximize" else 1.0  # PED-ANOVA ranks low target values as good
@@ -277,7 +286,7 @@ def importances_svg(imp: Importances, title: str = "") -> str:
         ax.set_xlabel(f"importance ({imp.evaluator}, normalized)")
         ax.grid(axis="y", visible=False)
     fig.suptitle(title or f"Parameter importances ({imp.evaluator})")
-    fig.supxlabel(f"{imp.n_trials} feasible measured trials; importance of reaching their top "
+    fig.supxlabel(f"{imp.n_trials} {imp.trials} trials; importance of reaching their top "
                   f"{imp.target_quantile:.0%}", fontsize=7, color="#555555")
     return to_svg(fig)
 

@@ -191,8 +191,8 @@ CAPTIONS = {
                            "Crosses broke the SLO; triangles on the axis were never measured.",
     tuning_charts.PARETO: "The first two objectives of every measured trial: the Pareto front of the feasible ones "
                           "(labelled with trial numbers), dominated ones grey, SLO breakers as crosses.",
-    tuning_charts.IMPORTANCES: "How much each flag decides whether a configuration reaches the top of the feasible "
-                               "trials (optuna.importance, PED-ANOVA).",
+    tuning_charts.IMPORTANCES: "How much each flag decides whether a configuration reaches the top of the trials "
+                               "named below the chart (optuna.importance, PED-ANOVA).",
 }
 
 

@@ -150,13 +150,24 @@ def test_importances_name_the_evaluator_and_follow_each_objective():
     assert "PED-ANOVA" in svg and "30 feasible measured trials" in svg
 
 
-def test_too_few_feasible_trials_give_a_note_not_a_crash(tmp_path):
+def test_with_too_few_feasible_trials_importances_use_every_measured_trial_and_say_so(one_objective):
+    feasible = sum(tc.trial_kind(t) == tc.FEASIBLE for t in one_objective.trials)
+    measured = sum(tc.trial_kind(t) in (tc.FEASIBLE, tc.INFEASIBLE) for t in one_objective.trials)
+    assert feasible < measured
+    imp = tc.param_importances(one_objective, min_trials=feasible + 1)
+    assert imp.n_trials == measured and imp.by_objective["output_throughput"]
+    assert f"{measured} measured (SLO breakers included: {feasible} feasible) trials" in imp.describe()
+    assert "SLO breakers included" in tc.importances_svg(imp)
+    assert tc.param_importances(one_objective).n_trials == feasible
+
+
+def test_too_few_measured_trials_give_a_note_not_a_crash(tmp_path):
     study = virtual_study(f"sqlite:///{tmp_path / 'few.db'}", "few", trials={"count": 3},
                           sampler={"name": "random", "seed": 1})
     imp = tc.param_importances(study)
-    assert not imp.by_objective and "need at least 5 feasible measured trials" in imp.note
+    assert not imp.by_objective and "need at least 5 measured trials; this study has" in imp.note
     svg = tc.importances_svg(imp)
-    assert "need at least 5 feasible measured trials" in svg and "series-importance" not in svg
+    assert "need at least 5 measured trials" in svg and "series-importance" not in svg
     md = report.markdown(study, charts=report.study_charts(study))
     assert "## Parameter importances (PED-ANOVA)" in md and imp.note in md
     empty = optuna.create_study()

@@ -41,7 +41,7 @@ def test_the_tune_report_artifact_embeds_the_charts_and_they_are_stored_under_th
     history, importances = (base64.b64decode(u).decode() for _, u in uris)
     assert 'id="series-history-output_throughput-feasible"' in history
     assert 'id="series-history-output_throughput-not-measured"' in history  # the out-of-memory start
-    assert "need at least 5 feasible measured trials" in importances  # two trials: a note, not a crash
+    assert "need at least 5 measured trials" in importances  # two trials: a note, not a crash
     stored = Results.from_env().artifacts
     keys = sorted(stored.list("studies/chartflow/charts"))
     assert [k.rsplit("/", 1)[-1] for k in keys] == ["tuning-history.svg", "tuning-importances.svg"]
