@@ -79,7 +79,7 @@ def tune(spec: Union[TuningSpec, str], study_id: str | None = None) -> dict[str,
         confirm_study(study, tspec, steps_for, on_campaign=on_campaign)
     create_table_artifact(key=artifact_key("tune", sid, "trials"), table=trials_table(study),
                           description=f"trials of study {sid}")
-    markdown = report.markdown(study)
+    markdown = report.markdown(study, charts=report.study_charts(study, results))  # also studies/<id>/charts/
     create_markdown_artifact(key=artifact_key("tune", sid, "report"), markdown=markdown,
                              description=f"report of study {sid}")
     return {"study_id": sid, "ran": out.ran, "finished": out.finished, "stopped_by": out.stopped_by}

@@ -1,4 +1,5 @@
-"""``benchflow tune SPEC [--study-id ID]``, ``benchflow tune report [ID]``, ``benchflow tune apply ID --out F``.
+"""``benchflow tune SPEC [--study-id ID]``, ``benchflow tune report [ID] [--html F]``,
+``benchflow tune apply ID --out F``.
 
 The study lives in Optuna's tables in the results database (``BENCHFLOW_DATABASE_URL``, else SQLite
 under ``BENCHFLOW_HOME``); ``optuna-dashboard <that URL>`` opens it too.
@@ -21,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("id", nargs="?", help="study id (report, apply)")
     p.add_argument("--study-id", help="resume this study (completed trials are not measured again)")
     p.add_argument("--out", help="apply: the file to write (YAML; .json writes JSON)")
+    p.add_argument("--html", metavar="FILE", type=Path,
+                   help="report: also write one self-contained HTML file (charts inline, no network needed)")
     p.set_defaults(func=run)
 
 
@@ -45,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         study = report.load(storage_url(results.config.database_url), args.id)
         if args.spec == "report":
             sys.stdout.write(report.markdown(study))
+            if args.html is not None:
+                _write_html(study, args.html, storage_url(results.config.database_url))
             return 0
         if not args.id or not args.out:
             raise SpecError(["tune apply: give a study id and --out FILE"])
@@ -54,6 +59,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}: backend {block['backends'][0]['name']}\n{report.serve_command(study)}")
         return 0
     return _tune(args)
+
+
+def _write_html(study, path: Path, storage: str) -> None:
+    from benchflow.errors import BenchflowError
+    from benchflow.store.config import redact_url
+    from benchflow.tuning import report
+
+    text = report.render_html(study, footer=f"benchflow tune report · study {study.study_name} · open it live: "
+                                            f"optuna-dashboard {redact_url(storage)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise BenchflowError(f"cannot write the HTML report to {path}: {e.strerror or e}") from e
+    print(f"HTML report: {path}")
 
 
 def _yaml(data: dict) -> str:
