@@ -85,7 +85,7 @@ def _run_on_pool(tspec: TuningSpec, storage_url: str, sid: str, deployment: str,
     from prefect.deployments import run_deployment
 
     study = open_study(tspec, heartbeat_storage(storage_url), sid)
-    params = {"spec": tspec.model_dump(mode="json"), "study_id": sid}
+    params = {"spec": tspec.model_dump(mode="json", exclude_none=True), "study_id": sid}
 
     def start(lane: int) -> Any:
         run = run_deployment(deployment, parameters={**params, "lane": lane}, timeout=0,

@@ -328,6 +328,9 @@ def run_study(spec: TuningSpec, storage: Any, steps_for: StepsFactory, *, study_
     """Runs trials until ``trials.count`` are finished in the study (resumed ones count) or
     ``trials.timeout_s`` has passed (this run), or the grid is exhausted."""
     study_id = study_id or new_study_id(spec)
+    if spec.placement == "pool":
+        log.warning("study %s: placement: pool needs the Prefect flow (the tune/adhoc deployment); here the "
+                    "trials run in this process", study_id)
     if spec.parallel > 1 and isinstance(storage, str):  # N trials at once, one per GPU lane
         from benchflow.tuning.parallel import run_local_parallel
 
