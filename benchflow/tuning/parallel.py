@@ -228,7 +228,12 @@ def dispatch(study: optuna.Study, spec: Any, start: Callable[[int], Any], done: 
     started_at, ran, failed_in_row = clock(), 0, 0
     stopped_by = "count"
     finished_before = _finished(study)
+    from benchflow.tuning.study import _fail_stale, _heartbeat_enabled
+
+    heartbeat = _heartbeat_enabled(study)
     while True:
+        if heartbeat:  # a trial whose worker died: FAIL, and enqueued for the next trial to take
+            _fail_stale(study)
         for lane, handle in list(in_flight.items()):
             if done(handle):
                 del in_flight[lane]
