@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextvars
 from typing import Any, Union
 
-from optuna.trial import TrialState
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, \
     update_progress_artifact
@@ -25,9 +24,9 @@ from prefect.runtime import flow_run as current_run
 from benchflow.tuning import report
 from benchflow.tuning.confirm import confirm_study
 from benchflow.tuning.local import reap_study_leftovers
-from benchflow.tuning.parallel import dispatch, heartbeat_storage, run_local_parallel, run_one_trial
+from benchflow.tuning.parallel import dispatch, heartbeat_storage, run_one_trial, run_tuning
 from benchflow.tuning.spec import TuningSpec, load_tuning_spec
-from benchflow.tuning.study import StudyOutcome, new_study_id, open_study, prepare_storage, run_study
+from benchflow.tuning.study import StudyOutcome, new_study_id, open_study, prepare_storage
 from flows.backend_cells import backend_steps
 from flows.hooks import reap_on_exit
 from tasks.artifacts import artifact_key
@@ -142,13 +141,9 @@ def tune(spec: Union[TuningSpec, str], study_id: str | None = None, trial_deploy
                 results.describe())
     if tspec.placement == "pool":
         out = _run_on_pool(tspec, storage, sid, trial_deployment, trial_job_variables, progress)
-    elif tspec.parallel > 1:
-        par = run_local_parallel(tspec, storage, sid, steps_for, on_campaign=on_campaign, progress=progress,
-                                 thread_context=lambda: contextvars.copy_context().run)
-        out = StudyOutcome(sid, par.ran, len(report.load(storage, sid).get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,))), par.stopped_by)
     else:
-        out = run_study(tspec, storage, steps_for, study_id=sid, on_campaign=on_campaign, progress=progress)
+        out = run_tuning(tspec, storage, steps_for, study_id=sid, on_campaign=on_campaign, progress=progress,
+                         thread_context=lambda: contextvars.copy_context().run)
     study = report.load(storage, sid)
     if tspec.confirm:
         confirm_study(study, tspec, steps_for, on_campaign=on_campaign)

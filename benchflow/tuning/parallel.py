@@ -310,3 +310,22 @@ def run_local_parallel(spec: Any, storage_url: str, study_id: str, steps_for: Ca
     if errors and out.ran == len(errors):
         raise errors[0]
     return out
+
+
+def run_tuning(spec: Any, storage: Any, steps_for: Callable[[Any, str], Any], *, study_id: str | None = None,
+               on_campaign: Any = None, progress: Callable[[str], None] | None = None,
+               thread_context: Callable[[], Callable[..., Any]] | None = None) -> Any:
+    """A study in this process: :func:`~benchflow.tuning.study.run_study` one trial at a time, or,
+    with ``parallel: N`` (N > 1), :func:`run_local_parallel`. Returns a ``StudyOutcome``."""
+    from benchflow.tuning.study import StudyOutcome, new_study_id, run_study
+
+    study_id = study_id or new_study_id(spec)
+    if spec.placement == "pool":
+        log.warning("study %s: placement: pool needs the Prefect flow (the tune/adhoc deployment); here the "
+                    "trials run in this process", study_id)
+    if spec.parallel <= 1 or not isinstance(storage, str):
+        return run_study(spec, storage, steps_for, study_id=study_id, on_campaign=on_campaign, progress=progress)
+    out = run_local_parallel(spec, storage, study_id, steps_for, on_campaign=on_campaign, progress=progress,
+                             thread_context=thread_context)
+    study = optuna.load_study(study_name=study_id, storage=storage)
+    return StudyOutcome(study_id, out.ran, _finished(study), out.stopped_by)

@@ -328,16 +328,6 @@ def run_study(spec: TuningSpec, storage: Any, steps_for: StepsFactory, *, study_
     """Runs trials until ``trials.count`` are finished in the study (resumed ones count) or
     ``trials.timeout_s`` has passed (this run), or the grid is exhausted."""
     study_id = study_id or new_study_id(spec)
-    if spec.placement == "pool":
-        log.warning("study %s: placement: pool needs the Prefect flow (the tune/adhoc deployment); here the "
-                    "trials run in this process", study_id)
-    if spec.parallel > 1 and isinstance(storage, str):  # N trials at once, one per GPU lane
-        from benchflow.tuning.parallel import run_local_parallel
-
-        out = run_local_parallel(spec, storage, study_id, steps_for, on_campaign=on_campaign, progress=progress)
-        return StudyOutcome(study_id, out.ran, len(optuna.load_study(study_name=study_id, storage=storage)
-                                                   .get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-                            out.stopped_by)
     study = open_study(spec, storage, study_id)
     start, ran = clock(), 0
     stopped_by = "count"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime
 
 import optuna
 import pytest
@@ -13,7 +12,7 @@ from optuna.trial import TrialState
 
 from benchflow.tuning.parallel import dispatch, lane_gpus, place_on_lane
 from benchflow.tuning.spec import load_tuning_spec
-from benchflow.tuning.study import run_study
+from benchflow.tuning.parallel import run_tuning
 from tests.tuning.fakes import TuneFakes
 from tests.tuning.test_study import spec
 
@@ -119,7 +118,7 @@ def test_n_trials_run_at_once_on_distinct_slots_with_unique_numbers(tmp_path):
         steps.run_cell, steps.gpu_slots = slow_cell, slots.slots
         return steps
 
-    out = run_study(s, storage, steps_for, study_id="par")
+    out = run_tuning(s, storage, steps_for, study_id="par")
     study = optuna.load_study(study_name="par", storage=storage)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert out.finished == 4 and len(trials) == 4
@@ -147,4 +146,3 @@ def test_the_spec_loads_from_yaml_with_parallel_fields(tmp_path):
     path.write_text(yaml.safe_dump(data))
     loaded = load_tuning_spec(path)
     assert loaded.parallel == 2 and loaded.placement == "pool"
-    assert isinstance(datetime.now(), datetime)
