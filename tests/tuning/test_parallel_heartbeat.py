@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from benchflow.tuning.parallel import heartbeat_storage, run_one_trial
+from benchflow.tuning.study import _fail_stale
 from tests.tuning.fakes import TuneFakes
 from tests.tuning.test_study import spec
 
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUNNER = textwrap.dedent("""
     import sys, time
     from benchflow.tuning.parallel import heartbeat_storage, run_one_trial
+from benchflow.tuning.study import _fail_stale
     from tests.tuning.fakes import TuneFakes
     from tests.tuning.test_study import spec
 
@@ -74,7 +76,7 @@ def test_a_sigkilled_trial_runner_is_marked_failed_by_the_heartbeat_and_its_tria
     assert dead.state == TrialState.RUNNING, "nobody has noticed yet: the trial is still RUNNING"
 
     def stale_failed():
-        optuna.storages.fail_stale_trials(study)  # what every trial start does
+        _fail_stale(study)  # what every trial start, and the dispatcher's every poll, does
         return study.trials[0].state == TrialState.FAIL
 
     _wait(stale_failed, what="the heartbeat marking the trial FAIL")
