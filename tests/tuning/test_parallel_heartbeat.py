@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 RUNNER = textwrap.dedent("""
     import sys, time
     from benchflow.tuning.parallel import heartbeat_storage, run_one_trial
-from benchflow.tuning.study import _fail_stale
     from tests.tuning.fakes import TuneFakes
     from tests.tuning.test_study import spec
 
