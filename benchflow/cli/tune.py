@@ -88,7 +88,8 @@ def _tune(args: argparse.Namespace) -> int:
     from benchflow.tuning.local import campaign_hook, local_steps, reap_study_leftovers
     from benchflow.store.config import redact_url
     from benchflow.tuning.spec import load_tuning_spec
-    from benchflow.tuning.study import new_study_id, prepare_storage, run_study
+    from benchflow.tuning.parallel import run_tuning
+    from benchflow.tuning.study import new_study_id, prepare_storage
 
     spec = load_tuning_spec(args.spec)
     results = _results()
@@ -100,7 +101,7 @@ def _tune(args: argparse.Namespace) -> int:
     hook = campaign_hook(results, study_id)
     print(f"study {study_id}: trials in {results.describe()}; study in {redact_url(storage)} "
           f"(optuna-dashboard opens it)", file=sys.stderr)
-    out = run_study(spec, storage, steps_for, study_id=study_id, on_campaign=hook,
+    out = run_tuning(spec, storage, steps_for, study_id=study_id, on_campaign=hook,
                     progress=lambda note: print(note, file=sys.stderr))
     study = report.load(storage, study_id)
     if spec.confirm:

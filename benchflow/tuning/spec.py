@@ -145,6 +145,10 @@ class TuningSpec(StrictModel):
     trials: TrialBudget
     repetitions: int = Field(1, ge=1)
     confirm: ConfirmSpec | None = None
+    parallel: int = Field(1, ge=1, le=64, description="trials at once; each on its own GPU lane (slot)")
+    placement: Literal["local", "pool"] = Field(
+        "local", description="local: the trials run in this process; pool: each is a run of the tune-trial "
+        "deployment on the GPU work pool (the Prefect flow only)")
 
     @property
     def directions(self) -> list[str]:

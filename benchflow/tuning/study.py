@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 StepsFactory = Callable[[Any, str], BackendSteps]
 #: ``on_campaign(campaign_id, campaign_spec, status)``: "running" before a trial's cells, then its end status.
 CampaignHook = Callable[[str, Any, str], None]
+#: ``place(campaign_spec) -> campaign_spec``: moves a trial's backend to its GPUs (parallel trials).
+Placer = Callable[[Any], Any]
 
 INTERRUPTED = ("interrupted: the process running this trial stopped before it finished; marked FAIL on "
                "resume, and its configuration is enqueued to be measured again")
@@ -150,6 +152,9 @@ def open_study(spec: TuningSpec, storage: str | optuna.storages.BaseStorage, stu
                                 load_if_exists=True)
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     study.set_user_attr("objectives", list(spec.objective.metrics))
+    if _heartbeat_enabled(study):  # parallel: a RUNNING trial may be measured right now elsewhere
+        _fail_stale(study)
+        return study
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "failed_reason", INTERRUPTED)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
@@ -157,6 +162,22 @@ def open_study(spec: TuningSpec, storage: str | optuna.storages.BaseStorage, stu
         log.warning("study %s: trial %d was left running by a crash: marked FAIL; its configuration is measured "
                     "again", study_id, t.number)
     return study
+
+
+def _heartbeat_enabled(study: optuna.Study) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(study._storage)
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    """Marks FAIL the trials whose heartbeat stopped (their worker died); the storage's callback
+    enqueues their configuration again (:mod:`benchflow.tuning.parallel`)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def suggest(trial: optuna.Trial, spec: TuningSpec) -> dict[str, Any]:
@@ -175,9 +196,12 @@ def suggest(trial: optuna.Trial, spec: TuningSpec) -> dict[str, Any]:
 
 
 def measure(spec: TuningSpec, flags: dict[str, Any], campaign_id: str, steps_for: StepsFactory, *,
-            repetitions: int | None = None, on_campaign: CampaignHook | None = None) -> Measurement:
+            repetitions: int | None = None, on_campaign: CampaignHook | None = None,
+            place: Placer | None = None) -> Measurement:
     """Runs the trial's cells (every load point x repetitions) through the campaign engine."""
     cspec = spec.trial_campaign(flags, name=f"{spec.name}-{campaign_id.rsplit('-', 1)[-1]}", repetitions=repetitions)
+    if place is not None:
+        cspec = place(cspec)
     backend, cells = cspec.backends[0], cspec.cells()
     m = Measurement(campaign_id, cell_ids=[c.id for c in cells])
     steps = steps_for(cspec, campaign_id)
@@ -231,21 +255,21 @@ def _worst(study: optuna.Study, spec: TuningSpec) -> list[float]:
 
 
 def run_trial(study: optuna.Study, spec: TuningSpec, steps_for: StepsFactory, *,
-              on_campaign: CampaignHook | None = None) -> optuna.trial.FrozenTrial:
+              on_campaign: CampaignHook | None = None, place: Placer | None = None) -> optuna.trial.FrozenTrial:
     """One trial through ``study.optimize(n_trials=1)`` (the grid sampler stops the study from
     inside the optimize loop when its grid is done, which ask/tell would not allow)."""
     numbers: list[int] = []
 
     def objective(trial: optuna.Trial) -> list[float]:
         numbers.append(trial.number)
-        return _evaluate(study, trial, spec, steps_for, on_campaign)
+        return _evaluate(study, trial, spec, steps_for, on_campaign, place=place)
 
     study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False)
     return study.trials[numbers[0]]
 
 
 def _evaluate(study: optuna.Study, trial: optuna.Trial, spec: TuningSpec, steps_for: StepsFactory,
-              on_campaign: CampaignHook | None) -> list[float]:
+              on_campaign: CampaignHook | None, *, place: Placer | None = None) -> list[float]:
     flags = suggest(trial, spec)
     trial.set_user_attr("flags", flags)
     cons = dict.fromkeys(constraint_keys(spec), 0.0)
@@ -259,7 +283,7 @@ def _evaluate(study: optuna.Study, trial: optuna.Trial, spec: TuningSpec, steps_
     else:
         cid = f"{study.study_name}-t{trial.number}"
         trial.set_user_attr("campaign_id", cid)
-        m = measure(spec, flags, cid, steps_for, on_campaign=on_campaign)
+        m = measure(spec, flags, cid, steps_for, on_campaign=on_campaign, place=place)
         trial.set_user_attr("cell_ids", m.cell_ids)
         per_metric = [per_repetition(m, spec, key) for key in spec.objective.metrics]
         if not m.started or not all(per_metric):

@@ -24,10 +24,14 @@ def config() -> dict:
 
 @pytest.fixture(scope="module")
 def deployments(config) -> dict[str, dict]:
+    """``{"<flow name>/<deployment name>": deployment}``: a deployment name is unique per flow only
+    (``campaign/adhoc`` and ``tune/adhoc``)."""
     from prefect.cli.deploy._models import PrefectYamlModel
 
     PrefectYamlModel.model_validate(config)  # the shape `prefect deploy` accepts
-    return {d["name"]: d for d in config["deployments"]}
+    out = {f"{_flow(d['entrypoint']).name}/{d['name']}": d for d in config["deployments"]}
+    assert len(out) == len(config["deployments"]), "two deployments with one name on one flow"
+    return out
 
 
 def _flow(entrypoint: str):
@@ -36,10 +40,12 @@ def _flow(entrypoint: str):
     return load_flow_from_entrypoint(entrypoint)
 
 
-def test_the_three_deployments_exist_under_their_flow_names(deployments):
-    names = {f"{_flow(d['entrypoint']).name}/{name}" for name, d in deployments.items()}
-    assert names == {"campaign/adhoc", "campaign/nightly", "health/fleet"}
-    assert "tune" not in " ".join(names)
+def test_the_deployments_exist_under_their_flow_names(deployments):
+    names = set(deployments)
+    assert names == {"campaign/adhoc", "campaign/nightly", "health/fleet", "tune/adhoc", "tune-trial/trial"}
+    from flows.tune import TRIAL_DEPLOYMENT
+
+    assert TRIAL_DEPLOYMENT in names, "the tune flow starts its trials as runs of this deployment"
 
 
 def test_every_deployment_routes_through_a_bootstrapped_pool_and_queue(deployments):
@@ -52,7 +58,7 @@ def test_every_deployment_routes_through_a_bootstrapped_pool_and_queue(deploymen
 
 
 def test_the_nightly_runs_on_a_cron_with_a_timezone_and_never_overlaps(deployments):
-    nightly = deployments["nightly"]
+    nightly = deployments["campaign/nightly"]
     (schedule,) = nightly["schedules"]
     assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "Europe/Berlin" and schedule["active"]
     assert nightly["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
@@ -106,10 +112,25 @@ def test_the_pull_step_is_importable_and_tags_are_labels_only(config, deployment
 def test_flow_parameters_are_typed_so_the_ui_has_a_form(deployments):
     from prefect.utilities.callables import parameter_schema
 
-    schema = parameter_schema(_flow(deployments["adhoc"]["entrypoint"])).model_dump()
+    by_flow = deployments
+    schema = parameter_schema(_flow(by_flow["campaign/adhoc"]["entrypoint"])).model_dump()
     spec = schema["properties"]["spec"]
     assert {"$ref": "#/definitions/CampaignSpec"} in spec["anyOf"]
     assert schema["required"] == ["spec"]
-    nightly = parameter_schema(_flow(deployments["nightly"]["entrypoint"])).model_dump()
+    nightly = parameter_schema(_flow(by_flow["campaign/nightly"]["entrypoint"])).model_dump()
     assert set(nightly["properties"]) == {"spec", "campaign_id", "baseline_campaign_id"}
     assert Path(REPO / nightly["properties"]["spec"]["default"]).is_file()
+
+
+def test_the_tune_deployments_have_typed_parameters(deployments):
+    from prefect.utilities.callables import parameter_schema
+
+    by_flow = deployments
+    tune = parameter_schema(_flow(by_flow["tune/adhoc"]["entrypoint"])).model_dump()
+    assert {"$ref": "#/definitions/TuningSpec"} in tune["properties"]["spec"]["anyOf"]
+    assert tune["required"] == ["spec"]
+    assert set(tune["properties"]) == {"spec", "study_id", "trial_deployment", "trial_job_variables"}
+    props = tune["definitions"]["TuningSpec"]["properties"]
+    assert props["parallel"]["type"] == "integer" and props["placement"]["enum"] == ["local", "pool"]
+    trial = parameter_schema(_flow(by_flow["tune-trial/trial"]["entrypoint"])).model_dump()
+    assert set(trial["required"]) == {"spec", "study_id"} and trial["properties"]["lane"]["type"] == "integer"
