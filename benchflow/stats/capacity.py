@@ -91,8 +91,9 @@ def attainment_of(records: Any, slo: Any) -> float | None:
     :class:`RequestRecord` or a :class:`LoadRun`. Warm-up requests are left out. A failed request
     misses the SLO. A request cut off by the end of the cell (``incomplete``) counts as missing
     when what is known already breaks an objective (no first token after the TTFT threshold, or
-    in flight longer than the e2e threshold), and is left out otherwise. ``None`` when no
-    request counts.
+    in flight longer than the e2e threshold, the cell's end being taken as the latest time any
+    record knows), and is left out otherwise. ``None`` when no request counts. With every
+    request successful it equals the summary's ``slo_attainment`` (the same per-request check).
     """
     good, counted = attainment_counts(records, slo)
     return good / counted if counted else None
@@ -106,10 +107,11 @@ def _as_records(records: Any) -> list[RequestRecord]:
     return list(records)
 
 
-def _incomplete_missed(record: RequestRecord, slo: Slo) -> bool:
-    """An incomplete request known to miss: no first token past the TTFT threshold, or in flight
-    past the e2e threshold (its last known time is when the cell stopped)."""
-    elapsed_ns = last_known_ns(record) - record.start_ns
+def _incomplete_missed(record: RequestRecord, slo: Slo, cell_end_ns: int) -> bool:
+    """An incomplete request known to miss. It was still in flight when the cell stopped, which
+    is no earlier than ``cell_end_ns`` (the latest time any record knows): no first token past the
+    TTFT threshold, or in flight past the e2e threshold, is a miss whatever came later."""
+    elapsed_ns = max(cell_end_ns, last_known_ns(record)) - record.start_ns
     for metric, stats in slo.items():
         for threshold_s in stats.values():
             limit_ns = threshold_s * 1e9
@@ -125,12 +127,12 @@ def _incomplete_missed(record: RequestRecord, slo: Slo) -> bool:
 def attainment_counts(records: Any, slo: Slo) -> tuple[int, int]:
     """``(requests meeting every SLO, requests counted)``; see :func:`attainment_of`."""
     validate_slo(slo)
+    measured = [r for r in _as_records(records) if not r.warmup]
+    cell_end_ns = max((last_known_ns(r) for r in measured), default=0)
     good = counted = 0
-    for record in _as_records(records):
-        if record.warmup:
-            continue
+    for record in measured:
         if record.incomplete:
-            counted += _incomplete_missed(record, slo)
+            counted += _incomplete_missed(record, slo, cell_end_ns)
             continue
         counted += 1
         m = request_metrics(record)
