@@ -54,7 +54,8 @@ def one_search(run: int, check_grid: bool) -> dict:
     out = {"run": run, "capacity_rps": result.capacity_rps, "ci_low": result.ci_low, "ci_high": result.ci_high,
            "status": result.status, "cells": len(result.probes), "repetitions": result.repetitions}
     if check_grid:  # the same seeds and workload on the fine grid
-        out["grid_per_repetition"] = [scenario.grid_capacity((run, r), GRID, TARGET) for r in range(SEARCH["repetitions"])]
+        out["grid_per_repetition"] = [scenario.grid_capacity((run, r), GRID, TARGET)
+                                      for r in range(SEARCH["repetitions"])]
     return out
 
 
@@ -110,14 +111,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  ground truth (fine grid, {len(GRID)} rates x {args.truth_seeds} seeds): {truth:.3f} req/s")
     if with_ci:
         print(f"  coverage of the 95% interval: {covered}/{len(with_ci)} = {covered / len(with_ci):.1%} "
-              f"(Clopper-Pearson 95%: {cov_low:.1%}-{cov_high:.1%}); median relative width {summary['median_rel_ci_width']:.1%}")
+              f"(Clopper-Pearson 95%: {cov_low:.1%}-{cov_high:.1%}); "
+              f"median relative width {summary['median_rel_ci_width']:.1%}")
     print(f"  cells per search: {cells:.1f} mean vs {len(GRID) * SEARCH['repetitions']} for the fine grid "
           f"over the same {SEARCH['repetitions']} repetitions ({len(GRID)} per repetition)")
     if errors:
-        print(f"  |capacity / truth - 1|: median {summary['median_abs_rel_error']:.1%}, p90 {summary['p90_abs_rel_error']:.1%}")
+        print(f"  |capacity / truth - 1|: median {summary['median_abs_rel_error']:.1%}, "
+              f"p90 {summary['p90_abs_rel_error']:.1%}")
     if rep_errors:
-        print(f"  one repetition vs the fine grid on its own seed: median {summary['repetition_vs_own_grid_median_rel_error']:.1%},"
-              f" max {summary['repetition_vs_own_grid_max_rel_error']:.1%} ({len(rep_errors)} repetitions)")
+        print("  one repetition vs the fine grid on its own seed: "
+              f"median {summary['repetition_vs_own_grid_median_rel_error']:.1%}, max {summary['repetition_vs_own_grid_max_rel_error']:.1%} ({len(rep_errors)} repetitions)")
     print(f"  statuses: {summary['statuses']}; wall {summary['wall_s']:.0f} s; -> {args.out}")
     return summary
 
