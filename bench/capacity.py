@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"p90 {summary['p90_abs_rel_error']:.1%}")
     if rep_errors:
         print("  one repetition vs the fine grid on its own seed: "
-              f"median {summary['repetition_vs_own_grid_median_rel_error']:.1%}, max {summary['repetition_vs_own_grid_max_rel_error']:.1%} ({len(rep_errors)} repetitions)")
+              f"median {summary['repetition_vs_own_grid_median_rel_error']:.1%}, "
+              f"max {summary['repetition_vs_own_grid_max_rel_error']:.1%} ({len(rep_errors)} repetitions)")
     print(f"  statuses: {summary['statuses']}; wall {summary['wall_s']:.0f} s; -> {args.out}")
     return summary
 
