@@ -141,8 +141,10 @@ def attainment_counts(records: Any, slo: Slo) -> tuple[int, int]:
 
 
 def _validate(attainment: float, min_rate: float, max_rate: float, precision: float, repetitions: int,
-              step: float, max_probes: int | None) -> None:
+              step: float, max_probes: int | None, confidence: float) -> None:
     problems = []
+    if not 0.0 < confidence < 1.0:
+        problems.append(f"confidence must be in (0, 1), got {confidence!r}")
     if not 0.0 < attainment <= 1.0:
         problems.append(f"attainment must be in (0, 1], got {attainment!r}")
     if not (min_rate > 0 and math.isfinite(min_rate)):
@@ -207,7 +209,7 @@ def search_capacity(probe: Callable[[float, int], ProbeOutcome], *, attainment: 
     probes over all repetitions; ``should_stop()`` is asked before each probe. Either cut-off
     ends with status ``bracket_only`` and the best bracket found.
     """
-    _validate(attainment, min_rate, max_rate, precision, repetitions, step, max_probes)
+    _validate(attainment, min_rate, max_rate, precision, repetitions, step, max_probes, confidence)
     rngs = [np.random.default_rng([seed, r]) for r in range(repetitions)]
     states: list[dict] = [{"lo": None, "hi": None, "probes": 0} for _ in range(repetitions)]
     searches = [_one_search(min_rate, max_rate, precision, step, rngs[r], states[r]) for r in range(repetitions)]

@@ -158,7 +158,8 @@ def test_mixed_outcomes_count_censored_repetitions_at_the_limit():
 
 
 @pytest.mark.parametrize("bad", [{"attainment": 0}, {"min_rate": 0}, {"max_rate": 0.5}, {"precision": 0},
-                                 {"repetitions": 0}, {"max_probes": 0}])
+                                 {"repetitions": 0}, {"max_probes": 0},
+                                 {"step": 1.0}, {"confidence": 1.0}])
 def test_invalid_arguments_are_refused(bad):
     kwargs = {**ARGS, "repetitions": 1, **bad}
     with pytest.raises(SpecError):

@@ -12,7 +12,7 @@ from benchflow.stats.capacity import search_capacity
 from benchflow.stats.capacity_virtual import VirtualScenario, geometric_grid
 
 TARGET = 0.95
-SEARCH = {"attainment": TARGET, "min_rate": 2.0, "max_rate": 64.0, "precision": 0.05, "repetitions": 3}
+SEARCH = {"attainment": TARGET, "min_rate": 4.0, "max_rate": 64.0, "precision": 0.05, "repetitions": 3}
 GRID_STEP = 0.03
 GRID = geometric_grid(5.0, 13.0, GRID_STEP)
 
