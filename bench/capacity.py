@@ -14,9 +14,11 @@ request; target attainment 0.95. Search: min_rate 4, max_rate 64 req/s, precisio
    intervals containing the truth (with its binomial 95 % interval). Each repetition of a search
    is also compared with the fine grid over its own seed (same seed and workload).
 
-    .venv/bin/python bench/capacity.py [--runs 100] [--truth-seeds 40] [--workers N]
+    .venv/bin/python bench/capacity.py [--runs 100] [--truth-seeds 40] [--repetitions 3]
+                                           [--reuse-truth OLD.json] [--workers N]
 
-Writes bench/results/capacity.json; takes about 5 minutes on 2 busy cores with the defaults.
+Writes bench/results/capacity.json. About 5 CPU-minutes with the defaults (17 minutes of wall time on
+a 2-core machine at load average 14).
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ def one_search(run: int, check_grid: bool) -> dict:
     return out
 
 
+def _set_repetitions(n: int) -> None:
+    SEARCH["repetitions"] = n
+
+
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     a = (1 - confidence) / 2
     low = sps.beta.ppf(a, k, n - k + 1) if k > 0 else 0.0
@@ -72,12 +78,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--runs", type=int, default=100, help="seeded searches (coverage sample size)")
     ap.add_argument("--truth-seeds", type=int, default=40, help="workload seeds on the fine grid (ground truth)")
     ap.add_argument("--grid-checks", type=int, default=5, help="searches also compared with their own seeds' grid")
+    ap.add_argument("--repetitions", type=int, default=SEARCH["repetitions"], help="repetitions per search")
+    ap.add_argument("--reuse-truth", type=Path, help="take the per-seed ground truth from an earlier capacity.json")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "capacity.json")
     args = ap.parse_args(argv)
+    SEARCH["repetitions"] = args.repetitions
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        truths = list(pool.map(truth_of_seed, range(args.truth_seeds)))
+    reused = json.loads(args.reuse_truth.read_text())["truth_per_seed"] if args.reuse_truth else None
+    with ProcessPoolExecutor(max_workers=args.workers, initializer=_set_repetitions,
+                             initargs=(args.repetitions,)) as pool:
+        truths = reused or list(pool.map(truth_of_seed, range(args.truth_seeds)))
         runs = list(pool.map(one_search, range(args.runs), [i < args.grid_checks for i in range(args.runs)]))
     on_grid = [t for t in truths if t is not None]
     truth = math.exp(sum(math.log(t) for t in on_grid) / len(on_grid))
@@ -91,9 +102,10 @@ def main(argv: list[str] | None = None) -> dict:
     cells = sum(r["cells"] for r in runs) / len(runs)
     summary = {
         "scenario": {"search": SEARCH, "grid_rates": len(GRID), "grid_step": 0.02,
-                     "grid_range_rps": [GRID[0], GRID[-1]], "truth_seeds": args.truth_seeds, "runs": args.runs},
+                     "grid_range_rps": [GRID[0], GRID[-1]], "truth_seeds": len(truths), "runs": args.runs},
         "truth_rps": truth, "truth_seeds_off_grid": len(truths) - len(on_grid),
         "truth_per_seed_range_rps": [min(on_grid), max(on_grid)],
+        "truth_per_seed_log_sd": float(np.std(np.log(on_grid), ddof=1)) if len(on_grid) > 1 else None,
         "coverage": covered / len(with_ci) if with_ci else None, "coverage_ci95": [cov_low, cov_high],
         "runs_with_interval": len(with_ci), "statuses": {s: sum(r["status"] == s for r in runs)
                                                          for s in {r["status"] for r in runs}},
@@ -109,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "runs": runs, "truth_per_seed": truths}, indent=1))
     print(f"SLO capacity (virtual time, {args.runs} seeded searches of {SEARCH['repetitions']} repetitions):")
-    print(f"  ground truth (fine grid, {len(GRID)} rates x {args.truth_seeds} seeds): {truth:.3f} req/s")
+    print(f"  ground truth (fine grid, {len(GRID)} rates x {len(truths)} seeds): {truth:.3f} req/s")
     if with_ci:
         print(f"  coverage of the 95% interval: {covered}/{len(with_ci)} = {covered / len(with_ci):.1%} "
               f"(Clopper-Pearson 95%: {cov_low:.1%}-{cov_high:.1%}); "
