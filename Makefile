@@ -26,9 +26,11 @@ test-unit: install
 	$(PY) -m pytest -q -m "not integration and not docker" $(PYTEST_ARGS)
 
 ## Measures the load generator and orchestration overhead; figures go into README.md.
+## bench/capacity.py: the SLO-capacity search's interval coverage in virtual time (docs/metrics.md).
 bench: install
 	$(PY) bench/run_all.py
 	$(PY) bench/clients.py
+	$(PY) bench/capacity.py
 
 ## Builds benchflow/sim:latest from docker/sim.Dockerfile (BASE_IMAGE=... to change the base;
 ## OFFLINE=1 installs wheels downloaded on this host, for builds that cannot reach an index).
