@@ -14,9 +14,12 @@ outstanding count grows without bound and every new request waits longer for its
 Below capacity both stay level (Little's law). The detector declares saturation when, for
 ``confirm_s`` seconds of consecutive checks, BOTH hold:
 
-* TTFT rises steadily: the least-squares slope of TTFT against send time has a lower
-  ``confidence`` bound above 0, and the median TTFT of the latest tenth of requests is at least
-  ``1 + ttft_rise`` times that of the first tenth;
+* TTFT rises steadily: the least-squares slope of TTFT against send time is at least
+  ``min_ttft_slope`` with a lower ``confidence`` bound above 0, and the median TTFT of the latest
+  tenth of requests is at least ``1 + ttft_rise`` times that of the first tenth. The slope has no
+  unit (seconds of wait per second of load): past capacity the backlog grows by λ − μ requests a
+  second, so a request sent at t waits (λ − μ) t / μ and the slope is the overload λ/μ − 1 (1 at
+  twice the capacity). Bursts below capacity raise TTFT for a while, but not at this slope;
 * the outstanding count grows: its slope against time has a lower bound above 0, and its mean over
   the last third of the window is at least ``in_flight_growth`` times (and ``min_in_flight_growth``
   requests above) its mean over the first third.
@@ -49,6 +52,7 @@ class SaturationConfig:
     min_seconds: float = 10.0
     min_requests: int = 20
     ttft_rise: float = 1.0
+    min_ttft_slope: float = 0.1
     in_flight_growth: float = 2.0
     min_in_flight_growth: float = 4.0
     confidence: float = 0.99
@@ -141,7 +145,7 @@ class SaturationDetector:
         flight = self._in_flight_reading()
         if ttft is None or flight is None:
             return None
-        rising = (ttft["slope_s_per_s"]["ci_low"] > 0
+        rising = (ttft["slope_s_per_s"]["ci_low"] > 0 and ttft["slope_s_per_s"]["value"] >= c.min_ttft_slope
                   and ttft["recent_ms"] >= (1 + c.ttft_rise) * max(ttft["early_ms"], 1.0))
         growing = (flight["slope_per_s"]["ci_low"] > 0
                    and flight["recent"] >= c.in_flight_growth * max(flight["early"], 1.0)

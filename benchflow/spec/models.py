@@ -198,6 +198,8 @@ class SaturationSpec(StrictModel):
     min_requests: int = Field(20, ge=3, le=L.MAX_REQUESTS, description="no verdict before this many first tokens")
     ttft_rise: float = Field(1.0, gt=0, le=1000, description="TTFT of the latest tenth of requests must be "
                              "(1 + this) times that of the first tenth, with a rising slope")
+    min_ttft_slope: float = Field(0.1, gt=0, le=1000, description="... and the slope of TTFT against send time "
+                                  "(seconds per second: the overload λ/μ − 1) at least this")
     in_flight_growth: float = Field(2.0, gt=1, le=1000, description="requests outstanding over the last third "
                                     "of the run must be this many times those over the first third")
     min_in_flight_growth: float = Field(4.0, ge=0, le=L.MAX_CONCURRENCY,
