@@ -144,9 +144,10 @@ class _Client:
         #: request whose first token came since the last :meth:`saturation_sample`.
         self.measured_since_ns: int | None = None
         self.new_first_tokens: list[tuple[int, int]] = []
+        self.watched = False  # a saturation detector drains new_first_tokens
 
     def first_token(self, rec: RequestRecord, t_ns: int) -> None:
-        if not rec.warmup:
+        if self.watched and not rec.warmup:
             self.new_first_tokens.append((rec.queued_ns or rec.start_ns, t_ns))
 
     def saturation_sample(self, now_ns: int) -> Sample | None:
@@ -346,6 +347,7 @@ async def run_load(
                     total if total is not None else "unbounded", max_duration_s)
         detector = (SaturationDetector(saturation) if isinstance(load, RateLoad) and saturation is not None
                     and saturation.enabled else None)
+        client.watched = detector is not None
         watch = LoadWatch(client, max_duration_s, stall_after_s, should_stop, detector)
         stop_reason = await watch.run(_phases(client, load, warmup_requests, total, offsets_ns))
     if stop_reason == "done":

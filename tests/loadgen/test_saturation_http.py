@@ -57,6 +57,7 @@ def test_twice_the_capacity_stops_early_as_saturated_and_is_left_out(sim):
     run, summary = outcome.run, outcome.summary
     assert run.stop_reason == "saturated" and summary["stop_reason"] == "saturated"
     evidence = summary["saturation"]
+    print(f"stopped after {evidence['at_s']} s of load ({elapsed:.1f} s in all): {outcome.error}")
     assert evidence["at_s"] < MAX_DURATION_S / 2
     assert evidence["ttft"]["slope_s_per_s"]["ci_low"] > 0 and evidence["in_flight"]["slope_per_s"]["ci_low"] > 0
     assert len(evidence["in_flight"]["series"]) >= 2
