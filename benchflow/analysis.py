@@ -70,8 +70,8 @@ def unusable_reason(rows: list[dict[str, Any]], backend: str, load: str) -> str:
     cells = [r for r in rows if r["backend_name"] == backend and r["load_label"] == load]
     outcome = Counter("invalid" if r.get("status") == "completed" else str(r.get("status")) for r in cells)
     counts = ", ".join(f"{n} {what}" for what, n in sorted(outcome.items()))
-    causes = [(r.get("error") if r.get("status") not in ("completed", "saturated") else None)
-              or (r.get("summary") or {}).get("invalid") or "" for r in cells]
+    causes = [(r.get("error") if r.get("status") not in ("completed", "saturated")
+               else (r.get("summary") or {}).get("invalid") or r.get("error")) or "" for r in cells]
     top = dominant(causes)
     return f"no valid cells of {backend} at {load} ({counts})" + (f": {top[0]}" if top else "")
 
