@@ -28,6 +28,8 @@ def metrics_of(spec: Any) -> list[str]:
 
 
 def _usable(row: dict[str, Any]) -> bool:
+    """A completed cell not marked invalid. A ``saturated`` cell (stopped early because the server
+    no longer kept up) is left out like an invalid one; its summary's ``invalid`` says why."""
     summary = row.get("summary") or {}
     return row.get("status") == "completed" and not summary.get("invalid")
 
@@ -64,12 +66,12 @@ def dominant(reasons: list[str]) -> tuple[str, int] | None:
 
 def unusable_reason(rows: list[dict[str, Any]], backend: str, load: str) -> str:
     """Why ``backend`` has no usable cell at ``load``: its cells by outcome and the dominant cause
-    (a failed cell's ``error`` when the row carries one; a completed cell's ``summary["invalid"]``)."""
+    (a failed cell's ``error`` when the row carries one; a completed or saturated cell's ``summary["invalid"]``)."""
     cells = [r for r in rows if r["backend_name"] == backend and r["load_label"] == load]
     outcome = Counter("invalid" if r.get("status") == "completed" else str(r.get("status")) for r in cells)
     counts = ", ".join(f"{n} {what}" for what, n in sorted(outcome.items()))
-    causes = [(r.get("error") if r.get("status") != "completed" else (r.get("summary") or {}).get("invalid")) or ""
-              for r in cells]
+    causes = [(r.get("error") if r.get("status") not in ("completed", "saturated")
+               else (r.get("summary") or {}).get("invalid") or r.get("error")) or "" for r in cells]
     top = dominant(causes)
     return f"no valid cells of {backend} at {load} ({counts})" + (f": {top[0]}" if top else "")
 

@@ -56,7 +56,7 @@ COLLECT_TIMEOUT_S = 60.0
 #: The measured phase starts this long after the last process is ready (so all start together).
 START_MARGIN_NS = 50_000_000
 #: ``RequestRecord`` fields that are timestamps (moved onto the parent's clock; chunks too).
-TIMESTAMP_FIELDS = ("start_ns", "scheduled_ns", "end_ns")
+TIMESTAMP_FIELDS = ("start_ns", "scheduled_ns", "queued_ns", "end_ns")
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.005
 
@@ -205,6 +205,10 @@ async def run_clients(base_url: str, model: str, prompts: Sequence[Prompt], load
     if stall_after_s is not None and not stall_after_s > 0:
         raise SpecError([f"stall_after_s: must be > 0, got {stall_after_s}"])
     on_request = kw.pop("on_request", None)
+    if kw.pop("saturation", None) is not None and load.mode == "open":
+        logger.warning("load %s: early stop on over-saturation is not applied with %d client processes "
+                       "(it needs one event loop's view of the queue); the cell runs its full bound", load.label,
+                       clients)
     plan, n, _ = _plan(base_url, model, prompts, load, clients, kw, setup)
     if n < clients:
         logger.info("load %s: %d client processes, not %d (one per concurrent request at most)", load.label, n, clients)

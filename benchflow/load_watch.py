@@ -1,6 +1,8 @@
-"""The watch over one load-generator run: the duration bound, the stall watchdog and the
-caller's ``should_stop``, checked every :data:`POLL_S` while the load runs. When one of them
-fires, the load is cancelled (which marks the requests in flight incomplete)."""
+"""The watch over one load-generator run: the duration bound, the stall watchdog, the
+over-saturation detector (:mod:`benchflow.saturation`, open loop) and the caller's
+``should_stop``, checked every :data:`POLL_S` while the load runs. When one of them fires, the
+load is cancelled (which marks the requests in flight incomplete). A stall is checked before
+saturation: a server that stopped serving is dead, not merely overloaded."""
 
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ class LoadWatch:
     asks to stop; then cancels it (which marks the requests in flight incomplete)."""
 
     def __init__(self, client: Any, max_duration_s: float | None, stall_after_s: float | None,
-                 should_stop: Callable[[], str | None] | None) -> None:
+                 should_stop: Callable[[], str | None] | None, saturation: Any = None) -> None:
         self.client = client
+        #: A :class:`~benchflow.saturation.SaturationDetector`, fed the client's samples.
+        self.saturation = saturation
         self.max_duration_s = max_duration_s
         self.stall_after_s = stall_after_s
         self.should_stop = should_stop
@@ -30,7 +34,7 @@ class LoadWatch:
         self.detail: dict[str, Any] = {}
 
     async def run(self, main: Any) -> str:
-        """Returns "done", "max_duration", "stalled" or "cancelled"."""
+        """Returns "done", "max_duration", "stalled", "saturated" or "cancelled"."""
         task = asyncio.ensure_future(main)
         try:
             reason = await self._watch(task)
@@ -55,7 +59,7 @@ class LoadWatch:
     async def _watch(self, task: asyncio.Future) -> str:
         loop = asyncio.get_running_loop()
         deadline = None if self.max_duration_s is None else loop.time() + self.max_duration_s
-        polling = self.stall_after_s is not None or self.should_stop is not None
+        polling = self.stall_after_s is not None or self.should_stop is not None or self.saturation is not None
         while True:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
             if polling:
@@ -70,6 +74,12 @@ class LoadWatch:
                 if evidence is not None:
                     self.detail = evidence
                     return "stalled"
+            if self.saturation is not None:
+                sample = self.client.saturation_sample(perf_counter_ns())
+                verdict = None if sample is None else self.saturation.observe(sample)
+                if verdict is not None:
+                    self.detail = verdict
+                    return "saturated"
             if self.should_stop is not None:
                 if self.stopper is None:  # a slow callable (an API call) never blocks the load's loop
                     self.stopper = asyncio.ensure_future(asyncio.to_thread(self.should_stop))

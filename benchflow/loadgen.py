@@ -36,6 +36,7 @@ import yarl
 from benchflow.errors import EndpointUnreachableError, SpecError
 from benchflow.load_watch import LoadWatch
 from benchflow.records import LoadRun, Prompt, RequestRecord
+from benchflow.saturation import Sample, SaturationConfig, SaturationDetector, describe
 from benchflow.schedule import send_offsets_ns
 from benchflow.spec import ConcurrencyLoad, RateLoad
 from benchflow.sse import ERROR_MESSAGE_CHARS, StreamRecorder
@@ -88,6 +89,8 @@ async def _read_stream(resp: aiohttp.ClientResponse, rec: RequestRecord, client:
         stream.feed(data, t_ns)
         if len(chunks) != n:
             client.last_token_ns = t_ns
+            if n == 0:
+                client.first_token(rec, chunks[0][0])
     rec.end_ns = perf_counter_ns()
     stream.close(rec.end_ns)
 
@@ -135,11 +138,33 @@ class _Client:
         self.busy_since_ns = perf_counter_ns()  # when in_flight last went from 0 to 1
         self.last_token_ns: int | None = None  # the last output message of any request
         self.last_answer_ns: int | None = None  # the last HTTP error answer (the server is answering)
+        #: Open loop: requests due and waiting for a free slot (``max_concurrency``).
+        self.waiting = 0
+        #: The start of the measured phase, and the ``(due_ns, first_token_ns)`` of each measured
+        #: request whose first token came since the last :meth:`saturation_sample`.
+        self.measured_since_ns: int | None = None
+        self.new_first_tokens: list[tuple[int, int]] = []
+        self.watched = False  # a saturation detector drains new_first_tokens
 
-    async def send(self, idx: int, scheduled_ns: int | None = None) -> None:
+    def first_token(self, rec: RequestRecord, t_ns: int) -> None:
+        if self.watched and not rec.warmup:
+            self.new_first_tokens.append((rec.queued_ns or rec.start_ns, t_ns))
+
+    def saturation_sample(self, now_ns: int) -> Sample | None:
+        """What :class:`~benchflow.saturation.SaturationDetector` reads: the measured phase's
+        elapsed seconds, the requests outstanding (in flight or waiting for a slot) and the new
+        first tokens (TTFT counted from when the request was due); ``None`` before that phase."""
+        t0 = self.measured_since_ns
+        if t0 is None:
+            return None
+        firsts, self.new_first_tokens = self.new_first_tokens, []
+        return Sample((now_ns - t0) / 1e9, self.in_flight + self.waiting,
+                      tuple(((due - t0) / 1e9, (first - due) / 1e9) for due, first in firsts))
+
+    async def send(self, idx: int, scheduled_ns: int | None = None, queued_ns: int | None = None) -> None:
         k = idx % len(self.bodies)
         rec = RequestRecord(request_id=idx, warmup=idx < self.warmup, start_ns=0, scheduled_ns=scheduled_ns,
-                            input_tokens=self.input_tokens[k])
+                            queued_ns=queued_ns, input_tokens=self.input_tokens[k])
         self.records.append(rec)
         rec.start_ns = perf_counter_ns()
         if self.in_flight == 0:
@@ -214,17 +239,26 @@ async def _open_loop(client: _Client, offsets_ns: list[int], cap: int | None, fi
     sem = asyncio.Semaphore(cap) if cap else None
     tasks: set[asyncio.Task[None]] = set()
 
-    async def capped(idx: int, scheduled_ns: int) -> None:
-        async with sem:
-            await client.send(idx, scheduled_ns)
+    async def capped(idx: int, scheduled_ns: int, queued_ns: int) -> None:
+        client.waiting += 1
+        try:
+            await sem.acquire()
+        finally:
+            client.waiting -= 1
+        try:
+            await client.send(idx, scheduled_ns, queued_ns)
+        finally:
+            sem.release()
 
     t0_ns = perf_counter_ns() if t0_ns is None else t0_ns
+    client.measured_since_ns = t0_ns
     try:
         for idx, offset in (enumerate(offsets_ns, start=first) if ids is None else zip(ids, offsets_ns)):
             scheduled_ns = t0_ns + offset
             delay_ns = scheduled_ns - perf_counter_ns()
             await asyncio.sleep(delay_ns / 1e9 if delay_ns > 0 else 0)
-            coro = client.send(idx, scheduled_ns) if sem is None else capped(idx, scheduled_ns)
+            queued_ns = perf_counter_ns()  # due now; with a cap it waits for a slot from here
+            coro = client.send(idx, scheduled_ns, queued_ns) if sem is None else capped(idx, scheduled_ns, queued_ns)
             task = asyncio.create_task(coro)
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -265,7 +299,7 @@ async def run_load(
     max_duration_s: float | None = None, request_timeout_s: float = 60.0, temperature: float = 0.0,
     ignore_eos: bool = True, seed: int = 0, extra_body: dict[str, Any] | None = None,
     stall_after_s: float | None = None, should_stop: Callable[[], str | None] | None = None,
-    on_request: Callable[[RequestRecord], None] | None = None,
+    on_request: Callable[[RequestRecord], None] | None = None, saturation: SaturationConfig | None = None,
 ) -> LoadRun:
     """Runs one load point against ``base_url`` and returns every request's raw facts.
 
@@ -283,6 +317,8 @@ async def run_load(
     :data:`benchflow.load_watch.POLL_S`; when it returns a reason the run stops
     (``stop_reason == "cancelled"``, ``stop_detail["reason"]``). ``on_request``: called in the
     event loop with each request's record as it ends (a progress display; keep it quick).
+    ``saturation`` (open loop only): stop when :mod:`benchflow.saturation` finds that the server
+    no longer keeps up (``stop_reason == "saturated"``, the evidence in ``stop_detail``).
 
     Raises :class:`SpecError` for invalid arguments; request failures are recorded, never raised.
     """
@@ -313,13 +349,18 @@ async def run_load(
         anchor_ns = perf_counter_ns()
         logger.info("load %s on %s: %s requests, duration bound %s s", load.label, url,
                     total if total is not None else "unbounded", max_duration_s)
-        watch = LoadWatch(client, max_duration_s, stall_after_s, should_stop)
+        detector = (SaturationDetector(saturation) if isinstance(load, RateLoad) and saturation is not None
+                    and saturation.enabled else None)
+        client.watched = detector is not None
+        watch = LoadWatch(client, max_duration_s, stall_after_s, should_stop, detector)
         stop_reason = await watch.run(_phases(client, load, warmup_requests, total, offsets_ns))
     if stop_reason == "done":
         stop_reason = "max_requests" if max_requests is not None else (
             "max_duration" if max_duration_s is not None else "prompts")
     if stop_reason in ("stalled", "cancelled"):
         logger.warning("load %s on %s stopped: %s %s", load.label, url, stop_reason, watch.detail)
+    elif stop_reason == "saturated":
+        logger.warning("load %s on %s stopped: saturated: %s", load.label, url, describe(watch.detail))
     return LoadRun(
         records=client.records, anchor_ns=anchor_ns, anchor_at=anchor_at, mode=load.mode,
         concurrency=load.concurrency if isinstance(load, ConcurrencyLoad) else load.max_concurrency,
@@ -368,13 +409,14 @@ def run_load_sync(
     max_duration_s: float | None = None, request_timeout_s: float = 60.0, temperature: float = 0.0,
     ignore_eos: bool = True, seed: int = 0, extra_body: dict[str, Any] | None = None,
     stall_after_s: float | None = None, should_stop: Callable[[], str | None] | None = None,
+    saturation: SaturationConfig | None = None,
 ) -> LoadRun:
     """Blocking :func:`run_load` (runs its own event loop; safe to call from a worker thread)."""
     return _run_sync(run_load(
         base_url, model, prompts, load, api=api, warmup_requests=warmup_requests, max_requests=max_requests,
         max_duration_s=max_duration_s, request_timeout_s=request_timeout_s, temperature=temperature,
         ignore_eos=ignore_eos, seed=seed, extra_body=extra_body, stall_after_s=stall_after_s,
-        should_stop=should_stop,
+        should_stop=should_stop, saturation=saturation,
     ))
 
 

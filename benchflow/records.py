@@ -32,6 +32,10 @@ class RequestRecord:
     start_ns: int
     #: Open loop only: the intended send time on the same clock as ``start_ns``.
     scheduled_ns: int | None = None
+    #: Open loop only: when the request became due and entered the client's queue (the send
+    #: waits there for a free slot under ``max_concurrency``); ``start_ns − queued_ns`` is its
+    #: client queue time (METRICS.md, "Client queue time").
+    queued_ns: int | None = None
     #: When the stream closed (or the request failed). ``None`` while in flight.
     end_ns: int | None = None
     #: One entry per SSE message that carried output: ``(t_ns, n_tokens or None)``.
@@ -60,7 +64,7 @@ class RequestRecord:
 
 #: Column order of the requests table (``requests.parquet``).
 REQUEST_COLUMNS = [
-    "request_id", "warmup", "start_ns", "scheduled_ns", "end_ns", "chunk_t_ns", "chunk_tokens",
+    "request_id", "warmup", "start_ns", "scheduled_ns", "queued_ns", "end_ns", "chunk_t_ns", "chunk_tokens",
     "status", "error_class", "error_message", "input_tokens", "completion_tokens", "incomplete",
 ]
 
@@ -74,7 +78,7 @@ def records_to_frame(records: list[RequestRecord]) -> pd.DataFrame:
         d["chunk_tokens"] = [n for _, n in r.chunks]
         rows.append(d)
     df = pd.DataFrame(rows, columns=REQUEST_COLUMNS)
-    for col in ("scheduled_ns", "end_ns", "status", "input_tokens", "completion_tokens"):
+    for col in ("scheduled_ns", "queued_ns", "end_ns", "status", "input_tokens", "completion_tokens"):
         df[col] = df[col].astype("Int64")
     for col in ("request_id", "start_ns"):
         df[col] = df[col].astype("int64")
@@ -99,6 +103,7 @@ def frame_to_records(df: pd.DataFrame) -> list[RequestRecord]:
                 warmup=bool(row["warmup"]),
                 start_ns=int(row["start_ns"]),
                 scheduled_ns=_opt_int(row["scheduled_ns"]),
+                queued_ns=_opt_int(row.get("queued_ns")),  # absent from files written before it
                 end_ns=_opt_int(row["end_ns"]),
                 chunks=chunks,
                 status=_opt_int(row["status"]),
@@ -124,10 +129,11 @@ class LoadRun:
     mode: str  # "closed" | "open"
     concurrency: int | None = None
     target_rate: float | None = None
-    #: Why the run stopped: "max_requests", "max_duration", "prompts", "stalled", "cancelled".
+    #: Why the run stopped: "max_requests", "max_duration", "prompts", "stalled", "cancelled",
+    #: "saturated" (:mod:`benchflow.saturation`).
     stop_reason: str = ""
     #: Evidence for the stop: for "stalled" ``seconds_since_last_token``, ``in_flight``, ...;
-    #: for "cancelled" the caller's ``reason``.
+    #: for "cancelled" the caller's ``reason``; for "saturated" the detector's evidence.
     stop_detail: dict[str, Any] = field(default_factory=dict)
 
     def wall_time(self, t_ns: int) -> datetime:

@@ -13,7 +13,7 @@ from typing import Any
 
 DECIDED = ("better", "worse")
 #: Cell statuses that are not failures.
-NOT_FAILED = ("completed", "skipped", "pending", "running")
+NOT_FAILED = ("completed", "skipped", "pending", "running", "saturated")
 
 
 def _first_line(text: str | None, limit: int = 300) -> str:
@@ -28,8 +28,9 @@ def is_failed(cell: dict[str, Any]) -> bool:
 
 
 def invalid_cause(cell: dict[str, Any]) -> str | None:
-    """Why a completed cell is invalid (None when it is valid or did not complete)."""
-    if cell.get("status") != "completed":
+    """Why a completed cell is invalid, or why a saturated one is left out (None when it is valid
+    or did not complete)."""
+    if cell.get("status") not in ("completed", "saturated"):
         return None
     return cell.get("invalid_reason") or (cell.get("summary") or {}).get("invalid") or None
 
@@ -46,6 +47,8 @@ def cell_counts(cells: list[dict[str, Any]]) -> dict[str, int]:
             counts[status] += 1
         if status == "completed":
             counts["invalid" if invalid_cause(c) else "valid"] += 1
+        elif status == "saturated":  # stopped early, kept and left out like an invalid cell
+            counts["invalid"] += 1
     return counts
 
 

@@ -28,7 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from benchflow import SCHEMA_VERSION
 from benchflow.stats.keys import MetricKey
 
-CellStatus = Literal["completed", "failed", "skipped", "stalled", "cancelled"]
+CellStatus = Literal["completed", "failed", "skipped", "stalled", "cancelled", "saturated"]
 
 
 class _Record(BaseModel):

@@ -6,7 +6,12 @@ client could not reach the endpoint, or when not a single request succeeded; the
 names the server's dominant error message and its count. A cell is ``stalled`` when requests
 were in flight and none had an output token for ``limits.stall_after_s`` (the backend answers
 but no longer serves: callers treat it as dead), and ``cancelled`` when the caller's
-``should_stop`` returned a reason. Its raw records and samples are kept either way: a failed
+``should_stop`` returned a reason. An open-loop cell is ``saturated`` when
+:mod:`benchflow.saturation` found that the server no longer keeps up (``limits.saturation``): it
+is stopped early, its summary carries the evidence (``saturation``) and an ``invalid`` reason, so
+that aggregates and comparisons leave it out as they leave out invalid cells. Saturation never
+hides an error: a dead backend, a cell with no success and an error rate above
+``limits.max_error_rate`` win over it. Its raw records and samples are kept either way: a failed
 cell is data too.
 """
 
@@ -27,6 +32,7 @@ import pandas as pd
 from benchflow import SCHEMA_VERSION
 from benchflow.errors import EndpointUnreachableError
 from benchflow.records import LoadRun, dominant_error, records_to_frame
+from benchflow.saturation import SaturationConfig, describe
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ class CellOutcome:
     backend: str
     load_label: str
     repetition: int
-    status: str  # "completed" | "failed" | "stalled" | "cancelled"
+    status: str  # "completed" | "failed" | "stalled" | "cancelled" | "saturated"
     started_at: datetime
     finished_at: datetime
     error: str | None = None
@@ -118,13 +124,13 @@ async def measure_cell(
             warmup_requests=wl.warmup_requests, max_requests=wl.max_requests,
             max_duration_s=wl.max_duration_s, request_timeout_s=wl.request_timeout_s,
             temperature=wl.temperature, ignore_eos=wl.ignore_eos, seed=cell.seed,
-            stall_after_s=stall_after_s(spec), should_stop=should_stop,
+            stall_after_s=stall_after_s(spec), should_stop=should_stop, saturation=saturation_config(spec),
         )
     outcome = CellOutcome(**base, status="completed", finished_at=datetime.now(UTC), run=run,
                           server_samples=scraper.frame(), gpu_samples=gpu.frame() if gpu else None)
     outcome.summary = summarize_cell(spec, outcome)
     outcome.summary.update(client)  # client_bound + the client's evidence (benchflow.clients)
-    outcome.status, outcome.error = _status(outcome, alive())
+    outcome.status, outcome.error = _status(outcome, alive(), _max_error_rate(spec))
     return outcome
 
 
@@ -134,6 +140,12 @@ def stall_after_s(spec: Any) -> float | None:
     if limits is None or not hasattr(limits, "stall_after_s"):
         return DEFAULT_STALL_AFTER_S
     return limits.stall_after_s
+
+
+def saturation_config(spec: Any) -> SaturationConfig | None:
+    """The spec's ``limits.saturation`` as the detector's config (``None``: turned off)."""
+    config = SaturationConfig.of(getattr(getattr(spec, "limits", None), "saturation", None))
+    return config if config.enabled else None
 
 
 def _gpu_sampler(nvml: Any, gpu_indices: list[int] | None, interval_s: float):
@@ -156,6 +168,10 @@ def summarize_cell(spec: Any, outcome: CellOutcome) -> dict[str, Any]:
         summary["stall"] = dict(run.stop_detail)
     summary["dominant_error"] = dominant_error(run.records)
     summary["invalid"] = with_dominant_error(summary.get("invalid"), summary["dominant_error"])
+    if run.stop_reason == "saturated":
+        summary["saturation"] = dict(run.stop_detail)
+        reason = f"saturated: {describe(run.stop_detail)}"
+        summary["invalid"] = f"{summary['invalid']}; {reason}" if summary.get("invalid") else reason
     summary.update(_active_window(outcome))
     summary.update(_energy(outcome, summary))
     return summary
@@ -201,9 +217,18 @@ def with_dominant_error(invalid: str | None, dominant: dict[str, Any] | None) ->
     return f"{invalid} (mostly {dominant['message']!r} ×{dominant['count']})"
 
 
-def _status(outcome: CellOutcome, backend_dead: str | None) -> tuple[str, str | None]:
+def _max_error_rate(spec: Any) -> float:
+    from benchflow.stats.summary import DEFAULT_LIMITS
+
+    value = getattr(getattr(spec, "limits", None), "max_error_rate", None)
+    return DEFAULT_LIMITS["max_error_rate"] if value is None else float(value)
+
+
+def _status(outcome: CellOutcome, backend_dead: str | None,
+            max_error_rate: float = 0.05) -> tuple[str, str | None]:
     """``(status, error)`` of a measured cell: a dead backend first, then a cancel, a stall,
-    and a cell where no request succeeded."""
+    a cell where no request succeeded, and a saturated one (unless its error rate is above
+    ``max_error_rate``: then it is an ordinary cell, marked invalid by that error rate)."""
     run, summary = outcome.run, outcome.summary or {}
     dominant = summary.get("dominant_error")
     if backend_dead is not None:
@@ -223,6 +248,8 @@ def _status(outcome: CellOutcome, backend_dead: str | None) -> tuple[str, str | 
         detail = ", ".join(f"{k}×{v}" for k, v in sorted(errors.items())) or "no requests finished"
         cause = f": {dominant['message']!r} ×{dominant['count']}" if dominant else ""
         return "failed", f"no request succeeded ({detail}){cause}"
+    if run.stop_reason == "saturated" and not (summary.get("error_rate") or 0.0) > max_error_rate:
+        return "saturated", f"saturated: {describe(run.stop_detail)}"
     return "completed", None
 
 

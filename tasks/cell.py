@@ -50,6 +50,9 @@ def run_cell(spec: CampaignSpec, cell: Cell, launcher: Launcher, nvml: Any = Non
                     sum((s.get("errors") or {}).values()), _r((s.get("ttft_ms") or {}).get("p50")),
                     s.get("request_throughput") or 0.0, f" — INVALID: {s['invalid']}" if s.get("invalid") else "")
         return outcome
+    if outcome.status == "saturated":  # measured and stored, stopped early: not a failure
+        logger.warning("%s %s", name, outcome.error)
+        return outcome
     if outcome.status == "cancelled":
         logger.warning("%s cancelled: %s", name, outcome.error)
         return Cancelled(message=f"{name} cancelled: {_first(outcome.error)}", data=Carried(outcome))

@@ -4,9 +4,11 @@
         (--concurrency 16 | --rate 20 [--arrival poisson|gamma|constant] [--burstiness B]
          [--max-concurrency N]) --requests 500 [--duration S] [--warmup 20]
         [--clients N] [--api completions|chat] [--timeout S] [--seed N] [--json out.json] [--records out.parquet]
+        [--slo 'ttft:p99=200ms,tpot:p90=50ms']
 
 Prints the per-cell summary as a table; ``--json`` writes it (the same shape as a campaign
-cell's summary) and ``--records`` writes every request's raw facts as parquet. Exit codes are
+cell's summary) and ``--records`` writes every request's raw facts as parquet. ``--slo`` takes the
+campaign spec's ``slo`` (the same metrics, stats and units) and adds goodput and SLO attainment. Exit codes are
 listed in :data:`EXIT_CODES` (and in ``--help``): an endpoint that cannot be reached is reported
 in one line (1); a run where no measured request succeeded prints the server's dominant error
 message with its count (3).
@@ -18,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,10 +114,79 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sampling temperature (default: %(default)s)")
     p.add_argument("--no-ignore-eos", dest="ignore_eos", action="store_false",
                    help="let the model stop early (by default ignore_eos and min_tokens=max_tokens are sent)")
+    p.add_argument("--slo", type=slo_arg, default=None, metavar="SLO",
+                   help="service-level objectives as in a spec's slo, comma-separated METRIC:STAT=DURATION, "
+                        "e.g. 'ttft:p99=200ms,tpot:p90=50ms' (metrics ttft, tpot, itl, e2e; stats mean, p50, "
+                        "p90, p95, p99; a unit is required): prints goodput and SLO attainment")
     p.add_argument("--json", dest="json_path", type=Path, metavar="PATH", help="write the summary as JSON")
     p.add_argument("--records", dest="records_path", type=Path, metavar="PATH",
                    help="write every request's raw facts as parquet")
     p.set_defaults(func=run)
+
+
+_SLO_ITEM = re.compile(r"^\s*([A-Za-z0-9_]+)\s*[:.]\s*([A-Za-z0-9_]+)\s*(?:<=|=)\s*(\S.*?)\s*$")
+
+
+def parse_slo(text: str) -> dict[str, dict[str, float]]:
+    """``'ttft:p99=200ms,tpot:p90=50ms'`` as the spec's ``slo`` (``{metric: {stat: seconds}}``),
+    validated by the spec's own field (``ttft.p99<=200ms`` is accepted too). Raises
+    :class:`~benchflow.errors.SpecError` naming every bad item."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from benchflow.errors import SpecError
+    from benchflow.spec import CampaignSpec
+
+    slo: dict[str, dict[str, Any]] = {}
+    problems = []
+    items = [item for item in text.split(",") if item.strip()]
+    if not items:
+        raise SpecError(["--slo: empty; write e.g. 'ttft:p99=200ms,tpot:p90=50ms'"])
+    for item in items:
+        m = _SLO_ITEM.match(item)
+        if m is None:
+            problems.append(f"--slo {item.strip()!r}: expected METRIC:STAT=DURATION, e.g. 'ttft:p99=200ms'")
+            continue
+        metric, stat, value = m.groups()
+        if stat in slo.get(metric, {}):
+            problems.append(f"--slo {item.strip()!r}: {metric}:{stat} is given twice")
+            continue
+        slo.setdefault(metric, {})[stat] = value
+    if problems:
+        raise SpecError(problems)
+    try:
+        return TypeAdapter(CampaignSpec.model_fields["slo"].annotation).validate_python(slo)
+    except ValidationError as e:
+        raise SpecError([_slo_message(err) for err in e.errors()]) from None
+
+
+def _slo_message(err: dict[str, Any]) -> str:
+    loc = [str(x) for x in err["loc"]]
+    if err["type"] == "literal_error":  # an unknown key: the metric, or the stat under a metric
+        what = "metric" if len(loc) == 2 else "stat"
+        return f"--slo {':'.join(loc[:-1])}: unknown {what}; expected one of {err['ctx']['expected']}"
+    msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    return f"--slo {':'.join(loc)}: {msg}"
+
+
+def slo_arg(text: str) -> dict[str, dict[str, float]]:
+    """argparse type of ``--slo``: a bad value is a usage error (exit code 2) with the reason."""
+    from benchflow.errors import SpecError
+
+    try:
+        return parse_slo(text)
+    except SpecError as e:
+        raise argparse.ArgumentTypeError("; ".join(e.problems)) from None
+
+
+def slo_line(summary: dict[str, Any], slo: dict[str, dict[str, float]]) -> str:
+    """One line: the objectives, goodput and attainment, and the cell's own verdict."""
+    goals = ", ".join(f"{m} {st} <= {sec * 1000:g} ms" for m, stats in slo.items() for st, sec in stats.items())
+    goodput, attainment = summary.get("goodput"), summary.get("slo_attainment")
+    text = (f"SLO ({goals}): goodput {'-' if goodput is None else f'{goodput:.3g}'} req/s, attainment "
+            f"{'-' if attainment is None else f'{attainment:.1%}'} of successful requests")
+    violations = summary.get("slo_violations") or []
+    return text + ("; the run's own statistics meet it" if summary.get("slo_met") else
+                   f"; missed: {'; '.join(violations)}" if violations else "")
 
 
 def _load_point(args: argparse.Namespace) -> Any:
@@ -235,11 +307,13 @@ def run(args: argparse.Namespace) -> int:
             )
 
     result, client = asyncio.run(go())
-    summary = summarize(result)
+    summary = summarize(result, slo=args.slo)
     summary["dominant_error"] = dominant_error(result.records)
     summary.update(client)
     title = f"benchflow bench: {args.model} at {args.url}, {load.label}, dataset {args.dataset}"
     print(render_summary(summary, title=title))
+    if args.slo:
+        print(slo_line(summary, args.slo))
     if summary["client_bound"]:
         print(f"warning: client_bound: {'; '.join(client['client']['evidence'])}; "
               f"{client['client']['suggestion']}", file=sys.stderr)

@@ -22,8 +22,8 @@ from benchflow.spec.types import Seconds, SloSeconds, StrictModel, no_nul, sha25
 from benchflow.workload import parse_notation
 
 __all__ = [
-    "CampaignSpec", "ModelSpec", "WorkloadSpec", "JsonlSource", "LimitsSpec", "CompareSpec", "HealthPolicy",
-    "RegressionSpec", "ConcurrencyLoad", "RateLoad", "LoadPoint", "Cell",
+    "CampaignSpec", "ModelSpec", "WorkloadSpec", "JsonlSource", "LimitsSpec", "SaturationSpec", "CompareSpec",
+    "HealthPolicy", "RegressionSpec", "ConcurrencyLoad", "RateLoad", "LoadPoint", "Cell",
     "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS",
 ]
 
@@ -192,6 +192,24 @@ class ModelSpec(StrictModel):
     tokenizer: str | None = Field(None, description="tokenizer id, when it differs from the model")
 
 
+class SaturationSpec(StrictModel):
+    """Early stop of an open-loop cell whose server no longer keeps up (:mod:`benchflow.saturation`)."""
+
+    enabled: bool = Field(True, description="stop an open-loop cell as 'saturated' when the server no longer keeps up")
+    min_seconds: Seconds = Field(10.0, gt=0, description="no verdict before this much of the measured phase")
+    min_requests: int = Field(20, ge=3, le=L.MAX_REQUESTS, description="no verdict before this many first tokens")
+    ttft_rise: float = Field(1.0, gt=0, le=1000, description="TTFT of the latest tenth of requests must be "
+                             "(1 + this) times that of the first tenth, with a rising slope")
+    min_ttft_slope: float = Field(0.1, gt=0, le=1000, description="... and the slope of TTFT against send time "
+                                  "(seconds per second: the overload λ/μ − 1) at least this")
+    in_flight_growth: float = Field(2.0, gt=1, le=1000, description="requests outstanding over the last third "
+                                    "of the run must be this many times those over the first third")
+    min_in_flight_growth: float = Field(4.0, ge=0, le=L.MAX_CONCURRENCY,
+                                        description="... and at least this many requests more")
+    confidence: float = Field(0.99, gt=0.5, lt=1, description="two-sided level of the slopes' intervals")
+    confirm_s: Seconds = Field(3.0, ge=0, description="both signs must hold this long before the cell stops")
+
+
 class LimitsSpec(StrictModel):
     """When a cell is marked invalid (METRICS.md, "Validity")."""
 
@@ -201,6 +219,8 @@ class LimitsSpec(StrictModel):
     stall_after_s: Seconds | None = Field(
         30.0, gt=0, description="stop a cell as 'stalled' (a dead backend) when requests are in flight and none "
                                 "has had an output token for this long; null turns the check off")
+    saturation: SaturationSpec = Field(default_factory=SaturationSpec,
+                                       description="open loop: early stop when the server no longer keeps up")
 
 
 def _check_summary_key(key: str) -> str:

@@ -73,10 +73,14 @@ def request_metrics(record: RequestRecord) -> RequestMetrics | None:
 
 
 def client_lag_ns(record: RequestRecord) -> int | None:
-    """Actual send minus intended send (open loop); ``None`` without a schedule."""
+    """How late the client itself was (open loop): when the request was handed on for sending
+    (``queued_ns``; the actual send for records without it) minus its intended send. A wait for a
+    free ``max_concurrency`` slot is not lag: it is the client queue time (``start_ns − queued_ns``).
+    ``None`` without a schedule."""
     if record.scheduled_ns is None:
         return None
-    return record.start_ns - record.scheduled_ns
+    handed_on = record.queued_ns if record.queued_ns is not None else record.start_ns
+    return handed_on - record.scheduled_ns
 
 
 def last_known_ns(record: RequestRecord) -> int:

@@ -29,10 +29,12 @@ logger = logging.getLogger(__name__)
 #: Keys of every distribution block, in order.
 DIST_KEYS = ("mean", "p50", "p90", "p95", "p99", "min", "max", "count")
 #: The latency blocks of a summary (all in milliseconds).
-LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "ntpot", "client_lag")
+LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "ntpot", "client_lag", "client_queue_time",
+                   "ttft_including_client_queue", "e2e_including_client_queue")
 
 #: The validity limits when a caller passes none: the spec's ``LimitsSpec`` defaults (one definition).
-DEFAULT_LIMITS: dict[str, float] = {name: float(field.default) for name, field in LimitsSpec.model_fields.items()}
+#: (``saturation`` is the nested block of the early stop: :mod:`benchflow.saturation`.)
+DEFAULT_LIMITS: dict[str, Any] = LimitsSpec().model_dump()
 
 
 def distribution_ms(values_ns: Sequence[float]) -> dict[str, float | int | None]:
@@ -88,8 +90,15 @@ def _per_second(count: float | None, duration_s: float | None) -> float | None:
     return float(count) / duration_s
 
 
+def client_queue_ns(record: RequestRecord) -> int | None:
+    """Open loop: how long the request waited in the client's own queue for a free slot
+    (``max_concurrency``) before it was sent: ``start_ns − queued_ns``; ``None`` without one."""
+    return None if record.queued_ns is None else record.start_ns - record.queued_ns
+
+
 def _latency_blocks(metrics: list[RequestMetrics], measured: list[RequestRecord]) -> dict[str, Any]:
     lags = [lag for r in measured if (lag := client_lag_ns(r)) is not None]
+    queue = {r.request_id: q for r in measured if (q := client_queue_ns(r)) is not None}
     return {
         "ttft_ms": distribution_ms([m.ttft_ns for m in metrics]),
         "tpot_ms": distribution_ms([m.tpot_ns for m in metrics if m.tpot_ns is not None]),
@@ -97,6 +106,10 @@ def _latency_blocks(metrics: list[RequestMetrics], measured: list[RequestRecord]
         "e2e_ms": distribution_ms([m.e2e_ns for m in metrics]),
         "ntpot_ms": distribution_ms([m.ntpot_ns for m in metrics if m.ntpot_ns is not None]),
         "client_lag_ms": distribution_ms(lags),
+        # vLLM's coordinated-omission fix: the same latencies counted from when the request was due
+        "client_queue_time_ms": distribution_ms(list(queue.values())),
+        "ttft_including_client_queue_ms": distribution_ms([m.ttft_ns + queue.get(m.request_id, 0) for m in metrics]),
+        "e2e_including_client_queue_ms": distribution_ms([m.e2e_ns + queue.get(m.request_id, 0) for m in metrics]),
     }
 
 
