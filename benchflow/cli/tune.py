@@ -107,6 +107,9 @@ def _tune(args: argparse.Namespace) -> int:
     if spec.confirm:
         confirm_study(study, spec, steps_for, on_campaign=hook)
     sys.stdout.write(report.markdown(study))
+    if report.study_charts(study, results):  # the same pictures the flow stores (studies/<id>/charts/)
+        print(f"charts: studies/{study_id}/charts/ in {results.describe()}; "
+              f"`benchflow tune report {study_id} --html FILE` shows them", file=sys.stderr)
     print(f"\n{out.ran} trials run now, {out.finished} finished in all (stopped by {out.stopped_by}); "
           f"resume with --study-id {study_id}", file=sys.stderr)
     return 0

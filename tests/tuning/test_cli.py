@@ -40,6 +40,8 @@ def test_tune_runs_trials_on_the_simulator_records_oom_as_infeasible_and_resumes
     assert main(["tune", str(spec), "--study-id", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "# Tuning study tiny" in out and "## Best configuration" in out
+    charts = home / "artifacts" / "studies" / "tiny" / "charts"
+    assert (charts / "tuning-history.svg").read_text().lstrip().startswith("<?xml"), "the CLI stores the study's charts too"
     storage = f"sqlite:///{home / 'benchflow-optuna.db'}"
     study = optuna.load_study(study_name="tiny", storage=storage)
     by_util = {t.params["gpu-memory-utilization"]: t for t in study.trials}
