@@ -89,7 +89,7 @@ def finish_steps(results: Results, cid: str, code_path: str | None = None) -> Fi
     """Steps for :func:`benchflow.engine.finish_campaign`."""
     return FinishSteps(
         replay_spool=functools.partial(replay_spool, results, cid),
-        stored=lambda: (results.store.cells(cid), results.store.summaries(cid)),
+        stored=lambda: (results.store.cell_records(cid), results.store.summary_records(cid)),
         aggregate=lambda rows, metrics, seed: aggregate(rows, metrics, seed=seed),
         compare=lambda rows, metrics, baseline, tolerance, seed: compare(rows, metrics, baseline, tolerance,
                                                                           seed=seed),
