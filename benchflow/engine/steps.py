@@ -40,7 +40,7 @@ def _no_stop() -> str | None:
     return None
 
 
-def _ignore(*_: Any, **__: Any) -> None:
+def _ignore(*_: object, **__: object) -> None:
     return None
 
 
