@@ -2,53 +2,59 @@
 
 Outputs are typed records (:class:`~benchflow.results_types.AggregateRow`,
 :class:`~benchflow.results_types.ComparisonRow`; they also answer dict-style reads).
-Input rows are what the results store returns for a campaign's cells joined with their summaries
-(``{"cell_id", "backend_name", "load_label", "status", "summary": {...}}``). Only completed cells
-that are not marked invalid contribute; the unit is the cell (METRICS.md, "Across repetitions").
+Input rows are :class:`~benchflow.results_types.CellResult` records: a campaign's stored cells
+joined with their summaries (:func:`benchflow.campaign.analysis_input`); plain dicts with the same
+keys are accepted and validated once. Only completed cells that are not marked invalid contribute;
+the unit is the cell (METRICS.md, "Across repetitions").
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from benchflow import stats
-from benchflow.results_types import AggregateRow, ComparisonRow
-from benchflow.spec import CompareSpec
-from benchflow.stats.compare import INSUFFICIENT
+from benchflow.results_types import AggregateRow, CellResult, ComparisonRow, cell_results
+from benchflow.spec import CampaignSpec, CompareSpec
+from benchflow.stats.compare import INSUFFICIENT, Comparison
 from benchflow.stats.keys import MetricKey
 
 #: The comparison tolerance when a caller passes none: the spec's default (one definition).
 DEFAULT_COMPARE_TOLERANCE: float = CompareSpec.model_fields["tolerance"].default
 
 
-def metrics_of(spec: Any) -> list[str]:
+#: What the analysis takes: typed rows, or dicts with their keys.
+Rows = Iterable[CellResult | Mapping[str, Any]]
+
+
+def metrics_of(spec: CampaignSpec) -> list[str]:
     """The summary keys a campaign aggregates and compares (the spec's default list when unset)."""
     return list(spec.compare.metrics)
 
 
-def _usable(row: dict[str, Any]) -> bool:
+def _usable(row: CellResult) -> bool:
     """A completed cell not marked invalid. A ``saturated`` cell (stopped early because the server
     no longer kept up) is left out like an invalid one; its summary's ``invalid`` says why."""
-    summary = row.get("summary") or {}
-    return row.get("status") == "completed" and not summary.get("invalid")
+    return row.valid
 
 
-def group_values(rows: list[dict[str, Any]], metrics: list[str]) -> dict[tuple[str, str, str], list[float]]:
+def group_values(rows: Rows, metrics: list[str]) -> dict[tuple[str, str, str], list[float]]:
     """``(backend, load_label, metric) -> [one value per usable cell]`` (None values dropped)."""
     out: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for row in rows:
+    for row in cell_results(rows):
         if not _usable(row):
             continue
+        summary = row.summary.to_dict()
         for metric in metrics:
-            value = stats.metric_value(row["summary"], metric)
-            values = out[(row["backend_name"], row["load_label"], metric)]  # present even when all are None
+            value = stats.metric_value(summary, metric)
+            values = out[(row.backend_name, row.load_label, metric)]  # present even when all are None
             if value is not None:
                 values.append(float(value))
     return out
 
 
-def aggregate_rows(rows: list[dict[str, Any]], metrics: list[str], seed: int = 0) -> list[AggregateRow]:
+def aggregate_rows(rows: Rows, metrics: list[str], seed: int = 0) -> list[AggregateRow]:
     """One aggregate row per (backend, load point, metric)."""
     result = []
     for (backend, load, metric), values in sorted(group_values(rows, metrics).items()):
@@ -64,20 +70,20 @@ def dominant(reasons: list[str]) -> tuple[str, int] | None:
     return counts.most_common(1)[0] if counts else None
 
 
-def unusable_reason(rows: list[dict[str, Any]], backend: str, load: str) -> str:
+def unusable_reason(rows: Rows, backend: str, load: str) -> str:
     """Why ``backend`` has no usable cell at ``load``: its cells by outcome and the dominant cause
     (a failed cell's ``error`` when the row carries one; a completed or saturated cell's ``summary["invalid"]``)."""
-    cells = [r for r in rows if r["backend_name"] == backend and r["load_label"] == load]
-    outcome = Counter("invalid" if r.get("status") == "completed" else str(r.get("status")) for r in cells)
+    cells = [r for r in cell_results(rows) if r.backend_name == backend and r.load_label == load]
+    outcome = Counter("invalid" if r.status == "completed" else r.status for r in cells)
     counts = ", ".join(f"{n} {what}" for what, n in sorted(outcome.items()))
-    causes = [(r.get("error") if r.get("status") not in ("completed", "saturated")
-               else (r.get("summary") or {}).get("invalid") or r.get("error")) or "" for r in cells]
+    causes = [(r.error if r.status not in ("completed", "saturated") else r.summary.invalid or r.error) or ""
+              for r in cells]
     top = dominant(causes)
     return f"no valid cells of {backend} at {load} ({counts})" + (f": {top[0]}" if top else "")
 
 
 def comparison_rows(
-    rows: list[dict[str, Any]], metrics: list[str], baseline: str,
+    rows: Rows, metrics: list[str], baseline: str,
     tolerance: float = DEFAULT_COMPARE_TOLERANCE, seed: int = 0,
 ) -> list[ComparisonRow]:
     """Every other backend against ``baseline``, per load point and metric (``seed`` is unused:
@@ -86,8 +92,9 @@ def comparison_rows(
     A pair whose cells exist but are all failed or invalid on a side gets an "insufficient data"
     row whose ``reason`` says so, instead of no row at all.
     """
+    rows = cell_results(rows)
     grouped = group_values(rows, metrics)
-    present = {(r["backend_name"], r["load_label"]) for r in rows}
+    present = {(r.backend_name, r.load_label) for r in rows}
     candidates = sorted({b for b, _ in present if b != baseline})
     result = []
     for load in sorted({lo for b, lo in present if b == baseline}):
@@ -119,14 +126,14 @@ _ROW_KEYS = ("ratio", "ci_low", "ci_high", "verdict", "method", "confidence", "n
              "n_needed", "baseline_mean", "candidate_mean")
 
 
-def _cmp_dict(cmp: Any) -> dict[str, Any]:
-    d = cmp.to_dict() if hasattr(cmp, "to_dict") else dict(vars(cmp))
+def _cmp_dict(cmp: Comparison) -> dict[str, Any]:
+    d = cmp.to_dict()
     return {**{k: d.get(k) for k in _ROW_KEYS}, "reason": d.get("note")}
 
 
-def baseline_of(spec: Any) -> str:
+def baseline_of(spec: CampaignSpec) -> str:
     return spec.compare.baseline or spec.backends[0].name
 
 
-def tolerance_of(spec: Any) -> float:
+def tolerance_of(spec: CampaignSpec) -> float:
     return float(spec.compare.tolerance)

@@ -6,12 +6,18 @@ from __future__ import annotations
 import re
 import secrets
 import socket
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchflow.errors import CampaignMismatchError
+from benchflow.results_types import CellResult, CellRow, CellSummary
+from benchflow.spec import Cell
 # The one campaign-id rule lives in the store's key module; re-exported here for the CLI and flows.
 from benchflow.store.keys import validate_campaign_id as validate_campaign_id
+
+if TYPE_CHECKING:  # the runner pulls in pandas and the load generator
+    from benchflow.runner import CellOutcome
 
 
 def slug(text: str, max_len: int = 40) -> str:
@@ -53,7 +59,7 @@ def check_resume(campaign_id: str, existing: dict[str, Any] | None, spec_json: d
         "Use a new --campaign-id (or none) to start a fresh campaign.")
 
 
-def _cell_identity(cell: Any, host: str | None) -> dict[str, Any]:
+def _cell_identity(cell: Cell, host: str | None) -> dict[str, Any]:
     return {"cell_id": cell.id, "backend_name": cell.backend, "load_label": cell.load_point.label,
             "load_point": cell.load_point.model_dump(), "repetition": cell.repetition, "position": cell.index,
             "host": host or socket.gethostname()}
@@ -73,39 +79,42 @@ def stored_status(status: str, error: str | None) -> tuple[str, str | None]:
     return "failed", f"{status}: {error}" if error else status
 
 
-def cell_row(cell: Any, outcome: Any, *, host: str | None = None, gpu_uuids: list[str] | None = None,
-             attempt: int = 1) -> dict[str, Any]:
+def cell_row(cell: Cell, outcome: CellOutcome, *, host: str | None = None, gpu_uuids: list[str] | None = None,
+             attempt: int = 1) -> CellRow:
     """The ``cells`` row of a measured (or failed) cell."""
     summary = outcome.summary or {}
     status, error = stored_status(outcome.status, outcome.error)
-    return {
+    return CellRow.model_validate({
         **_cell_identity(cell, host), "status": status, "started_at": outcome.started_at,
         "finished_at": outcome.finished_at, "window_s": summary.get("duration_s"), "gpu_uuids": gpu_uuids or [],
         "error": error, "invalid_reason": summary.get("invalid"), "attempt": attempt,
-    }
+    })
 
 
-def failed_cell_row(cell: Any, error: str, *, status: str = "failed", host: str | None = None) -> dict[str, Any]:
+def failed_cell_row(cell: Cell, error: str, *, status: str = "failed", host: str | None = None) -> CellRow:
     """The ``cells`` row of a cell that never ran (backend never ready, unhealthy GPU, ...)."""
     now = datetime.now(UTC)
-    return {
+    return CellRow.model_validate({
         **_cell_identity(cell, host), "status": status, "started_at": now, "finished_at": now, "window_s": None,
         "gpu_uuids": [], "error": error, "invalid_reason": None, "attempt": 1,
-    }
+    })
 
 
-def analysis_input(cells: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Joins stored cell rows with their summaries for :mod:`benchflow.analysis`."""
-    by_id = {s["cell_id"]: s.get("summary") or s for s in summaries}
-    return [{"cell_id": c["cell_id"], "backend_name": c["backend_name"], "load_label": c["load_label"],
-             "status": c["status"], "summary": by_id.get(c["cell_id"], {})} for c in cells]
+def analysis_input(cells: Sequence[CellRow], summaries: Mapping[str, CellSummary]) -> list[CellResult]:
+    """Joins stored cell rows with their summaries (``cell_id -> summary``, as
+    :meth:`~benchflow.store.db.ResultStore.summary_records` returns them) for :mod:`benchflow.analysis`."""
+    return [CellResult(cell_id=c.cell_id, backend_name=c.backend_name, load_label=c.load_label,
+                       repetition=c.repetition, status=c.status, error=c.error,
+                       summary=summaries.get(c.cell_id) or CellSummary())
+            for c in cells]
 
 
 #: Stored cell statuses that make a campaign fail.
 FAILED_STATUSES = ("failed", "stalled")
 
 
-def failure_summary(cells: list[dict[str, Any]]) -> str | None:
+def failure_summary(cells: Sequence[CellRow | Mapping[str, Any]]) -> str | None:
+    """One line naming each failed cell and why (None when none failed)."""
     failed = [c for c in cells if c.get("status") in FAILED_STATUSES]
     if not failed:
         return None

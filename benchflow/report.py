@@ -10,11 +10,12 @@ from typing import Any
 
 from benchflow import report_words as words
 from benchflow import report_tables as rt
-from benchflow.tables import format_change, format_estimate, render_table
+from benchflow.stats.keys import MetricKey
+from benchflow.tables import format_change, format_estimate, metric_parts, render_table
 
 
-def _metric_words(metric: str) -> str:
-    name, _, stat = metric.partition(".")
+def _metric_words(metric: str | MetricKey) -> str:
+    name, stat = metric_parts(metric)
     base = {"ttft_ms": "TTFT", "tpot_ms": "TPOT", "itl_ms": "ITL", "e2e_ms": "end-to-end latency",
             "ntpot_ms": "NTPOT", "request_throughput": "request throughput",
             "output_throughput": "output throughput", "total_throughput": "total throughput",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from benchflow.tables import format_change, format_estimate, format_sig, metric_header
+from benchflow.stats.keys import MetricKey
+from benchflow.tables import format_change, format_estimate, format_sig, metric_header, metric_parts
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -109,8 +110,8 @@ _SHORT = {"ttft_ms": "TTFT", "tpot_ms": "TPOT", "itl_ms": "ITL", "e2e_ms": "E2E"
           "total throughput", "goodput": "goodput", "slo_attainment": "SLO attainment"}
 
 
-def short_metric(metric: str) -> str:
-    name, _, stat = metric.partition(".")
+def short_metric(metric: str | MetricKey) -> str:
+    name, stat = metric_parts(metric)
     base = _SHORT.get(name, name)
     return f"{stat} {base}" if stat else base
 

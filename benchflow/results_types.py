@@ -13,6 +13,7 @@ while they move to attributes.
 - :class:`CellRow`: one cell's bookkeeping row (``cells`` table).
 - :class:`AggregateRow`: one (backend, load point, metric) across repetitions (``aggregates``).
 - :class:`ComparisonRow`: a candidate against a baseline at one load point and metric (``comparisons``).
+- :class:`CellResult`: one stored cell joined with its summary, as the analysis reads it.
 
 This module imports only pydantic, :mod:`benchflow` and :mod:`benchflow.stats.keys`: the store,
 the analysis, the engine, tasks and flows all import it, and it imports none of them.
@@ -20,7 +21,7 @@ the analysis, the engine, tasks and flows all import it, and it imports none of 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -202,10 +203,47 @@ class ComparisonRow(_Derived):
     ci_low: float | None = None
     ci_high: float | None = None
     verdict: str = Field(..., max_length=32)
-    tolerance: float = 0.0
+    #: no default: a backends comparison takes the spec's ``compare.tolerance``, a regression row
+    #: its ``regression`` tolerance (one definition each, in :mod:`benchflow.spec`).
+    tolerance: float = Field(..., ge=0)
     baseline_campaign_id: str | None = None
     method: str | None = Field(None, max_length=32, description="how the CI and verdict were computed")
     reason: str | None = Field(None, description="why 'not enough repetitions' / 'insufficient data'")
+
+
+class CellResult(_Record):
+    """One cell as the analysis reads it: its stored row (:class:`CellRow`) joined with its
+    summary (:class:`CellSummary`; empty for a cell that stored none). Built by
+    :func:`benchflow.campaign.analysis_input`; a plain dict with these keys (and any others,
+    ignored) is accepted wherever one is expected."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    cell_id: str = ""
+    backend_name: str
+    load_label: str
+    repetition: int | None = None
+    status: str
+    error: str | None = None
+    summary: CellSummary = Field(default_factory=CellSummary)
+    schema_version: int = SCHEMA_VERSION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_summary(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("summary") is None:
+            return {**data, "summary": {}}
+        return data
+
+    @property
+    def valid(self) -> bool:
+        """Completed and not marked invalid: the cells that count in aggregates and comparisons."""
+        return self.status == "completed" and not self.summary.invalid
+
+
+def cell_results(rows: Iterable[CellResult | Mapping[str, Any]]) -> list[CellResult]:
+    """``rows`` as :class:`CellResult` (records pass through; dicts are validated once)."""
+    return [r if isinstance(r, CellResult) else CellResult.model_validate(dict(r)) for r in rows]
 
 
 def iter_dicts(rows: Any) -> Iterator[dict[str, Any]]:

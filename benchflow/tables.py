@@ -10,6 +10,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from benchflow.errors import SpecError
+from benchflow.stats.keys import MetricKey
+
 __all__ = ["format_value", "render_table", "render_summary", "LATENCY_ROWS", "DIST_COLUMNS", "metric_header",
            "metric_unit", "ci_decimals", "format_sig", "format_estimate", "format_change"]
 
@@ -145,16 +148,26 @@ _METRIC_NAMES = {
 DEFAULT_SIG = 3
 
 
-def metric_header(metric: str) -> str:
+def metric_parts(metric: str | MetricKey) -> tuple[str, str | None]:
+    """``"ttft_ms.p99"`` -> ``("ttft_ms", "p99")``, parsed by :class:`MetricKey`; a key outside the
+    metric vocabulary is shown as it is: ``(metric, None)``."""
+    try:
+        key = MetricKey.parse(metric)
+    except SpecError:
+        return str(metric), None
+    return key.metric, key.stat
+
+
+def metric_header(metric: str | MetricKey) -> str:
     """``ttft_ms.p99`` -> ``TTFT p99 (ms)``; ``output_throughput`` -> ``output throughput (tok/s)``."""
-    name, _, stat = metric.partition(".")
+    name, stat = metric_parts(metric)
     words, unit = _METRIC_NAMES.get(name, (name, ""))
     text = f"{words} {stat}" if stat else words
     return f"{text} ({unit})" if unit else text
 
 
-def metric_unit(metric: str) -> str:
-    return _METRIC_NAMES.get(metric.partition(".")[0], ("", ""))[1]
+def metric_unit(metric: str | MetricKey) -> str:
+    return _METRIC_NAMES.get(metric_parts(metric)[0], ("", ""))[1]
 
 
 def ci_decimals(low: float | None, high: float | None) -> int | None:

@@ -10,6 +10,7 @@ from prefect import get_run_logger
 
 from benchflow.engine import BackendSteps, FinishSteps, StopCheck, restart_due  # noqa: F401 - restart_due re-exported
 from benchflow.launch.base import Launcher
+from benchflow.metrics.nvml import NvmlInterface
 from benchflow.runner import CellOutcome
 from benchflow.spec import CampaignSpec, Cell
 from benchflow.spec import BackendSpec
@@ -37,7 +38,7 @@ def gpu_indices(backend: BackendSpec) -> list[int] | None:
     return backend_gpu_indices(backend, uuid_to_index=LocalGpus(nvml_from_env()).uuid_to_index) or None
 
 
-def _nvml_for(backend: BackendSpec) -> Any:
+def _nvml_for(backend: BackendSpec) -> NvmlInterface | None:
     if not backend.needs_gpu:
         return None
     from benchflow.metrics.nvml_env import nvml_from_env
@@ -48,7 +49,7 @@ def _nvml_for(backend: BackendSpec) -> Any:
 def backend_steps(results: Results, spec: CampaignSpec, cid: str, workdir: Path, progress: Progress | None,
                   cancel_requested: StopCheck) -> BackendSteps:
     """Steps for :func:`benchflow.engine.run_backend` / ``run_campaign``: each one a task run."""
-    samplers: dict[str, tuple[Any, list[int] | None]] = {}
+    samplers: dict[str, tuple[NvmlInterface | None, list[int] | None]] = {}
 
     def health(backend: BackendSpec) -> dict[str, Any]:
         indices = gpu_indices(backend)
@@ -89,7 +90,7 @@ def finish_steps(results: Results, cid: str, code_path: str | None = None) -> Fi
     """Steps for :func:`benchflow.engine.finish_campaign`."""
     return FinishSteps(
         replay_spool=functools.partial(replay_spool, results, cid),
-        stored=lambda: (results.store.cells(cid), results.store.summaries(cid)),
+        stored=lambda: (results.store.cell_records(cid), results.store.summary_records(cid)),
         aggregate=lambda rows, metrics, seed: aggregate(rows, metrics, seed=seed),
         compare=lambda rows, metrics, baseline, tolerance, seed: compare(rows, metrics, baseline, tolerance,
                                                                           seed=seed),

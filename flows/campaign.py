@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from prefect import flow, get_run_logger
+from prefect.states import State
 from prefect.runtime import flow_run as current_run
 
 from benchflow import engine
@@ -35,7 +36,7 @@ def _resolve_spec(spec: Union[CampaignSpec, str, dict]) -> CampaignSpec:
     return spec if isinstance(spec, CampaignSpec) else load_spec(spec)
 
 
-def run_name(prefix: str = "", default_spec: Any = None) -> str:
+def run_name(prefix: str = "", default_spec: CampaignSpec | str | dict[str, Any] | None = None) -> str:
     """The flow run's name in the UI: the campaign's name and the start time,
     ``demo-max-num-seqs · 20261129-1254`` (``prefix`` first: ``nightly · ...``)."""
     from datetime import UTC, datetime
@@ -100,6 +101,6 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
     return campaign_state(result)
 
 
-def run_path(path: str | Path, campaign_id: str | None = None) -> Any:
+def run_path(path: str | Path, campaign_id: str | None = None) -> State:
     """Runs the flow on a spec file and returns its final state (used by ``benchflow run``)."""
     return campaign(spec=str(path), campaign_id=campaign_id, return_state=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import State
 
 from flows.states import failed
 from tasks.fleet import host_gpu_health, publish_health
@@ -27,7 +28,8 @@ def _run_name() -> str:
 
 
 @flow(name="health", flow_run_name=_run_name, validate_parameters=True)
-def fleet_health(min_devices: int = 1, min_free_gib: float = 1.0, allow_foreign_processes: bool = False) -> Any:
+def fleet_health(min_devices: int = 1, min_free_gib: float = 1.0,
+                 allow_foreign_processes: bool = False) -> dict[str, Any] | State:
     """Checks every GPU of this host and stores the report.
 
     Args:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Union
+from uuid import UUID
 
 from benchflow.store.results import Results
 
 log = logging.getLogger(__name__)
 
+#: A flow run's id as ``prefect.runtime.flow_run.id`` gives it (None outside a run).
+FlowRunId = Union[UUID, str, None]
+
 @contextmanager
-def running_campaign(flow_run_id: Any, results: Results, campaign_id: str) -> Iterator[None]:
+def running_campaign(flow_run_id: FlowRunId, results: Results, campaign_id: str) -> Iterator[None]:
     """Marks the campaign ``cancelled`` when a worker stops the flow's process to cancel it (Prefect's
     runner sends SIGTERM with a cancel intent; the engine has torn the backend down by then)."""
     try:
@@ -31,7 +35,7 @@ def _cancel_intent() -> bool:
     return get_intent() == "cancel"
 
 
-def _set_cancelled(results: Results, campaign_id: str, flow_run_id: Any) -> None:
+def _set_cancelled(results: Results, campaign_id: str, flow_run_id: FlowRunId) -> None:
     try:
         results.finish_campaign(campaign_id, "cancelled")
         log.warning("campaign %s cancelled (flow run %s); measured cells are stored", campaign_id, flow_run_id)

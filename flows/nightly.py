@@ -80,11 +80,12 @@ def nightly(spec: Union[CampaignSpec, str] = DEFAULT_SPEC, campaign_id: str | No
     return summary
 
 
-def _check(results: Results, spec: CampaignSpec, cid: str, baseline_id: str, settings: dict[str, Any]) -> Any:
+def _check(results: Results, spec: CampaignSpec, cid: str, baseline_id: str,
+           settings: dict[str, Any]) -> regression.RegressionReport:
     logger = get_run_logger()
     store = results.store
-    base_rows = analysis_input(store.cells(baseline_id), store.summaries(baseline_id))
-    rows = analysis_input(store.cells(cid), store.summaries(cid))
+    base_rows = analysis_input(store.cell_records(baseline_id), store.summary_records(baseline_id))
+    rows = analysis_input(store.cell_records(cid), store.summary_records(cid))
     report = check_regressions(base_rows, rows, settings["metrics"], settings["tolerance"], settings["tolerances"],
                                spec.workload.seed, cid, baseline_id)
     persist_regressions(results, cid, report)

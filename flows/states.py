@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from prefect.states import Cancelled, Failed
+from prefect.states import Cancelled, Failed, State
 
 from benchflow.engine import CampaignResult, RunFailed
 from benchflow.errors import CampaignCancelled
@@ -25,17 +25,17 @@ from benchflow.errors import CampaignCancelled
 _ENGINE_EXIT = "Engine execution exited with unexpected exception"
 
 
-def failed(message: str, summary: dict[str, Any] | None = None) -> Any:
+def failed(message: str, summary: dict[str, Any] | None = None) -> State:
     return Failed(message=message, data=RunFailed(message, summary))
 
 
-def cancelled(message: str, summary: dict[str, Any] | None = None) -> Any:
+def cancelled(message: str, summary: dict[str, Any] | None = None) -> State:
     error = CampaignCancelled(message)
     error.summary = dict(summary or {})
     return Cancelled(message=message, data=error)
 
 
-def campaign_state(result: CampaignResult) -> Any:
+def campaign_state(result: CampaignResult) -> dict[str, Any] | State:
     """The flow's return value for an engine result: the summary dict, or a final state."""
     if result.ok:
         return result.summary()
@@ -44,7 +44,7 @@ def campaign_state(result: CampaignResult) -> Any:
     return failed(result.message or f"campaign {result.campaign_id} failed", result.summary())
 
 
-def summary_of(state: Any) -> dict[str, Any]:
+def summary_of(state: State) -> dict[str, Any]:
     """The summary dict of a final state of these flows (Completed, Failed or Cancelled)."""
     value = state.result(raise_on_failure=False)
     if isinstance(value, dict):

@@ -3,21 +3,19 @@ cached on both (tasks/cache.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 
 from benchflow import analysis
-from benchflow.results_types import AggregateRow, ComparisonRow
+from benchflow.results_types import AggregateRow, CellResult, ComparisonRow
 from tasks.cache import STATISTICS_CACHE
 
 
 @task(name="aggregate", cache_policy=STATISTICS_CACHE)
-def aggregate(rows: list[dict[str, Any]], metrics: list[str], seed: int = 0) -> list[AggregateRow]:
+def aggregate(rows: list[CellResult], metrics: list[str], seed: int = 0) -> list[AggregateRow]:
     return analysis.aggregate_rows(rows, metrics, seed=seed)
 
 
 @task(name="compare", cache_policy=STATISTICS_CACHE)
-def compare(rows: list[dict[str, Any]], metrics: list[str], baseline: str, tolerance: float,
+def compare(rows: list[CellResult], metrics: list[str], baseline: str, tolerance: float,
             seed: int = 0) -> list[ComparisonRow]:
     return analysis.comparison_rows(rows, metrics, baseline, tolerance=tolerance, seed=seed)

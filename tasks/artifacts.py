@@ -17,7 +17,8 @@ from prefect.artifacts import (
 
 from benchflow import progress as terminal
 from benchflow import report
-from benchflow.results_types import AggregateRow, ComparisonRow, iter_dicts
+from benchflow.results_types import AggregateRow, CellRow, ComparisonRow, iter_dicts
+from benchflow.store.results import Results
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,17 @@ class Progress:
         self._emit("advance", note)
 
 
-def publish_results(campaign_id: str, campaign: dict[str, Any], cells: list[dict[str, Any]],
+def publish_results(campaign_id: str, campaign: dict[str, Any], cells: Sequence[CellRow | Mapping[str, Any]],
                     aggregates: Sequence[AggregateRow | Mapping[str, Any]],
                     comparisons: Sequence[ComparisonRow | Mapping[str, Any]],
-                    results: Any = None) -> str:
+                    results: Results | None = None) -> str:
     """The keyed aggregate and comparison tables and the markdown report (with the campaign's charts
     embedded as SVG when ``results`` is given; they are stored under ``charts/`` too). Returns the
     report's markdown without the charts (it is stored as ``report.md``; the charts are files).
     Keys: ``campaign-<name>-aggregates|comparisons|report``, by the campaign's name."""
     name = campaign.get("name") or campaign_id
-    aggregates, comparisons = list(iter_dicts(aggregates)), list(iter_dicts(comparisons))  # the report reads dicts
+    cells = list(iter_dicts(cells))  # the report reads dicts
+    aggregates, comparisons = list(iter_dicts(aggregates)), list(iter_dicts(comparisons))
     create_table_artifact(
         key=campaign_key(name, "aggregates"),
         table=[dict(zip(report.AGG_HEADERS, r)) for r in report.aggregate_table_rows(aggregates)],
@@ -86,7 +88,7 @@ def publish_results(campaign_id: str, campaign: dict[str, Any], cells: list[dict
     return markdown
 
 
-def _backends(results: Any, campaign_id: str) -> list[dict[str, Any]] | None:
+def _backends(results: Results | None, campaign_id: str) -> list[dict[str, Any]] | None:
     if results is None:
         return None
     try:
@@ -96,7 +98,7 @@ def _backends(results: Any, campaign_id: str) -> list[dict[str, Any]] | None:
         return None
 
 
-def _charts(results: Any, campaign_id: str) -> str:
+def _charts(results: Results | None, campaign_id: str) -> str:
     """The campaign's charts as markdown (SVG data URIs); a chart that fails never fails the run."""
     if results is None:
         return ""

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from typing import Any
+from uuid import UUID
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ class CancelWatcher:
     ``also``: more flow runs whose cancel counts (the root run of a nightly that runs the campaign
     as a subflow)."""
 
-    def __init__(self, flow_run_id: Any, interval_s: float | None = None, also: tuple[Any, ...] = ()):
+    def __init__(self, flow_run_id: UUID | str | None, interval_s: float | None = None,
+                 also: tuple[UUID | str | None, ...] = ()):
         self.flow_run_id = flow_run_id
         self.watched = [i for i in dict.fromkeys([flow_run_id, *also]) if i is not None]
         self.interval_s = poll_interval_s() if interval_s is None else interval_s

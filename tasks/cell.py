@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Cancelled, Failed
+from prefect.states import Cancelled, Failed, State
 
 from benchflow import runner
 from benchflow.engine import with_log_tail
 from benchflow.launch import Launcher
+from benchflow.metrics.nvml import NvmlInterface
 from benchflow.runner import CellOutcome, measure_cell_sync
 from benchflow.spec import CampaignSpec, Cell
 
@@ -35,8 +35,9 @@ def _no_stop() -> str | None:
 
 @task(name="run-cell", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="run-cell-{cell.backend}-{cell.load_point.label}-rep{cell.repetition}")
-def run_cell(spec: CampaignSpec, cell: Cell, launcher: Launcher, nvml: Any = None,
-             gpu_indices: list[int] | None = None, should_stop: Callable[[], str | None] = _no_stop) -> Any:
+def run_cell(spec: CampaignSpec, cell: Cell, launcher: Launcher, nvml: NvmlInterface | None = None,
+             gpu_indices: list[int] | None = None,
+             should_stop: Callable[[], str | None] = _no_stop) -> CellOutcome | State:
     logger = get_run_logger()
     log_start = len(launcher.logs())
     extra = {"should_stop": should_stop} if RUNNER_STOPS else {}
@@ -70,7 +71,7 @@ class Carried:
         return f"<cell {self.outcome.cell_id} {self.outcome.status}>"
 
 
-def outcome_of(state: Any) -> CellOutcome:
+def outcome_of(state: State) -> CellOutcome:
     """The outcome a ``run_cell(..., return_state=True)`` state carries, whatever the state; an
     exception the task raised (a bug, not a failed cell) is raised again."""
     value = state.result(raise_on_failure=False)

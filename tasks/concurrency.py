@@ -36,6 +36,7 @@ from prefect.runtime import flow_run
 
 from benchflow.errors import BenchflowError
 from benchflow.gpu_slots import GpuSlotError, LocalGpus, backend_slot_names, host_name
+from benchflow.spec import BackendSpec
 from benchflow.units import parse_duration_s
 
 POLICY_ENV = "BENCHFLOW_GPU_SLOTS"
@@ -107,7 +108,7 @@ def _holder() -> Any:
 
 
 @contextmanager
-def gpu_slots(backend: Any, *, host: str | None = None, gpus: LocalGpus | None = None) -> Iterator[list[str]]:
+def gpu_slots(backend: BackendSpec, *, host: str | None = None, gpus: LocalGpus | None = None) -> Iterator[list[str]]:
     """Holds the slots of every GPU ``backend`` uses on this host; yields their names ([] for none).
 
     Raises :class:`GpuSlotError` (before the block runs) when the GPUs cannot be resolved, a limit

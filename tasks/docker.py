@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from benchflow.errors import BenchflowError, StorageError
 from benchflow.launch.docker_cleanup import connect, remove_leftovers
-from benchflow.launch.docker import HF_TOKEN_ENV
+from benchflow.launch.docker import HF_TOKEN_ENV, DockerLauncher
 from benchflow.spec import BackendSpec
 from benchflow.store.results import Results
 from benchflow.store.rows import backend_row
@@ -41,7 +41,7 @@ def hf_token() -> str | None:
     return os.environ.get(HF_TOKEN_ENV) or None
 
 
-def secret_env(backend: Any) -> dict[str, str]:
+def secret_env(backend: BackendSpec) -> dict[str, str]:
     """The secrets a container backend gets (``env_extra`` of the launcher): ``HF_TOKEN`` when
     known and the spec's own ``env`` does not set it. Never logged."""
     if getattr(backend, "launcher", None) != "docker" or HF_TOKEN_ENV in (getattr(backend, "env", None) or {}):
@@ -75,7 +75,8 @@ def _logger() -> Any:
 
 
 @task(name="record-image-digest", **_LIVE)
-def record_image_digest(results: Results, campaign_id: str, backend: BackendSpec, launcher: Any) -> str | None:
+def record_image_digest(results: Results, campaign_id: str, backend: BackendSpec,
+                        launcher: DockerLauncher) -> str | None:
     """Stores the launcher's resolved image and digest on the campaign's backend row."""
     digest = getattr(launcher, "image_digest", None)
     if not digest:

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from benchflow.results_types import AggregateRow, CellRow, CellSummary, ComparisonRow
 from benchflow.spec import CampaignSpec, Cell
-from benchflow.store.results import Results
+from benchflow.store.results import PersistOutcome, Results
 
 _POLICY = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -50,7 +50,7 @@ def replay_spool(results: Results, campaign_id: str | None = None) -> str | None
     return outcome.error or f"{left} spooled writes could not be replayed (see the log)"
 
 
-def _report(outcome: Any, what: str) -> None:
+def _report(outcome: PersistOutcome, what: str) -> None:
     if getattr(outcome, "spooled", False):
         get_run_logger().warning("%s could not be stored now; spooled to %s (run `benchflow flush` later)",
                                  what, outcome.where)
@@ -64,7 +64,7 @@ def persist_campaign(results: Results, campaign_id: str, spec: CampaignSpec, sta
 
 @task(name="persist-cell", task_run_name="persist-cell-{cell.backend}-{cell.load_point.label}-rep{cell.repetition}",
       **_POLICY)
-def persist_cell(results: Results, campaign_id: str, cell: Cell, row: CellRow | dict[str, Any],
+def persist_cell(results: Results, campaign_id: str, cell: Cell, row: CellRow,
                  summary: CellSummary | dict[str, Any] | None,
                  artifacts: dict[str, bytes]) -> None:
     _report(results.persist_cell(campaign_id, row, summary, artifacts), f"cell {cell.id}")

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from benchflow import regression
+from benchflow.results_types import CellResult
 from benchflow.store.results import Results
 from tasks.artifacts import artifact_key
 from tasks.cache import STATISTICS_CACHE
@@ -18,7 +19,7 @@ REGRESSION_EVENT = "benchflow.regression.detected"
 
 
 @task(name="check-regressions", cache_policy=STATISTICS_CACHE)
-def check_regressions(baseline_rows: list[dict[str, Any]], candidate_rows: list[dict[str, Any]], metrics: list[str],
+def check_regressions(baseline_rows: list[CellResult], candidate_rows: list[CellResult], metrics: list[str],
                       tolerance: float, tolerances: dict[str, float], seed: int, campaign_id: str,
                       baseline_campaign_id: str) -> regression.RegressionReport:
     return regression.detect(baseline_rows, candidate_rows, metrics=metrics, tolerance=tolerance,

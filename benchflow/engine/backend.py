@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from benchflow.campaign import FAILED_STATUSES, cell_row, failed_cell_row
 from benchflow.engine.cells import LOG_TAIL_MARKER, restart_due, with_log_tail
@@ -17,6 +16,8 @@ from benchflow.errors import BackendStartError, CampaignCancelled
 from benchflow.gpu_slots import GpuSlotError
 from benchflow.spec import CampaignSpec, Cell
 from benchflow.spec import BackendSpec
+from benchflow.launch.base import Launcher
+from benchflow.engine.steps import HealthReport
 
 #: How often a backend that died mid-campaign is started again for its remaining cells.
 MAX_REDEPLOYS = 2
@@ -57,7 +58,7 @@ def run_backend(steps: BackendSteps, spec: CampaignSpec, backend: BackendSpec, c
     return result
 
 
-def _lifecycle(steps: BackendSteps, spec: Any, backend: Any, pending: list[Any], workdir: Path | None,
+def _lifecycle(steps: BackendSteps, spec: CampaignSpec, backend: BackendSpec, pending: list[Cell], workdir: Path | None,
                max_redeploys: int, result: BackendResult) -> None:
     logger = steps.logger
     healthy, report = _health_gate(steps, spec, backend, pending, result)
@@ -102,8 +103,8 @@ def _lifecycle(steps: BackendSteps, spec: Any, backend: Any, pending: list[Any],
                        died, len(pending))
 
 
-def _run_cells(steps: BackendSteps, backend: Any, cells: list[Any], launcher: Any, gpu_uuids: list[str],
-               result: BackendResult) -> tuple[list[Any], str | None]:
+def _run_cells(steps: BackendSteps, backend: BackendSpec, cells: list[Cell], launcher: Launcher, gpu_uuids: list[str],
+               result: BackendResult) -> tuple[list[Cell], str | None]:
     """Runs cells until the backend dies or stalls, or its restart policy asks for a fresh one.
     Returns the cells still to run and, when the backend died or stalled, why."""
     for i, cell in enumerate(cells):
@@ -134,8 +135,8 @@ def _run_cells(steps: BackendSteps, backend: Any, cells: list[Any], launcher: An
     return [], None
 
 
-def _health_gate(steps: BackendSteps, spec: Any, backend: Any, cells: list[Any],
-                 result: BackendResult) -> tuple[bool, dict[str, Any]]:
+def _health_gate(steps: BackendSteps, spec: CampaignSpec, backend: BackendSpec, cells: list[Cell],
+                 result: BackendResult) -> tuple[bool, HealthReport]:
     logger = steps.logger
     if not getattr(backend, "needs_gpu", False) or steps.health is None:
         logger.info("backend %s (kind %s) needs no GPU: GPU health check skipped", backend.name,
@@ -165,11 +166,11 @@ def _check_cancel(steps: BackendSteps) -> None:
         raise CampaignCancelled(reason)
 
 
-def _note(cell: Any, status: str) -> str:
+def _note(cell: Cell, status: str) -> str:
     return f"{cell.backend} {cell.load_point.label} rep {cell.repetition}: {status}"
 
 
-def _teardown(steps: BackendSteps, backend: Any, launcher: Any, workdir: Path | None, quiet: bool = False) -> None:
+def _teardown(steps: BackendSteps, backend: BackendSpec, launcher: Launcher, workdir: Path | None, quiet: bool = False) -> None:
     """Stops the backend and stores its log. ``quiet`` (an error is already on its way out): a
     failure here is logged, so that it does not replace the error that says what went wrong."""
     try:
@@ -181,14 +182,14 @@ def _teardown(steps: BackendSteps, backend: Any, launcher: Any, workdir: Path | 
         steps.logger.warning("backend %s: teardown or storing its log failed: %s", backend.name, e)
 
 
-def _store_log(steps: BackendSteps, backend: Any, workdir: Path | None, fallback: str) -> None:
+def _store_log(steps: BackendSteps, backend: BackendSpec, workdir: Path | None, fallback: str) -> None:
     """Stores the backend's whole log file (every start of it, in order) as an artifact."""
     path = Path(workdir) / "logs" / f"backend-{backend.name}.log" if workdir is not None else None
     text = path.read_text(errors="replace") if path is not None and path.exists() else fallback
     steps.persist_backend_log(backend.name, text)
 
 
-def _fail_rest(steps: BackendSteps, cells: list[Any], reason: str, result: BackendResult) -> None:
+def _fail_rest(steps: BackendSteps, cells: list[Cell], reason: str, result: BackendResult) -> None:
     for cell in cells:
         steps.persist_cell(cell, failed_cell_row(cell, reason), None, {})
         result.failed += 1

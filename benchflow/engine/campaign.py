@@ -20,6 +20,7 @@ from benchflow.campaign import analysis_input, failure_summary
 from benchflow.engine.backend import BackendResult, run_backend
 from benchflow.engine.steps import BackendSteps, FinishSteps
 from benchflow.errors import BenchflowError, CampaignCancelled, ResultsNotStoredError, StorageError
+from benchflow.results_types import CellRow, CellSummary
 from benchflow.spec import CampaignSpec, Cell
 
 
@@ -55,7 +56,7 @@ class CampaignResult:
         return out
 
 
-def completed_among(cells: list[Any], completed_ids: set[str]) -> set[str]:
+def completed_among(cells: list[Cell], completed_ids: set[str]) -> set[str]:
     """The ids of ``cells`` that are stored as completed (a resume skips them)."""
     return completed_ids & {c.id for c in cells}
 
@@ -105,8 +106,8 @@ def finish_campaign(spec: CampaignSpec, campaign_id: str, steps: FinishSteps) ->
     status: ``failed`` when any cell failed, else ``completed``."""
     logger = steps.logger
     problem = steps.replay_spool()  # cells spooled during an outage count too
-    cells: list[dict[str, Any]] = []
-    summaries: list[dict[str, Any]] = []
+    cells: list[CellRow] = []
+    summaries: dict[str, CellSummary] = {}
     if problem is None:
         try:
             cells, summaries = steps.stored()

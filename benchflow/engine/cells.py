@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from benchflow.launch.base import tail
+from benchflow.spec import Cell
+
+if TYPE_CHECKING:  # the runner pulls in pandas and the load generator
+    from benchflow.runner import CellOutcome
 
 #: Separates a cell's error from the backend log lines appended to it.
 LOG_TAIL_MARKER = "--- last lines of the backend log ---"
@@ -12,7 +16,7 @@ LOG_TAIL_MARKER = "--- last lines of the backend log ---"
 LOG_TAIL_LINES = 12
 
 
-def restart_due(policy: str, previous: Any, cell: Any) -> bool:
+def restart_due(policy: str, previous: Cell, cell: Cell) -> bool:
     """``restart`` (cold-start studies): ``per_cell`` redeploys before every cell but the first,
     ``per_repetition`` whenever the repetition changes, ``never`` never."""
     if policy == "per_cell":
@@ -20,7 +24,7 @@ def restart_due(policy: str, previous: Any, cell: Any) -> bool:
     return policy == "per_repetition" and cell.repetition != previous.repetition
 
 
-def with_log_tail(outcome: Any, log_slice: str, dead: str | None) -> Any:
+def with_log_tail(outcome: CellOutcome, log_slice: str, dead: str | None) -> CellOutcome:
     """A cell that failed because its backend died or stalled carries the last lines the backend
     logged during the cell (the crash message, a traceback) in its error. Idempotent."""
     if outcome.status not in ("failed", "stalled") or not log_slice.strip():

@@ -20,9 +20,15 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from logging import Logger, LoggerAdapter
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
-from benchflow.results_types import AggregateRow, ComparisonRow
+from benchflow.launch.base import Launcher
+from benchflow.results_types import AggregateRow, CellResult, CellRow, CellSummary, ComparisonRow
+from benchflow.spec import BackendSpec, Cell
+
+if TYPE_CHECKING:  # the runner pulls in pandas and the load generator; the engine needs only the type
+    from benchflow.runner import CellOutcome
 
 #: Returns None while the campaign may go on, else why it must stop (a cancel request, a signal).
 StopCheck = Callable[[], "str | None"]
@@ -34,12 +40,38 @@ def _no_stop() -> str | None:
     return None
 
 
-def _ignore(*_: Any, **__: Any) -> None:
+def _ignore(*_: object, **__: object) -> None:
     return None
 
 
-def _no_slots(backend: Any) -> AbstractContextManager[Any]:
+def _no_slots(backend: BackendSpec) -> AbstractContextManager[list[int]]:
     return nullcontext([])
+
+
+#: Where the engine logs: a logger, or Prefect's run logger (a ``LoggerAdapter``).
+EngineLogger = Union[Logger, LoggerAdapter]
+#: A GPU health report: ``healthy``, ``reasons``, ``devices`` (see :mod:`benchflow.health`).
+HealthReport = dict[str, Any]
+
+
+class StoredRows(Protocol):
+    """``stored()``: the campaign's stored cells and their summaries by cell id."""
+
+    def __call__(self) -> tuple[list[CellRow], dict[str, CellSummary]]: ...
+
+
+class Aggregate(Protocol):
+    def __call__(self, rows: list[CellResult], metrics: list[str], seed: int) -> list[AggregateRow]: ...
+
+
+class Compare(Protocol):
+    def __call__(self, rows: list[CellResult], metrics: list[str], baseline: str, tolerance: float,
+                 seed: int) -> list[ComparisonRow]: ...
+
+
+class Publish(Protocol):
+    def __call__(self, campaign: dict[str, str], cells: list[CellRow], aggregates: list[AggregateRow],
+                 comparisons: list[ComparisonRow]) -> str: ...
 
 
 @dataclass
@@ -47,22 +79,23 @@ class BackendSteps:
     """What one backend's lifecycle needs (see :func:`benchflow.engine.run_backend`)."""
 
     #: ``deploy(backend) -> launcher``, started and ready (raises BackendStartError otherwise).
-    deploy: Callable[[Any], Any]
+    deploy: Callable[[BackendSpec], Launcher]
     #: ``teardown(launcher, grace_s) -> str``: stops the backend (idempotent) and returns its whole log.
-    teardown: Callable[[Any, float], str]
+    teardown: Callable[[Launcher, float], str]
     #: ``run_cell(backend, cell, launcher, should_stop) -> CellOutcome``; never raises for a failed cell.
-    run_cell: Callable[[Any, Any, Any, StopCheck], Any]
-    #: ``persist_cell(cell, row, summary, artifacts)``.
-    persist_cell: Callable[[Any, dict[str, Any], dict[str, Any] | None, dict[str, bytes]], None]
+    run_cell: Callable[[BackendSpec, Cell, Launcher, StopCheck], CellOutcome]
+    #: ``persist_cell(cell, row, summary, artifacts)``; ``summary`` is the runner's
+    #: (``CellOutcome.summary``, a dict the store validates into a :class:`CellSummary`), or None.
+    persist_cell: Callable[[Cell, CellRow, CellSummary | dict[str, Any] | None, dict[str, bytes]], None]
     #: ``persist_backend_log(backend_name, text)``: the backend's whole log (every start of it).
     persist_backend_log: Callable[[str, str], None] = _ignore
     #: ``health(backend) -> report dict`` (``healthy``, ``reasons``, ``devices``); called only for
     #: backends that need a GPU. None: no gate.
-    health: Callable[[Any], dict[str, Any]] | None = None
+    health: Callable[[BackendSpec], HealthReport] | None = None
     #: ``persist_health(report)``.
-    persist_health: Callable[[dict[str, Any]], None] = _ignore
+    persist_health: Callable[[HealthReport], None] = _ignore
     #: ``after_deploy(backend, launcher)``: e.g. record the image digest of a container.
-    after_deploy: Callable[[Any, Any], None] = _ignore
+    after_deploy: Callable[[BackendSpec, Launcher], None] = _ignore
     #: ``progress(note)``: one call per cell that is done (measured, failed or skipped).
     progress: Callable[[str], None] = _ignore
     #: polled between cells and handed to ``run_cell`` as ``should_stop``.
@@ -70,9 +103,9 @@ class BackendSteps:
     #: ``sleep(seconds)``: the start-up grace (injected so tests do not wait).
     sleep: Callable[[float], None] = time.sleep
     #: ``gpu_slots(backend)``: a context manager held from the health gate to the teardown.
-    gpu_slots: Callable[[Any], AbstractContextManager[Any]] = _no_slots
+    gpu_slots: Callable[[BackendSpec], AbstractContextManager[object]] = _no_slots
     #: where the engine logs (flows pass Prefect's run logger, so the lines reach the UI).
-    logger: Any = field(default_factory=lambda: log)
+    logger: EngineLogger = field(default_factory=lambda: log)
 
 
 @dataclass
@@ -81,16 +114,17 @@ class FinishSteps:
 
     #: ``replay_spool() -> None | str``: None when nothing of this campaign is left in the spool, else why.
     replay_spool: Callable[[], "str | None"]
-    #: ``stored() -> (cells, summaries)``: the campaign's stored rows (raises StorageError).
-    stored: Callable[[], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+    #: ``stored() -> (cells, summaries)``: the campaign's stored cell rows and ``cell_id -> summary``
+    #: (``store.cell_records`` / ``store.summary_records``; raises StorageError).
+    stored: StoredRows
     #: ``aggregate(rows, metrics, seed) -> aggregate rows``.
-    aggregate: Callable[..., list[AggregateRow]]
+    aggregate: Aggregate
     #: ``compare(rows, metrics, baseline, tolerance, seed) -> comparison rows``.
-    compare: Callable[..., list[ComparisonRow]]
+    compare: Compare
     #: ``persist_analysis(aggregates, comparisons)``.
     persist_analysis: Callable[[list[AggregateRow], list[ComparisonRow]], None]
     #: ``publish(campaign_row, cells, aggregates, comparisons) -> markdown``.
-    publish: Callable[..., str]
+    publish: Publish
     #: ``persist_report(markdown)``.
     persist_report: Callable[[str], None]
     #: ``set_status(status)``: the campaign's final status in the results database.
@@ -99,4 +133,4 @@ class FinishSteps:
     describe: Callable[[], str] = lambda: "the results store"
     #: ``spool_note() -> str``: how many writes wait in the spool and where.
     spool_note: Callable[[], str] = lambda: "writes wait in the spool"
-    logger: Any = field(default_factory=lambda: log)
+    logger: EngineLogger = field(default_factory=lambda: log)

@@ -26,6 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from benchflow.spec import CompareSpec, RegressionSpec
+
+#: The spec's defaults (one definition): a campaign's comparison tolerance and the nightly check's.
+_COMPARE_TOLERANCE: float = CompareSpec.model_fields["tolerance"].default
+_REGRESSION_TOLERANCE: float = RegressionSpec.model_fields["tolerance"].default
+
 #: The workload of one simulated repetition (small, so that thousands run in seconds).
 DATASET = "N(256,64)/(64,16)"
 REQUESTS, CONCURRENCY = 32, 8
@@ -33,7 +39,7 @@ LATENCIES = {"ttft_ms": "ttft_s", "tpot_ms": "tpot_s", "e2e_ms": "e2e_s"}
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
 THROUGHPUTS = ("output_throughput", "request_throughput")
 #: The campaign spec's default compare.metrics.
-DEFAULT_METRICS = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "tpot_ms.p99", "output_throughput")
+DEFAULT_METRICS: tuple[str, ...] = tuple(CompareSpec().metrics)
 
 
 def simulated_repetition(seed: int, *, requests: int = REQUESTS, concurrency: int = CONCURRENCY,
@@ -115,7 +121,8 @@ def _rates(pool: Sequence[Mapping[str, Any]], n: int, count: int, metrics: Seque
 
 
 def verdict_rates(pool: Sequence[Mapping[str, Any]], n: int, count: int, *,
-                  metrics: Sequence[str] = DEFAULT_METRICS, tolerance: float = 0.0, slowdown: float = 0.0) -> Rates:
+                  metrics: Sequence[str] = DEFAULT_METRICS, tolerance: float = _COMPARE_TOLERANCE,
+                  slowdown: float = 0.0) -> Rates:
     """Share of pairs whose comparison verdict is "better"/"worse" (A/A, ``slowdown`` 0: false
     verdicts), or, with a ``slowdown``, "worse" (power: the right direction only)."""
     from benchflow.analysis import comparison_rows
@@ -130,7 +137,7 @@ def verdict_rates(pool: Sequence[Mapping[str, Any]], n: int, count: int, *,
 
 
 def regression_rates(pool: Sequence[Mapping[str, Any]], n: int, count: int, *,
-                     metrics: Sequence[str] = DEFAULT_METRICS, tolerance: float = 0.05,
+                     metrics: Sequence[str] = DEFAULT_METRICS, tolerance: float = _REGRESSION_TOLERANCE,
                      slowdown: float = 0.0) -> Rates:
     """Share of nightly checks (pairs) that report a regression: false alarms with ``slowdown`` 0."""
     from benchflow.regression import detect

@@ -1,4 +1,6 @@
-"""Queries: plain functions of a session that return plain dicts (column name -> value)."""
+"""Queries: plain functions of a session. Most return plain dicts (column name -> value); the
+``*_records`` functions return the typed records of :mod:`benchflow.results_types` (what the engine,
+the analysis and the flows read)."""
 
 from __future__ import annotations
 
@@ -117,7 +119,7 @@ def comparison_records(session: Session, campaign_id: str) -> list[ComparisonRow
 
 def summary_records(session: Session, campaign_id: str) -> dict[str, CellSummary]:
     """``cell_id -> CellSummary`` of a campaign (the stored summary JSON, typed)."""
-    return {row["cell_id"]: CellSummary.model_validate(row["summary"]) for row in summaries(session, campaign_id)}
+    return {row["cell_id"]: CellSummary.model_validate(row["summary"] or {}) for row in summaries(session, campaign_id)}
 
 
 def cell_records(session: Session, campaign_id: str) -> list[CellRow]:

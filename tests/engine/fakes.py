@@ -8,6 +8,7 @@ from typing import Any
 
 from benchflow.engine import BackendSteps, FinishSteps
 from benchflow.errors import BackendStartError
+from benchflow.results_types import CellRow, CellSummary
 from benchflow.runner import CellOutcome
 from benchflow.spec import load_spec
 
@@ -124,8 +125,9 @@ class Fakes:
     # ---- finish steps
     def finish(self, **overrides) -> FinishSteps:
         def stored():
-            cells = [{k: v for k, v in r.items() if k != "artifacts"} for r in self.rows.values()]
-            return cells, [{"cell_id": c["cell_id"], "summary": {}} for c in cells]
+            cells = [CellRow.model_validate({k: v for k, v in r.items() if k != "artifacts"})
+                     for r in self.rows.values()]
+            return cells, {c.cell_id: CellSummary() for c in cells}
 
         kw = dict(replay_spool=lambda: None, stored=stored,
                   aggregate=lambda rows, metrics, seed: [], compare=lambda rows, metrics, base, tol, seed: [],
