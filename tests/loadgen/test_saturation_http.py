@@ -11,7 +11,7 @@ import pytest
 from benchflow import analysis
 from benchflow.campaign import analysis_input, cell_row
 from benchflow.report_words import cell_counts, invalid_cause
-from benchflow.results_types import CellRow
+from benchflow.results_types import CellRow, CellSummary
 from benchflow.runner import _status, measure_cell_sync
 from benchflow.spec import load_spec
 from benchflow.sim.virtual import VirtualRequest, run_closed_loop
@@ -72,7 +72,7 @@ def test_twice_the_capacity_stops_early_as_saturated_and_is_left_out(sim):
     assert row["status"] == "saturated" and row["error"].startswith("saturated:")
     assert CellRow.model_validate(row).status == "saturated"  # the store takes the status as it is
     # left out of the aggregates and comparisons like an invalid cell, and the report says why
-    rows = analysis_input([row], [{"cell_id": cell.id, "summary": summary}])
+    rows = analysis_input([row], {cell.id: CellSummary.model_validate(summary)})
     assert analysis.group_values(rows, ["ttft_ms.p50"]) == {}
     reason = analysis.unusable_reason(rows, "ext", cell.load_point.label)
     assert "1 saturated" in reason and "no longer keeps up" in reason
