@@ -65,6 +65,17 @@ def backend_steps(results: Results, spec: CampaignSpec, cid: str, workdir: Path,
         return outcome_of(run_cell(spec, c, launcher, nvml=nvml, gpu_indices=indices, should_stop=should_stop,
                                    return_state=True))
 
+    def stored_cell(cell_id: str) -> dict[str, Any] | None:
+        from benchflow.errors import StorageError
+
+        try:
+            rows = results.store.summaries(cid)
+        except StorageError as e:  # the cell is measured again; its new row replaces the old one
+            get_run_logger().warning("stored cell %s could not be read (%s); measuring it again", cell_id, e)
+            return None
+        row = next((r for r in rows if r["cell_id"] == cell_id), None)
+        return None if row is None else {"status": row["status"], "summary": row.get("summary") or {}}
+
     def after_deploy(backend: BackendSpec, launcher: Launcher) -> None:
         if getattr(launcher, "image_digest", None):
             record_image_digest(results, cid, backend, launcher)
@@ -82,6 +93,8 @@ def backend_steps(results: Results, spec: CampaignSpec, cid: str, workdir: Path,
         cancel_requested=cancel_requested,
         gpu_slots=gpu_slots,
         logger=get_run_logger(),
+        stored_cell=stored_cell,
+        persist_artifact=lambda name, data: results.persist_artifact(cid, name, data),
     )
 
 

@@ -351,16 +351,18 @@ class CampaignSpec(StrictModel):
 
 
 def derived_cell(common: dict[str, Any], backend: str, backend_hash: str, lp: Any, rep: int, index: int,
-                 seed: int, extra: dict[str, Any] | None = None) -> Cell:
-    """The cell of ``lp`` (a load point of the spec, or one a dynamic load point derived: then
-    ``extra`` says which, e.g. ``{"role": "point", "index": 3}``) with its content-hash id and seed."""
+                 seed: int, extra: dict[str, Any] | None = None, measured: Any = None) -> Cell:
+    """The cell of ``lp`` (a load point of the spec) with its content-hash id and seed; a cell a
+    dynamic load point derives also gives ``extra`` (which one, e.g. ``{"role": "point", "point": 3}``,
+    hashed with ``lp``) and ``measured``, the concurrency or rate it runs at."""
     lp_data = {"mode": lp.mode, **lp.model_dump(mode="json", exclude_defaults=True)}
     if extra:
         lp_data = {**lp_data, "derived": extra}
     cell_id = sha256_hex({**common, "backend": {"name": backend, "hash": backend_hash},
                           "load_point": lp_data, "repetition": rep})[:16]
     seed_hash = sha256_hex({"seed": seed, "load_point": lp_data, "repetition": rep})
-    return Cell(id=cell_id, backend=backend, load_point=lp, repetition=rep, index=index, seed=int(seed_hash[:15], 16))
+    return Cell(id=cell_id, backend=backend, load_point=measured if measured is not None else lp, repetition=rep,
+                index=index, seed=int(seed_hash[:15], 16))
 
 
 def _order(n_points: int, repetitions: int, order: str, seed: int) -> list[tuple[int, int]]:
