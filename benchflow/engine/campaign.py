@@ -121,7 +121,8 @@ def finish_campaign(spec: CampaignSpec, campaign_id: str, steps: FinishSteps, *,
         return _results_spooled(steps, campaign_id, problem)
     rows = analysis_input(dynamic.for_aggregates(cells), summaries)
     metrics = analysis.metrics_of(spec)
-    aggregates = steps.aggregate(rows, metrics, spec.workload.seed) + list(capacities or [])
+    aggregates = steps.aggregate(rows, dynamic.aggregate_metrics(spec, metrics), spec.workload.seed)
+    aggregates = list(aggregates) + list(capacities or [])
     comparisons = steps.compare(analysis_input(dynamic.for_comparisons(cells), summaries), metrics,
                                 analysis.baseline_of(spec), analysis.tolerance_of(spec), spec.workload.seed)
     steps.persist_analysis(aggregates, comparisons)

@@ -321,3 +321,11 @@ def for_comparisons(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Cells compared across backends: those at the same load for every backend (a sweep's points
     are at each backend's own rates, a search's probes at its own)."""
     return [c for c in cells if role_of(c) not in ("point", "probe")]
+
+
+def aggregate_metrics(spec: Any, metrics: list[str]) -> list[str]:
+    """``metrics``, plus what a sweep's curve shows (request rate, output throughput, TTFT p50 and p99)."""
+    if not any(getattr(p, "mode", None) == "sweep" for p in spec.workload.load_points):
+        return list(metrics)
+    curve = ["request_throughput", "output_throughput", "ttft_ms.p50", "ttft_ms.p99"]
+    return list(metrics) + [m for m in curve if m not in metrics]
