@@ -65,8 +65,9 @@ def _flags(cells: list[dict[str, Any]]) -> str:
         flags.append("saturated (stopped early)")
     if any((c.get("load_point") or {}).get("beyond_saturation") for c in cells):
         flags.append("beyond saturation")
-    invalid = sorted({c["invalid_reason"].split(";")[0] for c in cells if c.get("invalid_reason")})
-    flags += [f"invalid: {r}" for r in invalid]
+    invalid = [c for c in cells if c.get("invalid_reason")]
+    if invalid:
+        flags.append(f"invalid in {len(invalid)} of {len(cells)} reps")
     failed = sum(c.get("status") in ("failed", "stalled") for c in cells)
     if failed:
         flags.append(f"{failed} failed")
