@@ -65,16 +65,21 @@ def backend_steps(results: Results, spec: CampaignSpec, cid: str, workdir: Path,
         return outcome_of(run_cell(spec, c, launcher, nvml=nvml, gpu_indices=indices, should_stop=should_stop,
                                    return_state=True))
 
+    stored: dict[str, dict[str, Any]] = {}
+
     def stored_cell(cell_id: str) -> dict[str, Any] | None:
+        """A cell stored before this run (read once: the engine remembers what this run measures)."""
         from benchflow.errors import StorageError
 
-        try:
-            rows = results.store.summaries(cid)
-        except StorageError as e:  # the cell is measured again; its new row replaces the old one
-            get_run_logger().warning("stored cell %s could not be read (%s); measuring it again", cell_id, e)
-            return None
-        row = next((r for r in rows if r["cell_id"] == cell_id), None)
-        return None if row is None else {"status": row["status"], "summary": row.get("summary") or {}}
+        if not stored:
+            try:
+                rows = results.store.summaries(cid)
+            except StorageError as e:  # such cells are measured again; their new rows replace the old ones
+                get_run_logger().warning("stored cells could not be read (%s); measuring them again", e)
+                return None
+            stored.update({r["cell_id"]: {"status": r["status"], "summary": r.get("summary") or {}} for r in rows})
+            stored.setdefault("", {})  # read once, even when nothing is stored
+        return stored.get(cell_id)
 
     def after_deploy(backend: BackendSpec, launcher: Launcher) -> None:
         if getattr(launcher, "image_digest", None):
