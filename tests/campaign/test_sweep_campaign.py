@@ -132,6 +132,13 @@ def test_a_campaign_mixing_every_load_point_kind_runs_and_reports_the_capacity_w
     assert float(m.group(2)) <= float(m.group(1)) <= float(m.group(3)), line
     assert "Load sweeps" in text and re.search(r"sim\s+sweep4\s+p4\s", text), text
     assert re.search(r"^c2\s+sim\s", text, re.M) and re.search(r"^r2-poisson\s+sim\s", text, re.M), text
+    campaign_dir = tmp_path / "home" / "artifacts" / "campaigns" / "mixed-1"
+    doc = json.loads((campaign_dir / "capacity-sim-slocap.json").read_text())
+    assert doc["capacity_rps"] == pytest.approx(float(m.group(1)), rel=0.1) and doc["probes"], doc
+    assert all(p["cell_id"] for p in doc["probes"]), "every probe names the cell that measured it"
+    chart = (campaign_dir / "charts" / "latency-throughput.svg").read_text()
+    assert "series-lt-sim_sweep4-ttft_ms-p50" in chart and "series-lt-sim-ttft_ms-p50" in chart, \
+        "the sweep is its own curve beside the fixed load points"
     # a second run of the same campaign measures nothing again and reports the same capacity
     again = subprocess.run([BENCHFLOW, "run", str(path), "--campaign-id", "mixed-1"], env=env, capture_output=True,
                            text=True, timeout=600)
