@@ -242,3 +242,14 @@ def test_sweep_points_are_aggregated_but_not_compared_across_backends():
     assert labels["aggregate"] == {"sweep2-sync", "sweep2-max", "sweep2-p1", "sweep2-p2"}
     assert labels["compare"] == {"sweep2-sync", "sweep2-max"}
 
+
+
+def test_cancel_during_a_sweep_point_stops_the_campaign_with_the_measured_cells_stored():
+    spec = make_spec(load_points=[{"sweep": {"points": 3}}], repetitions=1)
+    fakes = ServerFakes(script={("a", 3): "cancel"})  # a cancel request arrives during sweep3-p2
+    result = _run(spec, fakes)
+    assert result.status == "cancelled" and "sweep3-p2" in result.message
+    assert _labels(fakes) == ["sweep3-sync", "sweep3-max", "sweep3-p1", "sweep3-p2"]
+    assert all(f.stopped for f in fakes.launchers), "the backend is torn down"
+    assert sorted(r["load_label"] for r in fakes.rows.values() if r["status"] == "completed") == [
+        "sweep3-max", "sweep3-p1", "sweep3-sync"]
