@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from benchflow import report_dynamic as rd
 from benchflow import report_words as words
 from benchflow import report_tables as rt
 from benchflow.stats.keys import MetricKey
@@ -97,6 +98,7 @@ def _decided(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def render_markdown(campaign: dict[str, Any], cells: list[dict[str, Any]], aggregates: list[dict[str, Any]],
                     comparisons: list[dict[str, Any]], *, backends: list[dict[str, Any]] | None = None) -> str:
     """The markdown report: the one-line answer, the setup, plain words, then the tables."""
+    aggregates, capacities = rd.split_capacities(aggregates)
     counts = cell_counts(cells)
     parts = [f"# Campaign `{campaign['id']}` ({campaign.get('name', '')})", "",
              f"**{rt.one_line_answer(comparisons)}**", "",
@@ -115,6 +117,7 @@ def render_markdown(campaign: dict[str, Any], cells: list[dict[str, Any]], aggre
         parts += ["", "## Invalid cells (kept, left out of aggregates)", ""]
         parts += [f"- `{c['cell_id']}` {c['backend_name']} {c['load_label']} rep {c.get('repetition')}: "
                   f"{words.invalid_cause(c)}" for c in invalid]
+    parts += rd.markdown_sections(cells, aggregates, capacities, table)
     parts += ["", "## Comparisons (candidate vs baseline)", "",
               table(CMP_HEADERS, comparison_table_rows(comparisons, aggregates)) if comparisons else "none",
               "", "## Results by load point (mean and 95% CI across repetitions)", ""]
@@ -129,6 +132,7 @@ def render_markdown(campaign: dict[str, Any], cells: list[dict[str, Any]], aggre
 def render_text(campaign: dict[str, Any], cells: list[dict[str, Any]], aggregates: list[dict[str, Any]],
                 comparisons: list[dict[str, Any]], *, backends: list[dict[str, Any]] | None = None) -> str:
     """Terminal version: the same content with aligned plain-text tables."""
+    aggregates, capacities = rd.split_capacities(aggregates)
     counts = cell_counts(cells)
     skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
     lines = [rt.one_line_answer(comparisons), "",
@@ -146,6 +150,7 @@ def render_text(campaign: dict[str, Any], cells: list[dict[str, Any]], aggregate
         if words.invalid_cause(c):
             lines.append(f"  ! invalid {c['backend_name']} {c['load_label']} rep {c.get('repetition')}: "
                          f"{words.invalid_cause(c)}")
+    lines += rd.text_sections(cells, aggregates, capacities, render_table)
     if aggregates:
         headers, rows = rt.aggregate_wide(aggregates)
         lines += ["", "Results by load point (mean and 95% CI across repetitions):", render_table(rows, headers),

@@ -46,6 +46,7 @@ def metric_order(metrics: set[str]) -> list[str]:
 
 def aggregate_wide(aggregates: list[dict[str, Any]]) -> Table:
     """One row per (load point, backend), one column per metric: ``mean (CI)``."""
+    aggregates = [a for a in aggregates if a["metric"] != "slo_capacity_rps"]  # reported on their own
     by = {(a["load_label"], a["backend_name"], a["metric"]): a for a in aggregates}
     metrics = metric_order({a["metric"] for a in aggregates})
     pairs = sorted({(lo, b) for lo, b, _ in by}, key=lambda p: (natural(p[0]), natural(p[1])))
@@ -62,6 +63,7 @@ AGG_HEADERS = ["load", "backend", "metric", "reps", "mean", "95% CI"]
 
 
 def aggregate_long(aggregates: list[dict[str, Any]]) -> list[list[str]]:
+    aggregates = [a for a in aggregates if a["metric"] != "slo_capacity_rps"]  # reported on their own
     out = []
     for a in sorted(aggregates, key=lambda a: (natural(a["load_label"]), natural(a["backend_name"]),
                                                metric_order({a["metric"]}) and natural(a["metric"]))):

@@ -66,6 +66,22 @@ def backend_steps(results: Results, spec: CampaignSpec, cid: str, workdir: Path,
         return outcome_of(run_cell(spec, c, launcher, nvml=nvml, gpu_indices=indices, should_stop=should_stop,
                                    return_state=True))
 
+    stored: dict[str, dict[str, Any]] = {}
+
+    def stored_cell(cell_id: str) -> dict[str, Any] | None:
+        """A cell stored before this run (read once: the engine remembers what this run measures)."""
+        from benchflow.errors import StorageError
+
+        if not stored:
+            try:
+                rows = results.store.summaries(cid)
+            except StorageError as e:  # such cells are measured again; their new rows replace the old ones
+                get_run_logger().warning("stored cells could not be read (%s); measuring them again", e)
+                return None
+            stored.update({r["cell_id"]: {"status": r["status"], "summary": r.get("summary") or {}} for r in rows})
+            stored.setdefault("", {})  # read once, even when nothing is stored
+        return stored.get(cell_id)
+
     def after_deploy(backend: BackendSpec, launcher: Launcher) -> None:
         if getattr(launcher, "image_digest", None):
             record_image_digest(results, cid, backend, launcher)
@@ -83,6 +99,8 @@ def backend_steps(results: Results, spec: CampaignSpec, cid: str, workdir: Path,
         cancel_requested=cancel_requested,
         gpu_slots=gpu_slots,
         logger=get_run_logger(),
+        stored_cell=stored_cell,
+        persist_artifact=lambda name, data: results.persist_artifact(cid, name, data),
     )
 
 

@@ -46,6 +46,35 @@ def curve_aggregates(stored: list[dict[str, Any]], summaries: list[dict[str, Any
     return list(stored) + extra
 
 
+def sweep_curves(aggregates: list[dict[str, Any]], cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The aggregate rows the latency-throughput chart draws: a sweep's cells become their own
+    series (``<backend> <sweep>``) through its points in rising rate (synchronous run first,
+    saturating run last); an SLO-capacity search's probes and the capacity rows are left out."""
+    order = {"sync": 0, "point": 1, "saturating": 2}
+    where: dict[tuple[str, str], tuple[str, str] | None] = {}
+    for c in cells:
+        lp = c.get("load_point") or {}
+        if not (isinstance(lp, dict) and lp.get("derived_from")):
+            continue
+        key = (c["backend_name"], c["load_label"])
+        if lp.get("role") in order:
+            rank = order[lp["role"]] * 10_000 + int(lp.get("point") or 0)
+            where[key] = (f"{c['backend_name']} {lp['derived_from']}", f"{rank:06d}")
+        else:
+            where[key] = None
+    out = []
+    for a in aggregates:
+        if a.get("metric") == "slo_capacity_rps":
+            continue
+        key = (a["backend_name"], a["load_label"])
+        if key not in where:
+            out.append(a)
+        elif where[key] is not None:
+            series, rank = where[key]
+            out.append({**a, "backend_name": series, "load_label": rank})
+    return out
+
+
 def _parquet(results: Any, key: str) -> Any:
     import pandas as pd
 
@@ -95,8 +124,11 @@ def usable_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def default_load(cells: list[dict[str, Any]]) -> str | None:
-    """The highest load point (natural order) with a usable cell: where backends differ most."""
-    loads = sorted({c["load_label"] for c in usable_cells(cells)}, key=_natural)
+    """The highest load point (natural order) with a usable cell: where backends differ most (a
+    load every backend ran: not a sweep's point or a search's probe, whose rates are each backend's own)."""
+    usable = usable_cells(cells)
+    shared = [c for c in usable if not (c.get("load_point") or {}).get("derived_from")]
+    loads = sorted({c["load_label"] for c in shared or usable}, key=_natural)
     return loads[-1] if loads else None
 
 
@@ -122,7 +154,7 @@ def render_campaign_charts(results: Any, campaign_id: str, *, load_label: str | 
     cells = db.cells(campaign_id)
     charts: dict[str, str] = {}
     aggregates = curve_aggregates(db.aggregates(campaign_id), db.summaries(campaign_id))
-    charts[LATENCY_THROUGHPUT] = plots.latency_throughput_svg(aggregates)
+    charts[LATENCY_THROUGHPUT] = plots.latency_throughput_svg(sweep_curves(aggregates, cells))
     comparisons = db.comparisons(campaign_id)
     if comparisons:
         charts[FOREST] = plots.forest_svg(comparisons)

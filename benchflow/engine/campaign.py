@@ -17,6 +17,7 @@ from typing import Any
 
 from benchflow import analysis
 from benchflow.campaign import analysis_input, failure_summary
+from benchflow.engine import dynamic
 from benchflow.engine.backend import BackendResult, run_backend
 from benchflow.engine.steps import BackendSteps, FinishSteps
 from benchflow.errors import BenchflowError, CampaignCancelled, ResultsNotStoredError, StorageError
@@ -73,7 +74,8 @@ def run_campaign(spec: CampaignSpec, campaign_id: str, cells: list[Cell], steps:
                 logger.info("backend %s: every cell already completed; skipped", backend.name)
                 continue
             backends.append(run_backend(steps, spec, backend, todo, workdir=workdir))
-        result = finish_campaign(spec, campaign_id, finish)
+        capacities = [row for b in backends for row in b.capacities]
+        result = finish_campaign(spec, campaign_id, finish, capacities=capacities)
     except CampaignCancelled as e:
         result = end_campaign(finish, campaign_id, "cancelled",
                               f"campaign {campaign_id} cancelled: {e}. Backends are torn down and measured cells "
@@ -101,9 +103,12 @@ def end_campaign(finish: FinishSteps, campaign_id: str, status: str, message: st
     return CampaignResult(campaign_id, status, message)
 
 
-def finish_campaign(spec: CampaignSpec, campaign_id: str, steps: FinishSteps) -> CampaignResult:
+def finish_campaign(spec: CampaignSpec, campaign_id: str, steps: FinishSteps, *,
+                    capacities: list[dict[str, Any]] | None = None) -> CampaignResult:
     """Replays the spool, aggregates, compares, publishes and stores the report, and sets the final
-    status: ``failed`` when any cell failed, else ``completed``."""
+    status: ``failed`` when any cell failed, else ``completed``. ``capacities``: SLO-capacity
+    aggregate rows found by this run, stored and reported with the aggregates (a search's probes are
+    not aggregated; a sweep's points are aggregated but not compared across backends)."""
     logger = steps.logger
     problem = steps.replay_spool()  # cells spooled during an outage count too
     cells: list[CellRow] = []
@@ -115,11 +120,12 @@ def finish_campaign(spec: CampaignSpec, campaign_id: str, steps: FinishSteps) ->
             problem = str(e)
     if problem is not None:
         return _results_spooled(steps, campaign_id, problem)
-    rows = analysis_input(cells, summaries)
+    rows = analysis_input(dynamic.for_aggregates(cells), summaries)
     metrics = analysis.metrics_of(spec)
-    aggregates = steps.aggregate(rows, metrics, spec.workload.seed)
-    comparisons = steps.compare(rows, metrics, analysis.baseline_of(spec), analysis.tolerance_of(spec),
-                                spec.workload.seed)
+    aggregates = steps.aggregate(rows, dynamic.aggregate_metrics(spec, metrics), spec.workload.seed)
+    aggregates = list(aggregates) + list(capacities or [])
+    comparisons = steps.compare(analysis_input(dynamic.for_comparisons(cells), summaries), metrics,
+                                analysis.baseline_of(spec), analysis.tolerance_of(spec), spec.workload.seed)
     steps.persist_analysis(aggregates, comparisons)
     failure = failure_summary(cells)
     status = "failed" if failure else "completed"

@@ -44,6 +44,10 @@ def _ignore(*_: object, **__: object) -> None:
     return None
 
 
+def _none(*_: object) -> None:
+    return None
+
+
 def _no_slots(backend: BackendSpec) -> AbstractContextManager[list[int]]:
     return nullcontext([])
 
@@ -106,6 +110,11 @@ class BackendSteps:
     gpu_slots: Callable[[BackendSpec], AbstractContextManager[object]] = _no_slots
     #: where the engine logs (flows pass Prefect's run logger, so the lines reach the UI).
     logger: EngineLogger = field(default_factory=lambda: log)
+    #: ``stored_cell(cell_id) -> {"status", "summary"} | None``: a stored cell (a resumed sweep or
+    #: SLO-capacity search reuses the cells it derived before). None: nothing is reused.
+    stored_cell: Callable[[str], "dict[str, Any] | None"] = _none
+    #: ``persist_artifact(name, data)``: a campaign-level file (an SLO capacity's JSON).
+    persist_artifact: Callable[[str, bytes], None] = _ignore
 
 
 @dataclass

@@ -165,12 +165,38 @@ def _size_problems(spec: CampaignSpec) -> list[str]:
     if not (isinstance(spec.backends, list) and _ok(w) and isinstance(w.load_points, list)
             and isinstance(spec.repetitions, int)):
         return []
-    cells = len(spec.backends) * len(w.load_points) * spec.repetitions
+    per_backend = sum(p.planned_cells(spec.repetitions) if getattr(p, "dynamic", False) else spec.repetitions
+                      for p in w.load_points if _ok(p))
+    cells = len(spec.backends) * per_backend
     if cells <= L.MAX_CELLS:
         return []
+    dynamic = " (a sweep counts points + 2 cells per repetition, an slo_capacity its max_probes)" if any(
+        getattr(p, "dynamic", False) for p in w.load_points) else ""
     return [f"repetitions: {len(spec.backends)} backends x {len(w.load_points)} load points x "
-            f"{spec.repetitions} repetitions = {cells:,} cells, more than {L.MAX_CELLS:,} "
+            f"{spec.repetitions} repetitions = {cells:,} cells{dynamic}, more than {L.MAX_CELLS:,} "
             "(cells are expanded, stored and run one by one; split the campaign)"]
+
+
+def _dynamic_problems(spec: CampaignSpec) -> list[str]:
+    """Combinations a sweep or an SLO-capacity search does not support."""
+    w = spec.workload
+    if not (_ok(w) and isinstance(w.load_points, list)):
+        return []
+    problems: list[str] = []
+    kinds = {getattr(p, "mode", None) for p in w.load_points}
+    for j, p in enumerate(w.load_points):
+        if getattr(p, "mode", None) == "slo_capacity" and p.slo_capacity.slo is None and not spec.slo:
+            problems.append(f"workload.load_points[{j}].slo_capacity.slo: an SLO capacity needs an slo "
+                            "(give one here, or an slo section for the campaign)")
+    if not isinstance(spec.backends, list) or not kinds & {"sweep", "slo_capacity"}:
+        return problems
+    for i, b in enumerate(spec.backends):
+        restart = getattr(b, "restart", "never")
+        if restart == "per_cell" or (restart == "per_repetition" and "slo_capacity" in kinds):
+            what = "sweep" if restart == "per_cell" and "sweep" in kinds else "slo_capacity"
+            problems.append(f"backends[{i}].restart: {restart} is not supported with a {what} load point (its "
+                            "cells are derived while the backend runs; use restart: never)")
+    return problems
 
 
 def cross_field_problems(spec: CampaignSpec, *, base_dir: Path | None = None, check_files: bool = True) -> list[str]:
@@ -182,4 +208,5 @@ def cross_field_problems(spec: CampaignSpec, *, base_dir: Path | None = None, ch
     problems = _backend_problems(spec)
     if _ok(spec.workload):
         problems += _workload_problems(spec.workload, base_dir, check_files)
-    return [*problems, *_compare_problems(spec), *_regression_problems(spec), *_size_problems(spec)]
+    return [*problems, *_compare_problems(spec), *_regression_problems(spec), *_size_problems(spec),
+            *_dynamic_problems(spec)]

@@ -12,17 +12,19 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from benchflow.spec import backends, models
+from benchflow.spec import backends, dynamic, models
 
 __all__ = ["format_validation_error", "format_loc"]
 
 #: Union tags pydantic puts into ``loc`` after a list index of these fields, and after "dataset".
-_TAGGED_LISTS = {"backends": {"vllm", "sglang", "sim", "openai"}, "load_points": {"concurrency", "rate"}}
+_TAGGED_LISTS = {"backends": {"vllm", "sglang", "sim", "openai"}, "load_points": {"concurrency", "rate", "sweep",
+                                                                                   "slo_capacity"}}
 _DATASET_TAGS = {"notation", "file"}
 _HINTS = {
     "arrival": "a rate needs arrival: poisson, gamma or constant",
     "kind": "one of vllm, sglang, sim, openai",
-    "load_points": "a list of {concurrency: N} and/or {rate: R, arrival: ...}",
+    "load_points": "a list of {concurrency: N}, {rate: R, arrival: ...}, {sweep: {points: N}} and/or "
+                   "{slo_capacity: {min_rate: R, max_rate: R}}",
 }
 
 
@@ -54,7 +56,7 @@ _EXPECTED = {
 
 def _known_keys() -> set[str]:
     keys: set[str] = set()
-    for module in (models, backends):
+    for module in (models, backends, dynamic):
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, BaseModel):
                 keys.update(obj.model_fields)

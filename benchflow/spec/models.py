@@ -18,12 +18,14 @@ from pydantic import (
 from benchflow.spec import limits as L
 from benchflow.spec.backends import Backend, BackendSpec
 from benchflow.spec.checks import cross_field_problems
-from benchflow.spec.types import Seconds, SloSeconds, StrictModel, no_nul, sha256_hex
+from benchflow.spec.dynamic import SloCapacityLoad, SloMap, SweepLoad
+from benchflow.spec.types import Seconds, StrictModel, no_nul, sha256_hex
 from benchflow.workload import parse_notation
 
 __all__ = [
     "CampaignSpec", "ModelSpec", "WorkloadSpec", "JsonlSource", "LimitsSpec", "SaturationSpec", "CompareSpec",
-    "HealthPolicy", "RegressionSpec", "ConcurrencyLoad", "RateLoad", "LoadPoint", "Cell",
+    "HealthPolicy", "RegressionSpec", "ConcurrencyLoad", "RateLoad", "SweepLoad", "SloCapacityLoad", "LoadPoint",
+    "Cell",
     "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS",
 ]
 
@@ -48,6 +50,10 @@ class ConcurrencyLoad(StrictModel):
         return "closed"
 
     @property
+    def dynamic(self) -> bool:
+        return False
+
+    @property
     def label(self) -> str:
         return f"c{self.concurrency}"
 
@@ -65,6 +71,10 @@ class RateLoad(StrictModel):
         return "open"
 
     @property
+    def dynamic(self) -> bool:
+        return False
+
+    @property
     def label(self) -> str:
         rate = f"{self.rate:g}"
         return f"r{rate}-{self.arrival}" + (f"-cap{self.max_concurrency}" if self.max_concurrency else "")
@@ -76,20 +86,28 @@ class RateLoad(StrictModel):
         return self
 
 
+_LOAD_POINT_TAGS = ("concurrency", "rate", "sweep", "slo_capacity")
+_LOAD_POINT_CLASSES: dict[str, type] = {}
+
+
 def _load_point_tag(value: Any) -> str | None:
     if isinstance(value, dict):
-        return "concurrency" if "concurrency" in value else "rate" if "rate" in value else None
-    return "concurrency" if isinstance(value, ConcurrencyLoad) else "rate" if isinstance(value, RateLoad) else None
+        return next((tag for tag in _LOAD_POINT_TAGS if tag in value), None)
+    return next((tag for tag, cls in _LOAD_POINT_CLASSES.items() if isinstance(value, cls)), None)
 
 
 LoadPoint = Annotated[
-    Union[Annotated[ConcurrencyLoad, Tag("concurrency")], Annotated[RateLoad, Tag("rate")]],
+    Union[Annotated[ConcurrencyLoad, Tag("concurrency")], Annotated[RateLoad, Tag("rate")],
+          Annotated[SweepLoad, Tag("sweep")], Annotated[SloCapacityLoad, Tag("slo_capacity")]],
     Discriminator(
         _load_point_tag,
         custom_error_type="load_point",
-        custom_error_message="a load point is {concurrency: N} or {rate: R, arrival: poisson|gamma|constant}",
+        custom_error_message="a load point is {concurrency: N}, {rate: R, arrival: poisson|gamma|constant}, "
+                             "{sweep: {points: N}} or {slo_capacity: {min_rate: R, max_rate: R}}",
     ),
 ]
+_LOAD_POINT_CLASSES.update(concurrency=ConcurrencyLoad, rate=RateLoad, sweep=SweepLoad, slo_capacity=SloCapacityLoad)
+AnyLoad = Union[ConcurrencyLoad, RateLoad, SweepLoad, SloCapacityLoad]
 
 
 class JsonlSource(StrictModel):
@@ -153,13 +171,19 @@ class WorkloadSpec(StrictModel):
 
     @field_validator("load_points")
     @classmethod
-    def _unique_load_points(cls, points: list[ConcurrencyLoad | RateLoad]) -> list[ConcurrencyLoad | RateLoad]:
+    def _unique_load_points(cls, points: list[AnyLoad]) -> list[AnyLoad]:
         seen: dict[Any, int] = {}
+        labels = {p.label: i for i, p in reversed(list(enumerate(points))) if not p.dynamic}
         for i, p in enumerate(points):
-            key = (type(p).__name__, tuple(sorted(p.model_dump().items(), key=repr)))
+            key = (type(p).__name__, repr(p.model_dump()))
             if key in seen:
                 raise ValueError(f"load_points[{i}] ({p.label}) repeats load_points[{seen[key]}]")
             seen[key] = i
+            if p.dynamic:  # its label names the cells it derives: it must be the only one
+                if p.label in labels:
+                    raise ValueError(f"load_points[{i}] has the label {p.label!r} of load_points[{labels[p.label]}]; "
+                                     "give it another name (e.g. name: sweep_b)")
+                labels[p.label] = i
         return points
 
     def measurement_fields(self) -> dict[str, Any]:
@@ -296,9 +320,7 @@ class CampaignSpec(StrictModel):
     workload: WorkloadSpec = Field(..., description="prompts and arrivals")
     repetitions: L.Repetitions = Field(1, ge=1, description="measured runs of each (backend, load point)")
     order: Literal["interleaved", "grouped", "shuffled"] = Field("interleaved", description="cell order per backend")
-    slo: dict[Literal["ttft", "tpot", "itl", "e2e"], dict[Literal["mean", "p50", "p90", "p95", "p99"], SloSeconds]] = (
-        Field(default_factory=dict, description='e.g. {ttft: {p99: "500ms"}}; units required')
-    )
+    slo: SloMap = Field(default_factory=dict, description='e.g. {ttft: {p99: "500ms"}}; units required')
     limits: LimitsSpec = Field(default_factory=LimitsSpec, description="validity limits")
     compare: CompareSpec = Field(default_factory=CompareSpec, description="backend comparison")
     health: HealthPolicy = Field(default_factory=HealthPolicy, description="GPU health gate")
@@ -334,24 +356,36 @@ class CampaignSpec(StrictModel):
     def cells(self) -> list[Cell]:
         """Every cell, grouped by backend (spec order), in the spec's order within a backend."""
         plan = _order(len(self.workload.load_points), self.repetitions, self.order, self.workload.seed)
-        common = {"model": self.model.model_dump(mode="json", exclude_defaults=True),
-                  "workload": self.workload.measurement_fields()}
+        common = self.cell_common()
         cells: list[Cell] = []
         for backend in self.backends:
             backend_hash = backend.content_hash()
             for lp_index, rep in plan:
                 lp = self.workload.load_points[lp_index]
-                lp_data = {"mode": lp.mode, **lp.model_dump(mode="json", exclude_defaults=True)}
-                cell_id = sha256_hex({
-                    **common, "backend": {"name": backend.name, "hash": backend_hash},
-                    "load_point": lp_data, "repetition": rep,
-                })[:16]
-                seed_hash = sha256_hex({"seed": self.workload.seed, "load_point": lp_data, "repetition": rep})
-                cells.append(Cell(
-                    id=cell_id, backend=backend.name, load_point=lp, repetition=rep, index=len(cells),
-                    seed=int(seed_hash[:15], 16),
-                ))
+                if isinstance(lp, SloCapacityLoad) and rep:
+                    continue  # one search covers every repetition (they give its interval)
+                cells.append(derived_cell(common, backend.name, backend_hash, lp, rep, len(cells), self.workload.seed))
         return cells
+
+    def cell_common(self) -> dict[str, Any]:
+        """What every cell id of this campaign hashes besides its backend, load point and repetition."""
+        return {"model": self.model.model_dump(mode="json", exclude_defaults=True),
+                "workload": self.workload.measurement_fields()}
+
+
+def derived_cell(common: dict[str, Any], backend: str, backend_hash: str, lp: Any, rep: int, index: int,
+                 seed: int, extra: dict[str, Any] | None = None, measured: Any = None) -> Cell:
+    """The cell of ``lp`` (a load point of the spec) with its content-hash id and seed; a cell a
+    dynamic load point derives also gives ``extra`` (which one, e.g. ``{"role": "point", "point": 3}``,
+    hashed with ``lp``) and ``measured``, the concurrency or rate it runs at."""
+    lp_data = {"mode": lp.mode, **lp.model_dump(mode="json", exclude_defaults=True)}
+    if extra:
+        lp_data = {**lp_data, "derived": extra}
+    cell_id = sha256_hex({**common, "backend": {"name": backend, "hash": backend_hash},
+                          "load_point": lp_data, "repetition": rep})[:16]
+    seed_hash = sha256_hex({"seed": seed, "load_point": lp_data, "repetition": rep})
+    return Cell(id=cell_id, backend=backend, load_point=measured if measured is not None else lp, repetition=rep,
+                index=index, seed=int(seed_hash[:15], 16))
 
 
 def _order(n_points: int, repetitions: int, order: str, seed: int) -> list[tuple[int, int]]:
