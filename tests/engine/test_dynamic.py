@@ -15,6 +15,7 @@ import pytest
 
 from benchflow.engine import run_campaign
 from benchflow.engine.dynamic import CAPACITY_METRIC, sweep_rates
+from benchflow.results_types import CellRow, CellSummary
 from benchflow.runner import CellOutcome
 from tests.engine.fakes import Fakes, make_spec
 
@@ -115,8 +116,9 @@ class ServerFakes(Fakes):
 
     def finish(self, **overrides):
         def stored():
-            cells = [{k: v for k, v in r.items() if k != "artifacts"} for r in self.rows.values()]
-            return cells, [{"cell_id": c["cell_id"], "summary": self.summaries.get(c["cell_id"], {})} for c in cells]
+            cells = [CellRow.model_validate({k: v for k, v in r.items() if k != "artifacts"})
+                     for r in self.rows.values()]
+            return cells, {c.cell_id: CellSummary.model_validate(self.summaries.get(c.cell_id, {})) for c in cells}
 
         overrides.setdefault("stored", stored)
         overrides.setdefault("aggregate", lambda rows, m, seed: self.analysis.append(("aggregate", rows)) or [])
