@@ -212,7 +212,7 @@ def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, 
             os.killpg(proc.pid, signal.SIGKILL)
             for registry in (home / "runs").glob("*/processes"):
                 reap_leftovers(registry, grace_s=1)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # a loaded machine stops a Prefect server slowly
     while any(os.path.exists(f"/proc/{pid}") for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)
     alive = [pid for pid in children if os.path.exists(f"/proc/{pid}")
