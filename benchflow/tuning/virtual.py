@@ -289,3 +289,68 @@ def virtual_steps(*, on_cell: Any = None) -> Any:
                             persist_cell=persist_cell, sleep=lambda s: None)
 
     return steps_for
+
+
+def cached_steps(steps_for: Any, cache: dict[Any, Any]) -> Any:
+    """``steps_for`` whose deploys and cells are remembered by (engine args, load point,
+    repetition, seed): a virtual measurement is deterministic, so a benchmark that asks for the
+    same configuration again (another sampler, another seed) gets the same summary without
+    measuring it again. Only for virtual steps."""
+
+    def wrapped(cspec: Any, cid: str) -> BackendSteps:
+        steps = steps_for(cspec, cid)
+        key = tuple(sorted((k, repr(v)) for k, v in (cspec.backends[0].engine_args or {}).items()))
+        deploy, run_cell = steps.deploy, steps.run_cell
+
+        def cached_deploy(backend: Any) -> Any:
+            hit = cache.get((key, "deploy"))
+            if hit is None:
+                try:
+                    hit = deploy(backend)
+                except BackendStartError as e:
+                    hit = e
+                cache[(key, "deploy")] = hit
+            if isinstance(hit, BackendStartError):
+                raise hit
+            return hit
+
+        def cached_cell(backend: Any, cell: Any, launcher: Any, should_stop: Any) -> Any:
+            ckey = (key, cell.load_point.label, cell.repetition, cell.seed)
+            if ckey not in cache:
+                cache[ckey] = run_cell(backend, cell, launcher, should_stop)
+            return cache[ckey]
+
+        steps.deploy, steps.run_cell = cached_deploy, cached_cell
+        return steps
+
+    return wrapped
+
+
+@dataclass
+class Evaluation:
+    """One configuration through the study's own trial code: its objective values, whether every
+    Optuna constraint holds (``<= 0``), the constraint values and the trial's user attrs."""
+
+    flags: dict[str, Any]
+    values: list[float]
+    feasible: bool
+    constraints: dict[str, float]
+    attrs: dict[str, Any]
+
+
+def evaluate_config(spec: Any, flags: dict[str, Any], steps_for: Any, *, number: int = 0) -> Evaluation:
+    """Evaluates ``flags`` with exactly the code a study's trial runs (``benchflow.tuning.study``'s
+    trial objective, on an :class:`optuna.trial.FixedTrial` in a throwaway in-memory study), so an
+    exhaustive sweep and a study agree on every value and constraint. ``steps_for``: virtual or real."""
+    import optuna
+
+    from benchflow.tuning import study as study_mod
+
+    study = optuna.create_study(directions=["maximize" if d == "maximize" else "minimize" for d in spec.directions],
+                                study_name=f"{spec.name}-x{number}")
+    trial = optuna.trial.FixedTrial(dict(flags), number=number)
+    values = study_mod._evaluate(study, trial, spec, steps_for, None)
+    constraints = dict(trial.constraints)
+    attrs = dict(trial.user_attrs)
+    feasible = bool(attrs.get("measured")) and not attrs.get("infeasible") and all(v <= 0 for v in constraints.values())
+    return Evaluation(dict(flags), list(values), feasible, constraints, attrs)
