@@ -25,9 +25,11 @@ test: install
 test-unit: install
 	$(PY) -m pytest -q -m "not integration and not docker" $(PYTEST_ARGS)
 
-## Measures the load generator and orchestration overhead; figures go into README.md.
+## Measures the load generator and orchestration overhead, and the tuning samplers against an
+## exhaustive optimum (bench/tuning.py, virtual time); figures go into README.md.
 bench: install
 	$(PY) bench/run_all.py
+	PYTHONPATH=. $(PY) bench/tuning.py
 
 ## Builds benchflow/sim:latest from docker/sim.Dockerfile (BASE_IMAGE=... to change the base;
 ## OFFLINE=1 installs wheels downloaded on this host, for builds that cannot reach an index).
