@@ -26,7 +26,7 @@ quiet machine), ``/metrics`` samples (no active window), faults (crash/stall/err
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -295,7 +295,8 @@ def cached_steps(steps_for: Any, cache: dict[Any, Any]) -> Any:
     """``steps_for`` whose deploys and cells are remembered by (engine args, load point,
     repetition, seed): a virtual measurement is deterministic, so a benchmark that asks for the
     same configuration again (another sampler, another seed) gets the same summary without
-    measuring it again. Only for virtual steps."""
+    measuring it again. Only for virtual steps. ``cache`` holds picklable values (a cell's outcome
+    without its raw records), so a sweep can be saved and reused."""
 
     def wrapped(cspec: Any, cid: str) -> BackendSteps:
         steps = steps_for(cspec, cid)
@@ -316,9 +317,10 @@ def cached_steps(steps_for: Any, cache: dict[Any, Any]) -> Any:
 
         def cached_cell(backend: Any, cell: Any, launcher: Any, should_stop: Any) -> Any:
             ckey = (key, cell.load_point.label, cell.repetition, cell.seed)
-            if ckey not in cache:
-                cache[ckey] = run_cell(backend, cell, launcher, should_stop)
-            return cache[ckey]
+            if ckey not in cache:  # the summary is kept, the raw records are not (picklable, small)
+                out = run_cell(backend, cell, launcher, should_stop)
+                cache[ckey] = replace(out, run=None, server_samples=None, gpu_samples=None)
+            return replace(cache[ckey], cell_id=cell.id, backend=cell.backend)
 
         steps.deploy, steps.run_cell = cached_deploy, cached_cell
         return steps
