@@ -23,7 +23,9 @@ batches break the TPOT SLO, chunk sizes trade TTFT for TPOT, and some configurat
 
 Writes bench/results/tuning.json and bench/results/tuning.md (the tables quoted in the README).
 GP (Optuna's GPSampler) needs torch, which benchflow does not install; it is reported as skipped
-unless torch is importable. About 3 minutes for 1-3 and 3 more for 4 on 2 quiet cores.
+unless torch is importable. Measured on 2 shared, busy cores: the 800-configuration sweep 214 s,
+the samplers 250 s with --seeds 20 (the default is 5), the demo sweep (4) about 10 minutes at a load
+average of 16 (``--skip-demo`` leaves it out). ``--cache F`` saves the sweep for reruns.
 
     PYTHONPATH=. .venv/bin/python bench/tuning.py [--seeds 5] [--max-trials 400] [--skip-demo] [--cache F]
 """
