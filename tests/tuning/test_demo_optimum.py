@@ -5,7 +5,8 @@ and a tuning run of the demo spec lands within 5% of it (issue 14's acceptance).
 The sweep itself takes minutes, so it is not redone here: the stored optimum is re-measured, a seeded
 sample of the space is checked not to beat it (a simulator change that moves the optimum fails here:
 rerun bench/tuning.py), and the demo study runs in virtual time through the study's own code.
-The same study over real HTTP (about 3-4 minutes on 2 quiet cores) runs with BENCHFLOW_SLOW_TESTS=1.
+The same study over real HTTP (about 4 minutes on 2 busy cores) runs with BENCHFLOW_SLOW_TESTS=1; the
+configuration it picks is judged on the same ground truth as the optimum (its virtual-time value).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def test_the_demo_study_in_virtual_time_lands_within_5_percent_of_the_exhaustive
 
 @pytest.mark.integration
 @pytest.mark.skipif(os.environ.get("BENCHFLOW_SLOW_TESTS") != "1",
-                    reason="the demo study over real HTTP takes 3-4 minutes; set BENCHFLOW_SLOW_TESTS=1")
+                    reason="the demo study over real HTTP takes about 4 minutes; set BENCHFLOW_SLOW_TESTS=1")
 def test_the_demo_study_over_http_lands_within_5_percent_of_the_exhaustive_optimum(tmp_path, monkeypatch, optimum):
     from benchflow.cli import main
 
@@ -91,4 +92,8 @@ def test_the_demo_study_over_http_lands_within_5_percent_of_the_exhaustive_optim
     study = optuna.load_study(study_name="demo-http", storage=f"sqlite:///{tmp_path / 'home' / 'benchflow-optuna.db'}")
     best = feasible_best(study)
     assert best, "the demo study finds a feasible configuration"
-    assert best[0].values[0] >= 0.95 * optimum["optimum"]["value"], (best[0].params, optimum["optimum"])
+    # The configuration it picked, measured on the same ground truth as the exhaustive optimum (virtual
+    # time: the HTTP measurement of one run reads a little lower, more so on a busy machine).
+    truth = evaluate_config(load_tuning_spec(DEMO), best[0].user_attrs["flags"], virtual_steps())
+    assert truth.feasible and truth.values[0] >= 0.95 * optimum["optimum"]["value"], (best[0].params, optimum)
+    assert best[0].values[0] >= 0.90 * optimum["optimum"]["value"], "its HTTP measurement agrees roughly"
