@@ -25,12 +25,14 @@ test: install
 test-unit: install
 	$(PY) -m pytest -q -m "not integration and not docker" $(PYTEST_ARGS)
 
-## Measures the load generator and orchestration overhead; figures go into README.md.
-## bench/capacity.py: the SLO-capacity search's interval coverage in virtual time (docs/metrics.md).
+## Measures the load generator and orchestration overhead, several client processes, the SLO-capacity
+## search's interval coverage (bench/capacity.py) and the tuning samplers against an exhaustive optimum
+## (bench/tuning.py); the last two run in virtual time. Figures go into README.md and docs/metrics.md.
 bench: install
 	$(PY) bench/run_all.py
-	$(PY) bench/clients.py
-	$(PY) bench/capacity.py
+	PYTHONPATH=. $(PY) bench/clients.py
+	PYTHONPATH=. $(PY) bench/capacity.py
+	PYTHONPATH=. $(PY) bench/tuning.py
 
 ## Builds benchflow/sim:latest from docker/sim.Dockerfile (BASE_IMAGE=... to change the base;
 ## OFFLINE=1 installs wheels downloaded on this host, for builds that cannot reach an index).

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from benchflow.campaign import slug
 from benchflow.engine import BackendSteps, run_backend
 from benchflow.launch.base import tail
-from benchflow.tuning.spec import Bool, Categorical, FloatRange, IntRange, TuningSpec
+from benchflow.tuning.spec import TPE_OPTIONS, Bool, Categorical, FloatRange, IntRange, TuningSpec
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def make_sampler(spec: TuningSpec) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    return optuna.samplers.TPESampler(seed=seed, **TPE_OPTIONS)
 
 
 def open_study(spec: TuningSpec, storage: str | optuna.storages.BaseStorage, study_id: str) -> optuna.Study:

@@ -134,7 +134,8 @@ def test_a_campaign_mixing_every_load_point_kind_runs_and_reports_the_capacity_w
     assert re.search(r"^c2\s+sim\s", text, re.M) and re.search(r"^r2-poisson\s+sim\s", text, re.M), text
     campaign_dir = tmp_path / "home" / "artifacts" / "campaigns" / "mixed-1"
     doc = json.loads((campaign_dir / "capacity-sim-slocap.json").read_text())
-    assert doc["capacity_rps"] == pytest.approx(float(m.group(1)), rel=0.1) and doc["probes"], doc
+    # the report rounds to the digits its interval supports; the stored search keeps the full value
+    assert float(m.group(2)) <= doc["capacity_rps"] <= float(m.group(3)) and doc["probes"], doc
     assert all(p["cell_id"] for p in doc["probes"]), "every probe names the cell that measured it"
     chart = (campaign_dir / "charts" / "latency-throughput.svg").read_text()
     assert "series-lt-sim_sweep4-ttft_ms-p50" in chart and "series-lt-sim-ttft_ms-p50" in chart, \
