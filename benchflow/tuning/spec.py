@@ -8,6 +8,7 @@ turns one sampled configuration into a one-backend campaign spec, which the camp
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -119,6 +120,13 @@ class SamplerSpec(StrictModel):
     name: Literal["grid", "random", "tpe", "gp", "nsga2"] | None = Field(
         None, description="default: tpe, for one objective and for several (see bench/tuning.py)")
     seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _gp_needs_torch(self) -> SamplerSpec:
+        if self.name == "gp" and importlib.util.find_spec("torch") is None:
+            raise ValueError("sampler gp needs PyTorch, which is not installed (Optuna's GPSampler uses it): "
+                             "`pip install torch`, or use tpe (the default; see bench/tuning.py)")
+        return self
 
 
 class TrialBudget(StrictModel):

@@ -55,6 +55,14 @@ def test_every_problem_is_reported_with_its_path():
         assert expected in text, f"{expected!r} missing from:\n{text}"
 
 
+def test_gp_without_torch_is_refused_at_validation_with_the_remedy(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(SpecError, match=r"sampler.*gp needs PyTorch, which is not installed"):
+        load_tuning_spec({**GOOD, "sampler": {"name": "gp"}})
+
+
 def test_campaign_rules_apply_to_the_base_backend():
     # cross-field rules run on a backend that passes its own schema (a broken one is reported above)
     with pytest.raises(SpecError, match="backend.kind: sim backends are refused"):
