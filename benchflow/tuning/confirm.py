@@ -51,9 +51,15 @@ def confirm_study(study: optuna.Study, spec: TuningSpec, steps_for: StepsFactory
             text = f"winner: trial {win['trial']} ({metric} {ci} against trial {second['trial']})"
             verdict = "winner"
         else:
-            tied = ", ".join(f"trial {r['trial']} {r['params']}" for r in runs)
+            tied = "; ".join(f"trial {r['trial']} ({params_text(r['params'])})" for r in runs)
             text = f"tie: {c.verdict} ({metric} {ci}); tied configurations: {tied}"
             verdict = "tie"
         out = {"verdict": verdict, "text": text, "trials": runs}
     study.set_user_attr("confirm", out)
     return out
+
+
+def params_text(params: dict) -> str:
+    """``max-num-seqs=46, gpu-memory-utilization=0.3``: floats to 6 significant figures (a stepped float
+    search space gives 0.30000000000000004)."""
+    return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())

@@ -161,7 +161,7 @@ def markdown(study: optuna.Study, charts: Mapping[str, str] | None = None,
     lines += [f"## {title}", ""]
     if confirm and confirm.get("verdict") == "tie":
         lines += ["Best single measurement of the search; the confirmation below finds no separable winner.", ""]
-    lines += [f"- trial {t.number}: {t.params} -> " + ", ".join(f"{k} {v:.4g}" for k, v in zip(metrics, t.values))
+    lines += [f"- trial {t.number}: {_flags_text(t.params)} -> " + ", ".join(f"{k} {v:.4g}" for k, v in zip(metrics, t.values))
               for t in best]
     if confirm:
         lines += ["", "## Confirmation", "", confirm["text"]]

@@ -132,6 +132,7 @@ def test_confirm_names_a_winner_only_when_its_interval_separates_it(storage, gap
     assert optuna.load_study(study_name="c1", storage=storage).user_attrs["confirm"]["verdict"] == verdict
     if verdict == "tie":
         assert result["text"].startswith("tie") and "tied configurations" in result["text"]
+        assert "{'" not in result["text"] and "=" in result["text"], "flags read as name=value, not a dict repr"
 
 
 def test_report_has_the_best_configuration_importances_and_the_winning_flags(storage):
