@@ -153,7 +153,8 @@ class WorkloadSpec(StrictModel):
     """How prompts are made and how they arrive."""
 
     dataset: DatasetField = Field(
-        ..., description="'D(128,128)', 'N(480,240)/(300,150)', 'U(50,150)/(20,80)', or {jsonl: path}"
+        ..., description="'D(128,128)', 'N(480,240)/(300,150)', 'U(50,150)/(20,80)', shared prefixes "
+                         "'P(groups,prefix)/(suffix,output)', or {jsonl: path}"
     )
     seed: L.Seed = Field(0, ge=0, description="seed of prompts, schedules and the shuffled order")
     load_points: list[LoadPoint] = Field(
