@@ -307,8 +307,15 @@ async def run_agentic_load(base_url: str, model: str, prompts: Sequence[Prompt],
     concurrency = getattr(load, "concurrency", None)
     if not isinstance(concurrency, int):
         raise ValueError("agentic workload: load points must be {concurrency: N} (the number of agents)")
-    run = await run_agents(base_url, model, prompts, concurrency, spec, **kwargs)
-    return run, {}
+    from benchflow.client_health import LoopMonitor, judge
+
+    monitor = LoopMonitor()
+    monitor.start()
+    try:
+        run = await run_agents(base_url, model, prompts, concurrency, spec, **kwargs)
+    finally:
+        monitor.stop()
+    return run, judge([{"index": 0, **monitor.evidence()}], 1)
 
 
 def agentic_summary(run: LoadRun, active: tuple[int | None, int | None] = (None, None)) -> dict[str, Any]:
