@@ -24,12 +24,14 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 
 from benchflow import SCHEMA_VERSION
+from benchflow.agentic import agentic_summary, tasks_frame
 from benchflow.errors import EndpointUnreachableError
 from benchflow.records import LoadRun, dominant_error, records_to_frame
 from benchflow.saturation import SaturationConfig, describe
@@ -63,6 +65,8 @@ class CellOutcome:
         out: dict[str, bytes] = {}
         if self.run is not None:
             out["requests.parquet"] = _parquet(records_to_frame(self.run.records))
+        if self.run is not None and (tasks := tasks_frame(self.run)) is not None:
+            out["tasks.parquet"] = _parquet(tasks)
         if self.server_samples is not None:
             out["server_metrics.parquet"] = _parquet(self.server_samples)
         if self.gpu_samples is not None:
@@ -102,6 +106,7 @@ async def measure_cell(
     outcome is ``cancelled`` with that reason as its error.
     """
     from benchflow.clients import run_cell_load
+    from benchflow.agentic import run_agentic_load
     from benchflow.loadgen import check_endpoint
     from benchflow.metrics.prometheus import PrometheusScraper
     from benchflow.workload import make_prompts
@@ -119,7 +124,8 @@ async def measure_cell(
     scraper = PrometheusScraper.for_endpoint(base_url, interval_s=scrape_interval_s)
     gpu = _gpu_sampler(nvml, gpu_indices, scrape_interval_s)
     async with scraper.running(), (gpu.running() if gpu else contextlib.nullcontext()):
-        run, client = await run_cell_load(
+        load_fn = run_cell_load if getattr(wl, "agentic", None) is None else partial(run_agentic_load, spec=wl.agentic)
+        run, client = await load_fn(
             base_url, spec.model.name, prompts, cell.load_point, clients=getattr(wl, "clients", 1), api=wl.api,
             warmup_requests=wl.warmup_requests, max_requests=wl.max_requests,
             max_duration_s=wl.max_duration_s, request_timeout_s=wl.request_timeout_s,
@@ -173,6 +179,7 @@ def summarize_cell(spec: Any, outcome: CellOutcome) -> dict[str, Any]:
         reason = f"saturated: {describe(run.stop_detail)}"
         summary["invalid"] = f"{summary['invalid']}; {reason}" if summary.get("invalid") else reason
     summary.update(_active_window(outcome))
+    summary.update(agentic_summary(run, (summary.get("active_start_ns"), summary.get("active_end_ns"))))
     summary.update(_energy(outcome, summary))
     return summary
 

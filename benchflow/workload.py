@@ -4,7 +4,10 @@ Notation (input lengths before the slash, output lengths after it):
 
 * ``D(128,128)``: deterministic, 128 input and 128 output tokens;
 * ``N(480,240)/(300,150)``: normal, mean 480 std 240 input, mean 300 std 150 output;
-* ``U(50,150)/(20,80)``: uniform integers, 50..150 input and 20..80 output (both ends included).
+* ``U(50,150)/(20,80)``: uniform integers, 50..150 input and 20..80 output (both ends included);
+* ``P(8,1024)/(128,256)``: shared prefixes: 8 groups, each with its own common prefix of 1024
+  tokens; every prompt is its group's prefix plus a unique suffix of 128 tokens, and asks for 256
+  output tokens (groups drawn uniformly per prompt). Exercises prefix caching.
 
 Sampled lengths are rounded to integers and clipped to >= 1. Synthetic prompts are made without a
 tokenizer: a prompt of N input tokens is N whitespace-separated common English words (each one token
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from benchflow.spec import WorkloadSpec
 
 __all__ = [
-    "Dataset", "DeterministicLengths", "NormalLengths", "UniformLengths", "JsonlDataset",
+    "Dataset", "DeterministicLengths", "NormalLengths", "UniformLengths", "SharedPrefix", "JsonlDataset",
     "parse_dataset", "parse_notation", "make_prompts", "read_jsonl_prompts",
 ]
 
@@ -53,6 +56,11 @@ _WORDS = np.array(
 #: model's context window, and each prompt is built in memory.
 MAX_TOKENS_PER_REQUEST = 2**21
 
+#: Most groups of a shared-prefix dataset (each prefix is built in memory).
+MAX_PREFIX_GROUPS = 10_000
+#: Most prefix tokens of all groups together.
+MAX_PREFIX_TOKENS = 2**24
+
 _NUM = r"\s*([+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*"
 _PAIR = rf"\({_NUM},{_NUM}\)"
 _NOTATION_RE = re.compile(rf"^\s*([A-Za-z])\s*{_PAIR}\s*(?:/\s*{_PAIR})?\s*$")
@@ -60,6 +68,7 @@ _FORMS = {
     "D": "D(input,output), e.g. D(128,128)",
     "N": "N(mean,std)/(mean,std) for input/output, e.g. N(480,240)/(300,150)",
     "U": "U(min,max)/(min,max) for input/output, e.g. U(50,150)/(20,80)",
+    "P": "P(groups,prefix)/(suffix,output) for shared prefixes, e.g. P(8,1024)/(128,256)",
 }
 
 
@@ -152,13 +161,53 @@ class UniformLengths(_SyntheticLengths):
         return ins, rng.integers(self.output_min, self.output_max, size=n, endpoint=True)
 
 
+@dataclass(frozen=True)
+class SharedPrefix(Dataset):
+    """``groups`` common prefixes of ``prefix_tokens`` words; each prompt is one of them (drawn
+    uniformly) plus a unique ``suffix_tokens``-word suffix, asking for ``output_tokens``."""
+
+    groups: int
+    prefix_tokens: int
+    suffix_tokens: int
+    output_tokens: int
+
+    @property
+    def notation(self) -> str:
+        return f"P({self.groups},{self.prefix_tokens})/({self.suffix_tokens},{self.output_tokens})"
+
+    def generate(self, n: int, seed: int) -> list[Prompt]:
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        rng = np.random.default_rng(seed)
+        prefixes = [_words(rng, self.prefix_tokens) for _ in range(self.groups)]
+        group = rng.integers(0, self.groups, size=n)
+        size = self.prefix_tokens + self.suffix_tokens
+        return [Prompt(text=f"{prefixes[int(g)]} {_words(rng, self.suffix_tokens)}", input_tokens=size,
+                       max_tokens=self.output_tokens) for g in group]
+
+    def __str__(self) -> str:
+        return self.notation
+
+
 def _as_int(x: float, what: str, text: str) -> int:
     if x != int(x):
         raise ValueError(f"{what} must be a whole number in {text!r}")
     return int(x)
 
 
-def _build(letter: str, nums: list[float], text: str) -> _SyntheticLengths:
+def _build(letter: str, nums: list[float], text: str) -> _SyntheticLengths | SharedPrefix:
+    if letter == "P":
+        groups, prefix, suffix, out = (_as_int(x, "a count", text) for x in nums)
+        if min(groups, prefix, suffix, out) < 1:
+            raise ValueError(f"groups, prefix, suffix and output must be >= 1 in {text!r}")
+        if groups > MAX_PREFIX_GROUPS:
+            raise ValueError(f"at most {MAX_PREFIX_GROUPS:,} groups in {text!r}")
+        if groups * prefix > MAX_PREFIX_TOKENS:
+            raise ValueError(f"groups x prefix must be at most {MAX_PREFIX_TOKENS:,} tokens in {text!r} "
+                             "(the prefixes are built in memory)")
+        if prefix + suffix > MAX_TOKENS_PER_REQUEST:
+            raise ValueError(f"prefix + suffix must be at most {MAX_TOKENS_PER_REQUEST:,} tokens in {text!r}")
+        return SharedPrefix(groups, prefix, suffix, out)
     if letter == "D":
         i, o = (_as_int(x, "a token count", text) for x in nums)
         if i < 1 or o < 1:
@@ -178,7 +227,7 @@ def _build(letter: str, nums: list[float], text: str) -> _SyntheticLengths:
     return UniformLengths(lo_i, hi_i, lo_o, hi_o)
 
 
-def parse_notation(text: str) -> _SyntheticLengths:
+def parse_notation(text: str) -> _SyntheticLengths | SharedPrefix:
     """Parses genai-bench notation; raises :class:`ValueError` with a one-line reason.
 
     (The spec's validators use this; :func:`parse_dataset` wraps it for CLI use.)

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=_dest(flag), type=typ, default=None, metavar=metavar, help=help_text)
     parser.add_argument("--enable-chunked-prefill", dest="enable_chunked_prefill", default=None,
                         action=argparse.BooleanOptionalAction, help="split long prefills across steps (default on)")
+    parser.add_argument("--enable-prefix-caching", dest="enable_prefix_caching", default=None,
+                        action=argparse.BooleanOptionalAction,
+                        help="reuse the KV blocks of shared prompt prefixes (default off; vLLM V1's is on)")
     parser.add_argument("--engine-arg", dest="engine_arg", action="append", default=[], metavar="NAME=VALUE",
                         help="an engine knob by its vLLM flag name, e.g. max-num-seqs=64 (repeatable)")
 
@@ -59,6 +62,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
     options = {_dest(flag): getattr(args, _dest(flag), None) for flag, _, _ in _OPTIONS}
     options["enable_chunked_prefill"] = getattr(args, "enable_chunked_prefill", None)
+    options["enable_prefix_caching"] = getattr(args, "enable_prefix_caching", None)
     return load_sim_config(options, parse_engine_arg_pairs(args.engine_arg))
 
 

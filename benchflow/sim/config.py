@@ -57,6 +57,7 @@ class SimConfig(BaseModel):
     enable_chunked_prefill: bool = Field(True, description="split long prefills across steps")
     scheduling_policy: Literal["fcfs", "priority"] = Field("fcfs", description="waiting-queue order")
     max_model_len: int | None = Field(None, gt=0, description="longest prompt + output (default: profile's)")
+    enable_prefix_caching: bool = Field(False, description="reuse the KV blocks of shared prompt prefixes")
 
     @field_validator("profile")
     @classmethod
@@ -169,6 +170,7 @@ class EngineConfig(BaseModel):
     max_model_len: int = Field(..., gt=0, description="longest prompt + output")
     costs: StepCosts
     time_scale: float = Field(1.0, gt=0, description="multiplies every step duration")
+    enable_prefix_caching: bool = Field(False, description="reuse the KV blocks of shared prompt prefixes")
     watermark: float = Field(0.01, ge=0, lt=1, description="share of blocks kept free when admitting")
 
     @property
@@ -235,4 +237,5 @@ def build_engine_config(config: SimConfig) -> EngineConfig:
         max_model_len=max_len,
         costs=config.gpu_profile.costs,
         time_scale=config.time_scale,
+        enable_prefix_caching=config.enable_prefix_caching,
     )

@@ -12,6 +12,8 @@ One step:
 2. If nothing was preempted, waiting sequences are admitted in policy order (FCFS, or
    ``priority`` then arrival) while ``max_num_seqs``, the token budget and the free blocks
    (minus a small watermark) allow. Without chunked prefill a prompt is admitted whole.
+   With prefix caching on, a new sequence's cached leading blocks count as computed
+   (:mod:`benchflow.sim.prefix_cache`): they skip prefill and take no new blocks.
 3. Duration = time_scale x (overhead + prefill tokens x cost + sequences x cost + KV tokens
    read x cost). A sequence whose KV then holds all its tokens emits one token.
 """
@@ -23,6 +25,7 @@ import logging
 from dataclasses import dataclass, field
 
 from benchflow.sim.config import EngineConfig
+from benchflow.sim.prefix_cache import PrefixCache
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,13 @@ class Sequence:
     generated: int = 0
     #: Tokens whose KV is in the cache.
     computed: int = 0
+    #: Private KV blocks (not shared through the prefix cache).
     blocks: int = 0
     num_preemptions: int = 0
+    #: Chained hashes of the prompt's full blocks (prefix caching; empty: never cached).
+    block_hashes: tuple[int, ...] = ()
+    #: Leading blocks held through the prefix cache (their hashes).
+    shared: list[int] = field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:
@@ -71,6 +79,9 @@ class StepResult:
     prefill_tokens: int = 0
     kv_tokens: int = 0
     num_preemptions: int = 0
+    #: Prompt tokens looked up in / found in the prefix cache by the sequences admitted in this step.
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
 
 
 class Engine:
@@ -85,6 +96,9 @@ class Engine:
         self._arrivals = 0
         self.num_preemptions_total = 0
         self.num_steps = 0
+        self.prefix_cache = PrefixCache() if config.enable_prefix_caching else None
+        self._step_queries = 0
+        self._step_hits = 0
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -138,6 +152,7 @@ class Engine:
         if not self.has_work:
             return None
         budget = self.config.max_num_batched_tokens
+        self._step_queries = self._step_hits = 0
         scheduled: list[tuple[Sequence, int]] = []
         budget, preempted = self._schedule_running(budget, scheduled)
         if preempted == 0:
@@ -181,16 +196,20 @@ class Engine:
         watermark = int(self.config.watermark * self.config.num_gpu_blocks)
         while self._waiting and len(self._running) < self.config.max_num_seqs and budget > 0:
             seq = self._waiting[0]
-            n = seq.total_tokens - seq.computed
+            hits, from_free = self._cache_match(seq)
+            cached = len(hits) * self.config.block_size
+            n = seq.total_tokens - seq.computed - cached
             if chunked:
                 n = min(n, budget)
             elif n > budget and scheduled:
                 break  # admitted whole, only into a step that has nothing else (recompute > budget)
-            need = self._blocks_needed(seq, n)
+            need = -(-(seq.computed + cached + n) // self.config.block_size) - seq.blocks - len(hits)
             reserve = watermark if self._running else 0
-            if need + reserve > self._free_blocks:
+            if need + from_free + reserve > self._free_blocks:
                 break
             self._waiting.pop(0)
+            if self.prefix_cache is not None and seq.computed == 0:
+                self._take_cached(seq, hits)
             self._allocate(seq, need)
             self._running.append(seq)
             scheduled.append((seq, n))
@@ -204,8 +223,11 @@ class Engine:
         result = StepResult(duration, num_seqs=len(scheduled), prefill_tokens=prefill, kv_tokens=kv,
                             num_preemptions=preempted)
         finished: list[Sequence] = []
+        result.prefix_cache_queries, result.prefix_cache_hits = self._step_queries, self._step_hits
         for seq, n in scheduled:
             seq.computed += n
+            if self.prefix_cache is not None:
+                self._register_blocks(seq)
             if seq.computed < seq.total_tokens:
                 continue  # partial prefill
             seq.generated += 1
@@ -222,18 +244,52 @@ class Engine:
                            len(self._running), len(self._waiting), self._free_blocks)
         return result
 
+    # --- prefix cache --------------------------------------------------------------------
+    def _cache_match(self, seq: Sequence) -> tuple[list[int], int]:
+        if self.prefix_cache is None or seq.computed != 0:
+            return [], 0
+        max_blocks = (seq.total_tokens - 1) // self.config.block_size  # compute at least one token
+        return self.prefix_cache.match(seq.block_hashes, max_blocks)
+
+    def _take_cached(self, seq: Sequence, hits: list[int]) -> None:
+        cache = self.prefix_cache
+        assert cache is not None
+        self._free_blocks -= cache.acquire(hits)
+        cache.evict_to(self._free_blocks)
+        seq.shared = list(hits)
+        seq.computed = len(hits) * self.config.block_size
+        cache.queries += seq.prompt_tokens
+        cache.hits += seq.computed
+        self._step_queries += seq.prompt_tokens
+        self._step_hits += seq.computed
+
+    def _register_blocks(self, seq: Sequence) -> None:
+        """Moves the sequence's newly full prompt blocks into the prefix cache."""
+        cache = self.prefix_cache
+        assert cache is not None
+        full = min(seq.computed // self.config.block_size, len(seq.block_hashes))
+        for i in range(len(seq.shared), full):
+            self._free_blocks += cache.register(seq.block_hashes[i])
+            seq.shared.append(seq.block_hashes[i])
+            seq.blocks -= 1
+
     # --- blocks --------------------------------------------------------------------------
     def _blocks_needed(self, seq: Sequence, n_new: int) -> int:
         bs = self.config.block_size
-        return -(-(seq.computed + n_new) // bs) - seq.blocks
+        return -(-(seq.computed + n_new) // bs) - seq.blocks - len(seq.shared)
 
     def _allocate(self, seq: Sequence, n_blocks: int) -> None:
         self._free_blocks -= n_blocks
         seq.blocks += n_blocks
+        if self.prefix_cache is not None:
+            self.prefix_cache.evict_to(self._free_blocks)
 
     def _free(self, seq: Sequence) -> None:
         self._free_blocks += seq.blocks
         seq.blocks = 0
+        if self.prefix_cache is not None:
+            self._free_blocks += self.prefix_cache.release(seq.shared)
+        seq.shared = []
 
     def _preempt(self, seq: Sequence) -> None:
         logger.debug("preempting %s (computed=%d, blocks=%d)", seq.request_id, seq.computed, seq.blocks)

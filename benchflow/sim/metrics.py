@@ -53,6 +53,12 @@ class SimMetrics:
                                          labels, registry=r).labels(model_name)
         self.num_preemptions = Counter("vllm:num_preemptions", "Cumulative number of preemptions.", labels,
                                        registry=r).labels(model_name)
+        self.prefix_cache_queries = Counter(
+            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.", labels,
+            registry=r).labels(model_name)
+        self.prefix_cache_hits = Counter(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", labels,
+            registry=r).labels(model_name)
         self._success = Counter("vllm:request_success", "Count of successfully processed requests.",
                                 [*labels, "finished_reason"], registry=r)
         self._model_name = model_name

@@ -42,6 +42,8 @@ class ParsedRequest:
     stream: bool
     include_usage: bool
     priority: int
+    #: The prompt's tokens (words, or token ids), for prefix-cache block hashes.
+    tokens: tuple = ()
 
 
 def _int_field(body: dict[str, Any], name: str, default: int | None, minimum: int) -> int | None:
@@ -53,7 +55,7 @@ def _int_field(body: dict[str, Any], name: str, default: int | None, minimum: in
     return value
 
 
-def _prompt_tokens(body: dict[str, Any], kind: str) -> int:
+def _prompt_tokens(body: dict[str, Any], kind: str) -> list:
     if kind == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -67,14 +69,14 @@ def _prompt_tokens(body: dict[str, Any], kind: str) -> int:
                 texts.extend(p.get("text", "") for p in content if isinstance(p, dict))
             elif content is not None:
                 raise ProtocolError(400, f"messages[{i}].content must be a string or a list of parts")
-        return len(" ".join(texts).split())
+        return " ".join(texts).split()
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]
     if isinstance(prompt, str):
-        return len(prompt.split())
+        return prompt.split()
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-        return len(prompt)
+        return prompt
     raise ProtocolError(400, "prompt must be a string, a list of token ids, or a list of one of those")
 
 
@@ -82,7 +84,8 @@ def parse_request(body: Any, kind: Literal["completion", "chat"], max_model_len:
     """Validates a request body; ProtocolError (400) with vLLM's messages where it has them."""
     if not isinstance(body, dict):
         raise ProtocolError(400, "request body must be a JSON object")
-    prompt_tokens = _prompt_tokens(body, kind)
+    tokens = _prompt_tokens(body, kind)
+    prompt_tokens = len(tokens)
     max_tokens = body.get("max_completion_tokens") if kind == "chat" else None
     if max_tokens is None:
         max_tokens = _int_field(body, "max_tokens", DEFAULT_MAX_TOKENS, 1)
@@ -110,7 +113,7 @@ def parse_request(body: Any, kind: Literal["completion", "chat"], max_model_len:
         )
     model = body.get("model")
     return ParsedRequest(kind, model if isinstance(model, str) else None, prompt_tokens, max_tokens, stream,
-                         bool((options or {}).get("include_usage", False)), priority)
+                         bool((options or {}).get("include_usage", False)), priority, tuple(tokens))
 
 
 def token_text(request_seq: int, index: int) -> str:

@@ -50,10 +50,12 @@ class StepLoop:
         self._lag_logged_at = 0.0
 
     # --- requests ------------------------------------------------------------------------
-    def submit(self, request_id: str, prompt_tokens: int, max_tokens: int, priority: int = 0) -> RequestStream:
+    def submit(self, request_id: str, prompt_tokens: int, max_tokens: int, priority: int = 0,
+               block_hashes: tuple[int, ...] = ()) -> RequestStream:
         """Queues a request in the engine; its tokens will arrive on the returned stream's queue."""
         stream = RequestStream(request_id, prompt_tokens, time.perf_counter())
-        self.engine.add(EngineSequence(request_id, prompt_tokens, max_tokens, priority=priority))
+        self.engine.add(EngineSequence(request_id, prompt_tokens, max_tokens, priority=priority,
+                                       block_hashes=block_hashes))
         self._streams[request_id] = stream
         self._wake.set()
         return stream
@@ -86,6 +88,9 @@ class StepLoop:
                 continue
             if result.num_preemptions:
                 self.metrics.num_preemptions.inc(result.num_preemptions)
+            if result.prefix_cache_queries:
+                self.metrics.prefix_cache_queries.inc(result.prefix_cache_queries)
+                self.metrics.prefix_cache_hits.inc(result.prefix_cache_hits)
             now = time.perf_counter()
             t_end = (now if t_end is None else t_end) + result.duration_s
             delay = t_end - now

@@ -24,6 +24,7 @@ from benchflow.sim.config import SimConfig, build_engine_config
 from benchflow.sim.engine import Engine
 from benchflow.sim.faults import FaultAction, FaultPlan
 from benchflow.sim.metrics import CONTENT_TYPE, SimMetrics
+from benchflow.sim.prefix_cache import block_hashes
 from benchflow.sim.protocol import (
     ParsedRequest, ProtocolError, ResponseWriter, error_body, parse_request, token_text,
 )
@@ -139,7 +140,9 @@ class SimServer:
         except ProtocolError as e:
             return _error(e.status, e.message, e.err_type)
         request_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{n}"
-        stream = self.loop.submit(request_id, parsed.prompt_tokens, parsed.max_tokens, parsed.priority)
+        ec = self.engine.config
+        hashes = block_hashes(parsed.tokens, ec.block_size) if ec.enable_prefix_caching else ()
+        stream = self.loop.submit(request_id, parsed.prompt_tokens, parsed.max_tokens, parsed.priority, hashes)
         writer = ResponseWriter(parsed.kind, self.config.served_name, request_id)
         try:
             if parsed.stream:

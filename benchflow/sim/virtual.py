@@ -15,6 +15,7 @@ import numpy as np
 from benchflow.sim.config import EngineConfig
 from benchflow.sim.engine import Engine
 from benchflow.sim.engine import Sequence as EngineSequence
+from benchflow.sim.prefix_cache import block_hashes
 
 
 @dataclass(slots=True, frozen=True)
@@ -25,6 +26,9 @@ class VirtualRequest:
     max_tokens: int
     arrival_s: float = 0.0
     priority: int = 0
+    #: The prompt's tokens (any hashables; ``len`` should be ``prompt_tokens``): with prefix
+    #: caching on, equal leading blocks are cache hits. None: never a hit.
+    tokens: tuple | None = None
 
 
 @dataclass(slots=True)
@@ -56,6 +60,9 @@ class VirtualRun:
     num_preemptions: int
     num_steps: int
     max_kv_cache_usage: float
+    #: Prompt tokens looked up in / found in the prefix cache (0 with caching off).
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
 
     @property
     def output_tokens(self) -> int:
@@ -96,7 +103,10 @@ class _Driver:
         rid = str(self._ids)
         self._ids += 1
         self.timings[rid] = RequestTiming(arrival_s=at_s, priority=req.priority)
-        self.engine.add(EngineSequence(rid, req.prompt_tokens, req.max_tokens, priority=req.priority))
+        cfg = self.engine.config
+        hashes = block_hashes(req.tokens, cfg.block_size) if cfg.enable_prefix_caching and req.tokens else ()
+        self.engine.add(EngineSequence(rid, req.prompt_tokens, req.max_tokens, priority=req.priority,
+                                       block_hashes=hashes))
 
     def step(self) -> list[str]:
         """One step; returns the ids of the requests that finished in it."""
@@ -115,8 +125,9 @@ class _Driver:
 
     def result(self) -> VirtualRun:
         finished = [t for t in self.timings.values() if t.token_times_s]
+        cache = self.engine.prefix_cache
         return VirtualRun(finished, self.now, self.engine.num_preemptions_total, self.engine.num_steps,
-                          self.max_usage)
+                          self.max_usage, cache.queries if cache else 0, cache.hits if cache else 0)
 
 
 def run_closed_loop(

@@ -20,6 +20,7 @@ from benchflow.spec.backends import Backend, BackendSpec
 from benchflow.spec.checks import cross_field_problems
 from benchflow.spec.dynamic import SloCapacityLoad, SloMap, SweepLoad
 from benchflow.spec.types import Seconds, StrictModel, no_nul, sha256_hex
+from benchflow.agentic import AgenticSpec
 from benchflow.workload import parse_notation
 
 __all__ = [
@@ -153,7 +154,8 @@ class WorkloadSpec(StrictModel):
     """How prompts are made and how they arrive."""
 
     dataset: DatasetField = Field(
-        ..., description="'D(128,128)', 'N(480,240)/(300,150)', 'U(50,150)/(20,80)', or {jsonl: path}"
+        ..., description="'D(128,128)', 'N(480,240)/(300,150)', 'U(50,150)/(20,80)', shared prefixes "
+                         "'P(groups,prefix)/(suffix,output)', or {jsonl: path}"
     )
     seed: L.Seed = Field(0, ge=0, description="seed of prompts, schedules and the shuffled order")
     load_points: list[LoadPoint] = Field(
@@ -168,6 +170,18 @@ class WorkloadSpec(StrictModel):
     api: Literal["completions", "chat"] = Field("completions", description="/v1/completions or /v1/chat/completions")
     clients: int = Field(1, ge=1, le=64, description="load-generator processes one cell's load is split over "
                                                      "(one core each); raise it when a cell is client_bound")
+    agentic: AgenticSpec | None = Field(None, description="built-in agentic workload: each concurrency load "
+                                                          "point runs that many multi-turn agents")
+
+    @model_validator(mode="after")
+    def _agentic_load(self) -> WorkloadSpec:
+        if self.agentic is not None:
+            bad = [p.label for p in self.load_points if not isinstance(p, ConcurrencyLoad)]
+            if bad or self.warmup_requests or self.clients != 1:
+                raise ValueError("agentic workloads take only {concurrency: N} load points (the number of agents), "
+                                 f"no warmup_requests and clients 1 (got load points {bad or 'ok'}, "
+                                 f"warmup_requests {self.warmup_requests}, clients {self.clients})")
+        return self
 
     @field_validator("load_points")
     @classmethod
