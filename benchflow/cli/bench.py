@@ -5,6 +5,9 @@
          [--max-concurrency N]) --requests 500 [--duration S] [--warmup 20]
         [--clients N] [--api completions|chat] [--timeout S] [--seed N] [--json out.json] [--records out.parquet]
         [--slo 'ttft:p99=200ms,tpot:p90=50ms']
+    benchflow bench ... --sweep N [--saturating-concurrency C] [--up-to X]
+    benchflow bench ... --slo-capacity 'ttft.p99<=500ms' --min-rate R --max-rate R [--attainment 0.99]
+        [--precision 0.05] [--max-probes N] [--repetitions N]
 
 Prints the per-cell summary as a table; ``--json`` writes it (the same shape as a campaign
 cell's summary) and ``--records`` writes every request's raw facts as parquet. ``--slo`` takes the
@@ -91,6 +94,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--concurrency", type=_positive_int, metavar="N",
                       help="closed loop: number of concurrent workers")
     load.add_argument("--rate", type=_positive_float, metavar="RPS", help="open loop: target requests per second")
+    load.add_argument("--sweep", type=_positive_int, metavar="N",
+                      help="latency-throughput curve: a synchronous run (concurrency 1), a saturating run, then "
+                           "N open-loop rates spread between their measured request rates")
+    load.add_argument("--slo-capacity", type=slo_arg, metavar="SLO",
+                      help="the highest open-loop rate at which --attainment of requests meet every objective, "
+                           "e.g. 'ttft.p99<=500ms,tpot.p99<=50ms' (bracket from --min-rate, then bisect)")
     p.add_argument("--arrival", choices=("poisson", "gamma", "constant"), default=None,
                    help="open-loop inter-arrival distribution (default: poisson)")
     p.add_argument("--burstiness", type=_positive_float, default=None, metavar="B",
@@ -118,6 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="service-level objectives as in a spec's slo, comma-separated METRIC:STAT=DURATION, "
                         "e.g. 'ttft:p99=200ms,tpot:p90=50ms' (metrics ttft, tpot, itl, e2e; stats mean, p50, "
                         "p90, p95, p99; a unit is required): prints goodput and SLO attainment")
+    from benchflow.cli.bench_dynamic import add_arguments
+
+    add_arguments(p)
     p.add_argument("--json", dest="json_path", type=Path, metavar="PATH", help="write the summary as JSON")
     p.add_argument("--records", dest="records_path", type=Path, metavar="PATH",
                    help="write every request's raw facts as parquet")
@@ -273,27 +285,20 @@ def no_success_message(summary: dict[str, Any]) -> str:
     return text
 
 
-def run(args: argparse.Namespace) -> int:
+def measure(args: argparse.Namespace, load: Any, prompts: Any, requests: int | None,
+            saturation: Any = None, seed: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """One cell against ``args.url``: ``(LoadRun, summary)`` (the summary as ``bench`` prints it;
+    ``saturation``: early stop on over-saturation, open loop only, marked as the runner does)."""
     import asyncio
 
     from benchflow.clients import run_cell_load
     from benchflow.loadgen import check_endpoint
-    from benchflow.records import dominant_error, records_to_frame
-    from benchflow.stats import summarize
-    from benchflow.tables import render_summary
-    from benchflow.workload import parse_dataset
-
-    load = _load_point(args)
-    requests = args.requests if args.requests is not None or args.duration is not None else DEFAULT_REQUESTS
-    bound = _in_flight_bound(args, requests)
-    try:
-        raise_open_file_limit(bound + FD_HEADROOM if bound is not None else FD_HEADROOM)
-    except OpenFileLimitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    prompts = parse_dataset(args.dataset).generate(_prompt_count(requests, args.warmup), args.seed)
-
     from benchflow.progress import RequestProgress
+    from benchflow.records import dominant_error
+    from benchflow.saturation import describe
+    from benchflow.stats import summarize
+
+    extra = {"saturation": saturation} if saturation is not None else {}
 
     async def go() -> Any:
         await check_endpoint(args.url, min(args.timeout, 10.0))
@@ -303,20 +308,51 @@ def run(args: argparse.Namespace) -> int:
                 args.url, args.model, prompts, load, clients=args.clients, api=args.api,
                 warmup_requests=args.warmup,
                 max_requests=requests, max_duration_s=args.duration, request_timeout_s=args.timeout,
-                temperature=args.temperature, ignore_eos=args.ignore_eos, seed=args.seed, on_request=bar,
+                temperature=args.temperature, ignore_eos=args.ignore_eos,
+                seed=args.seed if seed is None else seed, on_request=bar, **extra,
             )
 
     result, client = asyncio.run(go())
     summary = summarize(result, slo=args.slo)
     summary["dominant_error"] = dominant_error(result.records)
     summary.update(client)
+    summary["stop_reason"] = result.stop_reason
+    if result.stop_reason == "saturated":
+        summary["saturation"] = dict(result.stop_detail)
+        reason = f"saturated: {describe(result.stop_detail)}"
+        summary["invalid"] = f"{summary['invalid']}; {reason}" if summary.get("invalid") else reason
+    return result, summary
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchflow.records import records_to_frame
+    from benchflow.tables import render_summary
+    from benchflow.workload import parse_dataset
+
+    if args.sweep is not None or args.slo_capacity is not None:
+        from benchflow.cli.bench_dynamic import run_dynamic
+
+        return run_dynamic(args)
+    from benchflow.cli.bench_dynamic import check_no_dynamic_flags
+
+    check_no_dynamic_flags(args)
+    load = _load_point(args)
+    requests = args.requests if args.requests is not None or args.duration is not None else DEFAULT_REQUESTS
+    bound = _in_flight_bound(args, requests)
+    try:
+        raise_open_file_limit(bound + FD_HEADROOM if bound is not None else FD_HEADROOM)
+    except OpenFileLimitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    prompts = parse_dataset(args.dataset).generate(_prompt_count(requests, args.warmup), args.seed)
+    result, summary = measure(args, load, prompts, requests)
     title = f"benchflow bench: {args.model} at {args.url}, {load.label}, dataset {args.dataset}"
     print(render_summary(summary, title=title))
     if args.slo:
         print(slo_line(summary, args.slo))
     if summary["client_bound"]:
-        print(f"warning: client_bound: {'; '.join(client['client']['evidence'])}; "
-              f"{client['client']['suggestion']}", file=sys.stderr)
+        print(f"warning: client_bound: {'; '.join(summary['client']['evidence'])}; "
+              f"{summary['client']['suggestion']}", file=sys.stderr)
     if args.json_path:
         _write(args.json_path, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
     if args.records_path:
