@@ -5,6 +5,7 @@
          [--max-concurrency N]) --requests 500 [--duration S] [--warmup 20]
         [--clients N] [--api completions|chat] [--timeout S] [--seed N] [--json out.json] [--records out.parquet]
         [--slo 'ttft:p99=200ms,tpot:p90=50ms']
+    benchflow bench ... --trace mooncake.jsonl [--time-scale X] [--requests N]
     benchflow bench ... --sweep N [--saturating-concurrency C] [--up-to X]
     benchflow bench ... --slo-capacity 'ttft.p99<=500ms' --min-rate R --max-rate R [--attainment 0.99]
         [--precision 0.05] [--max-probes N] [--repetitions N]
@@ -94,6 +95,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--concurrency", type=_positive_int, metavar="N",
                       help="closed loop: number of concurrent workers")
     load.add_argument("--rate", type=_positive_float, metavar="RPS", help="open loop: target requests per second")
+    load.add_argument("--trace", type=Path, metavar="PATH",
+                      help="replay a Mooncake-style trace (JSONL: timestamp ms, input_length, output_length, "
+                           "hash_ids) at its recorded send times; see --time-scale")
     load.add_argument("--sweep", type=_positive_int, metavar="N",
                       help="latency-throughput curve: a synchronous run (concurrency 1), a saturating run, then "
                            "N open-loop rates spread between their measured request rates")
@@ -329,6 +333,10 @@ def run(args: argparse.Namespace) -> int:
     from benchflow.tables import render_summary
     from benchflow.workload import parse_dataset
 
+    if args.trace is not None:
+        from benchflow.cli.bench_dynamic import run_trace
+
+        return run_trace(args)
     if args.sweep is not None or args.slo_capacity is not None:
         from benchflow.cli.bench_dynamic import run_dynamic
 

@@ -28,6 +28,8 @@ SWEEP_ONLY = (("saturating_concurrency", "--saturating-concurrency"), ("up_to", 
 #: Flags that only apply with --slo-capacity.
 CAPACITY_ONLY = (("attainment", "--attainment"), ("min_rate", "--min-rate"), ("max_rate", "--max-rate"),
                  ("precision", "--precision"), ("max_probes", "--max-probes"), ("repetitions", "--repetitions"))
+#: Flags that only apply with --trace.
+TRACE_ONLY = (("time_scale", "--time-scale"),)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--slo-capacity: probes over all repetitions; then the best bracket is reported")
     g.add_argument("--repetitions", type=_positive_int, default=None, metavar="N",
                    help="--slo-capacity: independent searches; 3 or more give a confidence interval (default 1)")
+    g.add_argument("--time-scale", type=_positive_float, default=None, metavar="X",
+                   help="--trace: multiply every recorded send offset by X (0.5 replays twice as fast; default 1)")
     g.add_argument("--no-early-stop", dest="early_stop", action="store_false",
                    help="--sweep/--slo-capacity: do not stop an open-loop cell early when the server "
                         "no longer keeps up")
@@ -60,6 +64,8 @@ def check_no_dynamic_flags(args: argparse.Namespace) -> None:
     given = [flag for name, flag in SWEEP_ONLY + CAPACITY_ONLY if getattr(args, name, None) is not None]
     if given:
         raise SpecError(f"{', '.join(given)}: only apply to --sweep or --slo-capacity")
+    if getattr(args, "time_scale", None) is not None:
+        raise SpecError("--time-scale: only applies to --trace")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -67,7 +73,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
     from benchflow.spec.dynamic import SloCapacitySettings, SweepSettings
 
-    wrong = SWEEP_ONLY if args.slo_capacity is not None else CAPACITY_ONLY
+    wrong = (SWEEP_ONLY if args.slo_capacity is not None else CAPACITY_ONLY) + TRACE_ONLY
     mode = "--slo-capacity" if args.slo_capacity is not None else "--sweep"
     given = [flag for name, flag in wrong if getattr(args, name, None) is not None]
     if given:
@@ -262,3 +268,64 @@ def render_capacity(data: dict[str, Any], title: str | None = None) -> str:
             for p in data["probes"]]
     lines.append(render_table(rows, ("repetition", "rate (req/s)", "attainment (%)", "requests", "SLO", "flags")))
     return "\n".join(lines)
+
+
+# ---- trace replay --------------------------------------------------------------------------------
+
+def run_trace(args: argparse.Namespace) -> int:
+    """``--trace PATH``: the trace's requests (the first ``--requests``) at their recorded send
+    times times ``--time-scale``, prompts built from ``hash_ids`` (:mod:`benchflow.traces`)."""
+    from benchflow.cli.bench import (EXIT_NO_SUCCESS, FD_HEADROOM, OpenFileLimitError, _write, measure,
+                                     no_success_message, raise_open_file_limit, slo_line)
+    from benchflow.tables import render_summary
+    from benchflow.traces import read_trace, trace_load, trace_prompts
+
+    given = [flag for name, flag in SWEEP_ONLY + CAPACITY_ONLY if getattr(args, name, None) is not None]
+    given += [flag for flag, v in (("--arrival", args.arrival), ("--burstiness", args.burstiness),
+                                   ("--warmup", args.warmup or None), ("--dataset", args.dataset != "D(128,128)" or None))
+              if v is not None]
+    if given:
+        raise SpecError(f"{', '.join(given)}: do not apply to --trace (the trace sets the prompts and send times)")
+    trace = read_trace(args.trace)
+    if args.requests is not None:
+        trace = trace[:args.requests]
+    load = trace_load(trace, args.time_scale or 1.0, max_concurrency=args.max_concurrency)
+    prompts = trace_prompts(trace, seed=args.seed)
+    try:
+        raise_open_file_limit((args.max_concurrency or len(trace)) + FD_HEADROOM)
+    except OpenFileLimitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run, summary = measure(args, load, prompts, len(trace))
+    summary["trace"] = trace_summary(run.records, args.trace, load)
+    print(render_summary(summary, title=f"benchflow bench: {args.model} at {args.url}, trace {args.trace} "
+                                        f"({len(trace)} requests, time scale {load.time_scale:g})"))
+    print(trace_line(summary["trace"]))
+    if args.slo:
+        print(slo_line(summary, args.slo))
+    if args.json_path:
+        _write(args.json_path, lambda p: p.write_text(json.dumps(summary, indent=2, default=str) + "\n"))
+    if not summary.get("completed"):
+        print(f"error: {no_success_message(summary)}", file=sys.stderr)
+        return EXIT_NO_SUCCESS
+    return 0
+
+
+def trace_summary(records: Any, path: Any, load: Any) -> dict[str, Any]:
+    """The replay's send-time error (actual minus recorded send time, ms) and its settings."""
+    import numpy as np
+
+    from benchflow.traces import send_errors_ms
+
+    errors = np.asarray(send_errors_ms(records), dtype=float)
+    stats = ({k: float(np.percentile(errors, q)) for k, q in (("p50", 50), ("p99", 99))} | {"max": float(errors.max())}
+             if errors.size else {"p50": None, "p99": None, "max": None})
+    return {"path": str(path), "requests": len(load.offsets_ms), "sent": int(errors.size),
+            "time_scale": load.time_scale, "span_s": load.offsets_ms[-1] * load.time_scale / 1e3,
+            "send_error_ms": stats}
+
+
+def trace_line(t: dict[str, Any]) -> str:
+    e = t["send_error_ms"]
+    return (f"trace replay: {t['sent']} of {t['requests']} requests sent over {t['span_s']:.3g} s; send-time error "
+            f"vs the recorded times p50 {_g(e['p50'])} ms, p99 {_g(e['p99'])} ms, max {_g(e['max'])} ms")
