@@ -11,10 +11,10 @@ same ids share that token prefix. :func:`trace_prompts` builds the prompts accor
 is always the same :data:`BLOCK_SIZE` words (seeded by ``h`` and the seed), the prompt is its
 blocks in order cut to ``input_length`` words (words beyond the named blocks are unique to the
 request), so equal ``hash_ids`` prefixes give equal token prefixes (the prefix cache sees them).
-:class:`TraceLoad` is an open-loop load point whose send times are the recorded timestamps
+:class:`benchflow.trace_replay.TraceLoad` is an open-loop load point whose send times are the recorded timestamps
 times ``time_scale`` (0.5 replays twice as fast); the load generator sends request *i* at its
 offset, and ``record.start_ns - record.scheduled_ns`` is its send-time error
-(:func:`send_errors_ms`).
+(:func:`benchflow.trace_replay.send_errors_ms`).
 
 **ShareGPT** (one conversation per line, or a JSON array of them)::
 
@@ -36,11 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
-
 from benchflow.errors import SpecError
 from benchflow.records import Prompt
-from benchflow.spec import RateLoad
 
 logger = logging.getLogger(__name__)
 
@@ -118,66 +115,30 @@ def _block(words: np.ndarray, seed: int, key: int, size: int) -> list[str]:
     return list(words[rng.integers(0, len(words), size=size)])
 
 
-def trace_prompts(requests: list[TraceRequest], *, seed: int = 0, block_size: int = BLOCK_SIZE) -> list[Prompt]:
-    """One prompt per request: its ``hash_ids`` blocks (each the same words wherever it appears)
-    cut to ``input_length`` words, then words unique to the request when it is longer."""
-    from benchflow.workload import _WORDS
-
+def trace_prompts(requests: list[TraceRequest], words: np.ndarray, *, seed: int = 0,
+                  block_size: int = BLOCK_SIZE) -> list[Prompt]:
+    """One prompt per request: its ``hash_ids`` blocks (each the same ``words`` wherever it
+    appears, drawn from the vocabulary ``words``: :data:`benchflow.workload._WORDS`) cut to
+    ``input_length`` words, then words unique to the request when it is longer."""
+    vocab = np.asarray(words)
     if block_size < 1:
         raise SpecError([f"block_size must be >= 1, got {block_size}"])
     cache: dict[int, list[str]] = {}
     out = []
     for i, r in enumerate(requests):
-        words: list[str] = []
+        toks: list[str] = []
         for h in r.hash_ids:
-            if len(words) >= r.input_length:
+            if len(toks) >= r.input_length:
                 break
             if h not in cache:
-                cache[h] = _block(_WORDS, seed, 2 * h if h >= 0 else -2 * h - 1, block_size)
-            words.extend(cache[h])
-        if len(words) < r.input_length:  # beyond the named blocks: unique to this request
+                cache[h] = _block(vocab, seed, 2 * h if h >= 0 else -2 * h - 1, block_size)
+            toks.extend(cache[h])
+        if len(toks) < r.input_length:  # beyond the named blocks: unique to this request
             rng = np.random.default_rng([seed, 1 << 31, i])
-            words.extend(_WORDS[rng.integers(0, len(_WORDS), size=r.input_length - len(words))])
-        out.append(Prompt(text=" ".join(words[:r.input_length]), input_tokens=r.input_length,
+            toks.extend(vocab[rng.integers(0, len(vocab), size=r.input_length - len(toks))])
+        out.append(Prompt(text=" ".join(toks[:r.input_length]), input_tokens=r.input_length,
                           max_tokens=r.output_length))
     return out
-
-
-class TraceLoad(RateLoad):
-    """Open loop at recorded send times: ``offsets_ms`` (from the first request) times
-    ``time_scale``. ``rate`` is the trace's mean rate (what the summary calls the target)."""
-
-    offsets_ms: tuple[float, ...] = Field(..., min_length=1, description="send offsets, ms from the first")
-    time_scale: float = Field(1.0, gt=0, description="multiplies every offset (0.5: twice as fast)")
-    name: str = Field("trace", description="label")
-
-    @property
-    def label(self) -> str:
-        return self.name + (f"-x{self.time_scale:g}" if self.time_scale != 1.0 else "")
-
-    def send_offsets_ns(self, n: int | None = None) -> list[int]:
-        """The first ``n`` (all when None) send offsets in ns, as the load generator uses them."""
-        offsets = self.offsets_ms if n is None else self.offsets_ms[:n]
-        return [round(ms * self.time_scale * 1e6) for ms in offsets]
-
-
-def trace_load(requests: list[TraceRequest], time_scale: float = 1.0, name: str = "trace",
-               max_concurrency: int | None = None) -> TraceLoad:
-    """The load point that replays ``requests`` at their timestamps (relative to the first)."""
-    if not time_scale > 0:
-        raise SpecError([f"time_scale must be > 0, got {time_scale!r}"])
-    t0 = requests[0].timestamp_ms
-    offsets = tuple(r.timestamp_ms - t0 for r in requests)
-    span_s = offsets[-1] * time_scale / 1e3
-    rate = (len(offsets) - 1) / span_s if span_s > 0 and len(offsets) > 1 else float(len(offsets))
-    return TraceLoad(rate=rate, arrival="constant", offsets_ms=offsets, time_scale=time_scale, name=name,
-                     max_concurrency=max_concurrency)
-
-
-def send_errors_ms(records: Any) -> list[float]:
-    """Per measured request sent: actual send time minus scheduled (recorded) time, in ms."""
-    return [(r.start_ns - r.scheduled_ns) / 1e6 for r in records
-            if not r.warmup and r.scheduled_ns is not None and r.start_ns]
 
 
 # ---- ShareGPT ------------------------------------------------------------------------------------
@@ -247,12 +208,15 @@ class FileDataset:
 
     path: Path
     format: str
+    #: The vocabulary of trace prompts (:data:`benchflow.workload._WORDS`).
+    words: tuple[str, ...] = ()
     max_tokens: int = 256
     block_size: int = BLOCK_SIZE
 
     def prompts(self, seed: int) -> list[Prompt]:
         if self.format == "mooncake":
-            return trace_prompts(read_trace(self.path), seed=seed, block_size=self.block_size)
+            return trace_prompts(read_trace(self.path), np.asarray(self.words or ("word",)), seed=seed,
+                                 block_size=self.block_size)
         if self.format == "sharegpt":
             return read_sharegpt(self.path, self.max_tokens)
         raise SpecError([f"unknown dataset format {self.format!r}; expected mooncake or sharegpt"])
@@ -271,11 +235,11 @@ class FileDataset:
         return f"{self.format}:{self.path}"
 
 
-def dataset_of(text: str) -> FileDataset | None:
+def dataset_of(text: str, words: Any = ()) -> FileDataset | None:
     """``mooncake:PATH`` or ``sharegpt:PATH`` as a dataset (checked now), else None."""
     fmt, _, rest = text.strip().partition(":")
     if fmt not in ("mooncake", "sharegpt") or not rest:
         return None
-    ds = FileDataset(Path(rest).expanduser(), fmt)
+    ds = FileDataset(Path(rest).expanduser(), fmt, tuple(words))
     ds.prompts(0)  # fail early, with every bad line
     return ds

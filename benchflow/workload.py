@@ -288,7 +288,7 @@ def parse_dataset(text: str) -> Dataset:
     or ``jsonl:PATH``. Raises :class:`SpecError` (exit code 2 in the CLI) on malformed input."""
     from benchflow.traces import dataset_of  # mooncake:PATH, sharegpt:PATH
 
-    if isinstance(text, str) and (file_source := dataset_of(text)) is not None:
+    if isinstance(text, str) and (file_source := dataset_of(text, _WORDS)) is not None:
         return file_source  # type: ignore[return-value]
     if isinstance(text, str) and text.strip().startswith("jsonl:"):
         path = Path(text.strip()[len("jsonl:"):]).expanduser()
@@ -308,7 +308,8 @@ def make_prompts(workload: WorkloadSpec, n: int, seed: int) -> list[Prompt]:
     elif getattr(dataset, "format", "prompts") != "prompts":  # benchflow.traces: mooncake, sharegpt
         from benchflow.traces import FileDataset
 
-        source = FileDataset(Path(dataset.jsonl), dataset.format, dataset.max_tokens, dataset.block_size)  # type: ignore[assignment]
+        source = FileDataset(Path(dataset.jsonl), dataset.format, tuple(_WORDS), dataset.max_tokens,  # type: ignore[assignment]
+                             dataset.block_size)
     else:
         source = JsonlDataset(Path(dataset.jsonl), dataset.max_tokens)
     prompts = source.generate(n, seed)

@@ -33,7 +33,7 @@ TRACE_ONLY = (("time_scale", "--time-scale"),)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from benchflow.cli.bench import _positive_float, _positive_int
+    from benchflow.cli.bench_core import _positive_float, _positive_int
 
     g = p.add_argument_group("--sweep and --slo-capacity")
     g.add_argument("--saturating-concurrency", type=_positive_int, default=None, metavar="C",
@@ -102,7 +102,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def run_dynamic(args: argparse.Namespace) -> int:
-    from benchflow.cli.bench import (DEFAULT_REQUESTS, FD_HEADROOM, OpenFileLimitError, _prompt_count,
+    from benchflow.cli.bench_core import (DEFAULT_REQUESTS, FD_HEADROOM, OpenFileLimitError, _prompt_count,
                                      raise_open_file_limit)
     from benchflow.workload import parse_dataset
 
@@ -133,13 +133,13 @@ def run_dynamic(args: argparse.Namespace) -> int:
                                           f"dataset {args.dataset}"))
         ok = any(p.get("n_requests") for p in data["probes"])
     if args.json_path:
-        from benchflow.cli.bench import _write
+        from benchflow.cli.bench_core import _write
 
         _write(args.json_path, lambda p: p.write_text(json.dumps(data, indent=2, default=str) + "\n"))
     if args.records_path:
         logger.warning("--records is not written with --sweep or --slo-capacity (one run per point)")
     if not ok:
-        from benchflow.cli.bench import EXIT_NO_SUCCESS
+        from benchflow.cli.bench_core import EXIT_NO_SUCCESS
 
         print("error: no request succeeded at any point", file=sys.stderr)
         return EXIT_NO_SUCCESS
@@ -152,7 +152,7 @@ def run_sweep(args: argparse.Namespace, s: Any, prompts: Any, requests: int | No
               saturation: Any) -> dict[str, Any]:
     """The synchronous and saturating runs, then ``s.points`` open-loop rates between their
     measured request rates (:func:`benchflow.engine.dynamic.sweep_rates`)."""
-    from benchflow.cli.bench import measure
+    from benchflow.cli.bench_core import measure
     from benchflow.engine.dynamic import sweep_rates
     from benchflow.spec import ConcurrencyLoad, RateLoad
 
@@ -215,7 +215,7 @@ def run_capacity(args: argparse.Namespace, s: Any, prompts: Any, requests: int |
                  saturation: Any) -> dict[str, Any]:
     """:func:`benchflow.stats.capacity.search_capacity`, each probe one open-loop cell judged by
     :func:`~benchflow.stats.capacity.attainment_of` (a saturated or invalid probe misses)."""
-    from benchflow.cli.bench import measure
+    from benchflow.cli.bench_core import measure
     from benchflow.spec import RateLoad
     from benchflow.stats.capacity import ProbeOutcome, attainment_of, search_capacity
 
@@ -275,10 +275,12 @@ def render_capacity(data: dict[str, Any], title: str | None = None) -> str:
 def run_trace(args: argparse.Namespace) -> int:
     """``--trace PATH``: the trace's requests (the first ``--requests``) at their recorded send
     times times ``--time-scale``, prompts built from ``hash_ids`` (:mod:`benchflow.traces`)."""
-    from benchflow.cli.bench import (EXIT_NO_SUCCESS, FD_HEADROOM, OpenFileLimitError, _write, measure,
+    from benchflow.cli.bench_core import (EXIT_NO_SUCCESS, FD_HEADROOM, OpenFileLimitError, _write, measure,
                                      no_success_message, raise_open_file_limit, slo_line)
     from benchflow.tables import render_summary
-    from benchflow.traces import read_trace, trace_load, trace_prompts
+    from benchflow.trace_replay import trace_load
+    from benchflow.traces import read_trace, trace_prompts
+    from benchflow.workload import _WORDS
 
     given = [flag for name, flag in SWEEP_ONLY + CAPACITY_ONLY if getattr(args, name, None) is not None]
     given += [flag for flag, v in (("--arrival", args.arrival), ("--burstiness", args.burstiness),
@@ -290,7 +292,7 @@ def run_trace(args: argparse.Namespace) -> int:
     if args.requests is not None:
         trace = trace[:args.requests]
     load = trace_load(trace, args.time_scale or 1.0, max_concurrency=args.max_concurrency)
-    prompts = trace_prompts(trace, seed=args.seed)
+    prompts = trace_prompts(trace, _WORDS, seed=args.seed)
     try:
         raise_open_file_limit((args.max_concurrency or len(trace)) + FD_HEADROOM)
     except OpenFileLimitError as e:
@@ -315,7 +317,7 @@ def trace_summary(records: Any, path: Any, load: Any) -> dict[str, Any]:
     """The replay's send-time error (actual minus recorded send time, ms) and its settings."""
     import numpy as np
 
-    from benchflow.traces import send_errors_ms
+    from benchflow.trace_replay import send_errors_ms
 
     errors = np.asarray(send_errors_ms(records), dtype=float)
     stats = ({k: float(np.percentile(errors, q)) for k, q in (("p50", 50), ("p99", 99))} | {"max": float(errors.max())}

@@ -130,7 +130,7 @@ def _jsonl_problems(path: Path, max_tokens: Any, base_dir: Path | None, fmt: Any
         from benchflow.traces import FileDataset
 
         try:
-            FileDataset(path, fmt, max_tokens).prompts(0)
+            FileDataset(path, fmt, max_tokens=max_tokens).prompts(0)
         except SpecError as e:
             return [f"workload.dataset.jsonl: {path.name}: {p}" for p in e.problems]
         return []

@@ -8,8 +8,9 @@ import pytest
 
 from benchflow.errors import SpecError
 from benchflow.spec import load_spec
-from benchflow.traces import (BLOCK_SIZE, TraceRequest, read_sharegpt, read_trace, trace_load, trace_prompts)
-from benchflow.workload import make_prompts, parse_dataset
+from benchflow.trace_replay import trace_load
+from benchflow.traces import BLOCK_SIZE, TraceRequest, read_sharegpt, read_trace, trace_prompts
+from benchflow.workload import _WORDS, make_prompts, parse_dataset
 
 
 def _write(path, rows):
@@ -24,15 +25,15 @@ def test_block_size_is_mooncakes():
 def test_equal_hash_ids_give_equal_token_prefixes():
     reqs = [TraceRequest(0, 1100, 5, (0, 1, 2)), TraceRequest(10, 700, 5, (0, 1)), TraceRequest(20, 600, 5, (0, 7)),
             TraceRequest(30, 300, 5, ()), TraceRequest(40, 1100, 5, (0, 1, 2))]
-    a, b, c, d, e = (p.text.split() for p in trace_prompts(reqs, block_size=BLOCK_SIZE))
+    a, b, c, d, e = (p.text.split() for p in trace_prompts(reqs, _WORDS, block_size=BLOCK_SIZE))
     assert [len(x) for x in (a, b, c, d)] == [1100, 700, 600, 300]
     assert a[:700] == b and a == e  # blocks 0 and 1 shared (b ends inside block 1); the same ids, the same prompt
     assert a[:512] == c[:512] and a[512:600] != c[512:600]  # block 0 shared, then 1 vs 7
     assert d != a[:300]  # no hash_ids: words of its own
     # deterministic, and the seed changes the words
-    assert trace_prompts(reqs)[0].text == trace_prompts(reqs)[0].text
-    assert trace_prompts(reqs, seed=1)[0].text != trace_prompts(reqs)[0].text
-    assert [p.max_tokens for p in trace_prompts(reqs)] == [5] * 5
+    assert trace_prompts(reqs, _WORDS)[0].text == trace_prompts(reqs, _WORDS)[0].text
+    assert trace_prompts(reqs, _WORDS, seed=1)[0].text != trace_prompts(reqs, _WORDS)[0].text
+    assert [p.max_tokens for p in trace_prompts(reqs, _WORDS)] == [5] * 5
 
 
 def test_read_trace_sorts_and_lists_bad_lines(tmp_path):
