@@ -307,6 +307,10 @@ def run_trace(args: argparse.Namespace) -> int:
         print(slo_line(summary, args.slo))
     if args.json_path:
         _write(args.json_path, lambda p: p.write_text(json.dumps(summary, indent=2, default=str) + "\n"))
+    if args.records_path:
+        from benchflow.records import records_to_frame
+
+        _write(args.records_path, lambda p: records_to_frame(run.records).to_parquet(p, index=False))
     if not summary.get("completed"):
         print(f"error: {no_success_message(summary)}", file=sys.stderr)
         return EXIT_NO_SUCCESS

@@ -69,6 +69,23 @@ def test_time_scale_and_requests(sim, tmp_path, capsys):
     assert t["span_s"] == pytest.approx((rows[39]["timestamp"] - rows[0]["timestamp"]) * 0.25 / 1e3)
 
 
+def test_two_client_processes_send_at_the_traces_times(sim, tmp_path, capsys):
+    import pandas as pd
+
+    trace = tmp_path / "trace.jsonl"
+    rows = make_trace(trace, n=60, rate=50.0, seed=3)
+    out, recs = tmp_path / "out.json", tmp_path / "r.parquet"
+    code = main(["bench", "--url", sim.url, "--model", "sim-model", "--trace", str(trace), "--clients", "2",
+                 "--time-scale", "0.5", "--json", str(out), "--records", str(recs)])
+    assert code == 0, capsys.readouterr().out
+    assert json.loads(out.read_text())["trace"]["sent"] == 60
+    df = pd.read_parquet(recs).sort_values("request_id")
+    scheduled_ms = (df["scheduled_ns"] - df["scheduled_ns"].min()) / 1e6
+    recorded_ms = [(r["timestamp"] - rows[0]["timestamp"]) * 0.5 for r in rows]
+    # the schedule is the trace's (not a constant rate): equal up to the two clocks' offset bound
+    assert scheduled_ms.tolist() == pytest.approx(recorded_ms, abs=2.0)
+
+
 def test_trace_flags_that_do_not_apply(tmp_path, capsys):
     trace = tmp_path / "trace.jsonl"
     make_trace(trace, n=3)
