@@ -16,8 +16,10 @@ pytestmark = pytest.mark.integration
 
 N = 1000
 RATE = 200.0  # requests/s of the recorded trace: 5 s of replay
-#: Loose: a loaded CI machine (two cores, several test runs) delays an event loop by tens of ms.
-LOOSE_P99_MS = 250.0
+#: Loose: on a loaded machine (2 cores, load average 8) the process is descheduled for up to ~0.3 s
+#: mid-replay (measured p99 18-313 ms there); the median stays at a few ms.
+LOOSE_P99_MS = 2000.0
+LOOSE_P50_MS = 50.0
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_a_1000_request_trace_replays_at_its_recorded_times(sim, tmp_path, capsy
     assert t["span_s"] == pytest.approx((rows[-1]["timestamp"] - rows[0]["timestamp"]) / 1e3)
     p99 = t["send_error_ms"]["p99"]
     print(f"send-time error p50 {t['send_error_ms']['p50']:.3f} ms, p99 {p99:.3f} ms")
-    assert 0 <= t["send_error_ms"]["p50"] and p99 < LOOSE_P99_MS, t
+    assert 0 <= t["send_error_ms"]["p50"] < LOOSE_P50_MS and p99 < LOOSE_P99_MS, t
     assert "trace replay: 1000 of 1000 requests sent" in printed
 
 
