@@ -6,7 +6,7 @@ The same library code as in a campaign: the settings are validated by
 :class:`~benchflow.spec.dynamic.SweepSettings` / :class:`~benchflow.spec.dynamic.SloCapacitySettings`,
 the sweep's rates come from :func:`benchflow.engine.dynamic.sweep_rates` and the search is
 :func:`benchflow.stats.capacity.search_capacity` with :func:`~benchflow.stats.capacity.attainment_of`
-judging each probe. Every point or probe is one ``bench`` cell (:func:`benchflow.cli.bench.measure`)
+judging each probe. Every point or probe is one ``bench`` cell (:func:`benchflow.cli.bench_core.measure`)
 of ``--requests`` measured requests (or ``--duration`` seconds); open-loop cells stop early
 when the server no longer keeps up (``saturated``, as in a campaign; ``--no-early-stop``).
 """
