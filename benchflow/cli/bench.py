@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--url", required=True, help="base URL of the server, e.g. http://127.0.0.1:8000")
     p.add_argument("--model", required=True, help="model name sent in every request")
     p.add_argument("--dataset", default="D(128,128)",
-                   help="prompt lengths, e.g. 'D(128,128)', 'N(480,240)/(300,150)', 'U(50,150)/(20,80)' "
+                   help="prompt lengths, e.g. 'D(128,128)', 'N(480,240)/(300,150)', 'U(50,150)/(20,80)', or a file: "
+                        "'jsonl:PATH', 'sharegpt:PATH', 'mooncake:PATH' (a trace's prompts, without its times) "
                         "(default: %(default)s)")
     load = p.add_mutually_exclusive_group(required=True)
     load.add_argument("--concurrency", type=_positive_int, metavar="N",
