@@ -33,6 +33,7 @@ bench: install
 	PYTHONPATH=. $(PY) bench/clients.py
 	PYTHONPATH=. $(PY) bench/capacity.py
 	PYTHONPATH=. $(PY) bench/tuning.py
+	PYTHONPATH=. $(PY) bench/traces.py
 
 ## Builds benchflow/sim:latest from docker/sim.Dockerfile (BASE_IMAGE=... to change the base;
 ## OFFLINE=1 installs wheels downloaded on this host, for builds that cannot reach an index).

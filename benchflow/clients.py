@@ -184,8 +184,10 @@ def _plan(base_url: str, model: str, prompts: Sequence[Prompt], load: Any, clien
                  workers=[_share(cap, n, i) if cap else 0 for i in range(n)], parent_pid=os.getpid(), setup=setup)
     if not closed:
         measured = None if total is None else total - warmup
-        offsets = send_offsets_ns(load.rate, load.arrival, n=measured, duration_s=max_duration_s,
-                                  burstiness=load.burstiness, seed=kw.get("seed", 0))
+        fixed = getattr(load, "send_offsets_ns", None)  # a trace's recorded send times (benchflow.traces)
+        offsets = fixed(measured) if fixed is not None else send_offsets_ns(
+            load.rate, load.arrival, n=measured, duration_s=max_duration_s, burstiness=load.burstiness,
+            seed=kw.get("seed", 0))
         plan.open_ids = [list(range(warmup + i, warmup + len(offsets), n)) for i in range(n)]
         plan.open_offsets = [offsets[i::n] for i in range(n)]
     return plan, n, offsets

@@ -336,8 +336,9 @@ async def run_load(
     offsets_ns = None
     if isinstance(load, RateLoad):
         measured = None if total is None else total - warmup_requests
-        offsets_ns = send_offsets_ns(load.rate, load.arrival, n=measured, duration_s=max_duration_s,
-                                     burstiness=load.burstiness, seed=seed)
+        fixed = getattr(load, "send_offsets_ns", None)  # a trace's recorded send times (benchflow.traces)
+        offsets_ns = fixed(measured) if fixed is not None else send_offsets_ns(
+            load.rate, load.arrival, n=measured, duration_s=max_duration_s, burstiness=load.burstiness, seed=seed)
     url = api_root(base_url) + _PATHS[api]
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),

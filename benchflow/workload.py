@@ -335,6 +335,10 @@ def read_jsonl_prompts(path: str | Path, default_max_tokens: int = 256) -> list[
 def parse_dataset(text: str) -> Dataset:
     """Parses genai-bench notation (``D(128,128)``, ``N(480,240)/(300,150)``, ``U(50,150)/(20,80)``)
     or ``jsonl:PATH``. Raises :class:`SpecError` (exit code 2 in the CLI) on malformed input."""
+    from benchflow.traces import dataset_of  # mooncake:PATH, sharegpt:PATH
+
+    if isinstance(text, str) and (file_source := dataset_of(text, _WORDS)) is not None:
+        return file_source  # type: ignore[return-value]
     if isinstance(text, str) and text.strip().startswith("jsonl:"):
         path = Path(text.strip()[len("jsonl:"):]).expanduser()
         read_jsonl_prompts(path)  # fail early, with every bad line
@@ -350,6 +354,11 @@ def make_prompts(workload: WorkloadSpec, n: int, seed: int) -> list[Prompt]:
     dataset = workload.dataset
     if isinstance(dataset, str):
         source: Dataset = parse_notation(dataset)
+    elif getattr(dataset, "format", "prompts") != "prompts":  # benchflow.traces: mooncake, sharegpt
+        from benchflow.traces import FileDataset
+
+        source = FileDataset(Path(dataset.jsonl), dataset.format, tuple(_WORDS), dataset.max_tokens,  # type: ignore[assignment]
+                             dataset.block_size)
     else:
         source = JsonlDataset(Path(dataset.jsonl), dataset.max_tokens)
     prompts = source.generate(n, seed)

@@ -5,6 +5,10 @@
          [--max-concurrency N]) --requests 500 [--duration S] [--warmup 20]
         [--clients N] [--api completions|chat] [--timeout S] [--seed N] [--json out.json] [--records out.parquet]
         [--slo 'ttft:p99=200ms,tpot:p90=50ms']
+    benchflow bench ... --trace mooncake.jsonl [--time-scale X] [--requests N]
+    benchflow bench ... --sweep N [--saturating-concurrency C] [--up-to X]
+    benchflow bench ... --slo-capacity 'ttft.p99<=500ms' --min-rate R --max-rate R [--attainment 0.99]
+        [--precision 0.05] [--max-probes N] [--repetitions N]
 
 Prints the per-cell summary as a table; ``--json`` writes it (the same shape as a campaign
 cell's summary) and ``--records`` writes every request's raw facts as parquet. ``--slo`` takes the
@@ -19,60 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchflow.errors import BenchflowError
+from benchflow.cli.bench_core import (  # noqa: F401 (re-exported: tests and callers import them from here)
+    DEFAULT_REQUESTS, DURATION_PROMPTS, EXIT_CODES, EXIT_NO_SUCCESS, FD_HEADROOM, OpenFileLimitError,
+    _non_negative_int, _positive_float, _positive_int, _prompt_count, _write, measure, no_success_message,
+    parse_slo, raise_open_file_limit, slo_arg, slo_line)
 
 logger = logging.getLogger(__name__)
-
-#: Requests sent when neither --requests nor --duration is given.
-DEFAULT_REQUESTS = 100
-#: Distinct prompts made for a run bounded by --duration only (cycled when more are needed).
-DURATION_PROMPTS = 1000
-#: Exit status when the run was measured but no measured request succeeded.
-EXIT_NO_SUCCESS = 3
-EXIT_CODES = {
-    0: "measured; at least one request succeeded (the summary says whether the run is valid)",
-    1: "the endpoint cannot be reached, or an output file cannot be written",
-    2: "bad arguments (or the concurrency cannot fit under the open-file limit)",
-    EXIT_NO_SUCCESS: "measured, but no request succeeded: the server's dominant error is printed",
-}
-#: File descriptors kept free besides one connection per request in flight.
-FD_HEADROOM = 64
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,12 +45,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--url", required=True, help="base URL of the server, e.g. http://127.0.0.1:8000")
     p.add_argument("--model", required=True, help="model name sent in every request")
     p.add_argument("--dataset", default="D(128,128)",
-                   help="prompt lengths, e.g. 'D(128,128)', 'N(480,240)/(300,150)', 'U(50,150)/(20,80)' "
+                   help="prompt lengths, e.g. 'D(128,128)', 'N(480,240)/(300,150)', 'U(50,150)/(20,80)', or a file: "
+                        "'jsonl:PATH', 'sharegpt:PATH', 'mooncake:PATH' (a trace's prompts, without its times) "
                         "(default: %(default)s)")
     load = p.add_mutually_exclusive_group(required=True)
     load.add_argument("--concurrency", type=_positive_int, metavar="N",
                       help="closed loop: number of concurrent workers")
     load.add_argument("--rate", type=_positive_float, metavar="RPS", help="open loop: target requests per second")
+    load.add_argument("--trace", type=Path, metavar="PATH",
+                      help="replay a Mooncake-style trace (JSONL: timestamp ms, input_length, output_length, "
+                           "hash_ids) at its recorded send times; see --time-scale")
+    load.add_argument("--sweep", type=_positive_int, metavar="N",
+                      help="latency-throughput curve: a synchronous run (concurrency 1), a saturating run, then "
+                           "N open-loop rates spread between their measured request rates")
+    load.add_argument("--slo-capacity", type=slo_arg, metavar="SLO",
+                      help="the highest open-loop rate at which --attainment of requests meet every objective, "
+                           "e.g. 'ttft.p99<=500ms,tpot.p99<=50ms' (bracket from --min-rate, then bisect)")
     p.add_argument("--arrival", choices=("poisson", "gamma", "constant"), default=None,
                    help="open-loop inter-arrival distribution (default: poisson)")
     p.add_argument("--burstiness", type=_positive_float, default=None, metavar="B",
@@ -118,75 +88,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="service-level objectives as in a spec's slo, comma-separated METRIC:STAT=DURATION, "
                         "e.g. 'ttft:p99=200ms,tpot:p90=50ms' (metrics ttft, tpot, itl, e2e; stats mean, p50, "
                         "p90, p95, p99; a unit is required): prints goodput and SLO attainment")
+    from benchflow.cli.bench_dynamic import add_arguments
+
+    add_arguments(p)
     p.add_argument("--json", dest="json_path", type=Path, metavar="PATH", help="write the summary as JSON")
     p.add_argument("--records", dest="records_path", type=Path, metavar="PATH",
                    help="write every request's raw facts as parquet")
     p.set_defaults(func=run)
-
-
-_SLO_ITEM = re.compile(r"^\s*([A-Za-z0-9_]+)\s*[:.]\s*([A-Za-z0-9_]+)\s*(?:<=|=)\s*(\S.*?)\s*$")
-
-
-def parse_slo(text: str) -> dict[str, dict[str, float]]:
-    """``'ttft:p99=200ms,tpot:p90=50ms'`` as the spec's ``slo`` (``{metric: {stat: seconds}}``),
-    validated by the spec's own field (``ttft.p99<=200ms`` is accepted too). Raises
-    :class:`~benchflow.errors.SpecError` naming every bad item."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from benchflow.errors import SpecError
-    from benchflow.spec import CampaignSpec
-
-    slo: dict[str, dict[str, Any]] = {}
-    problems = []
-    items = [item for item in text.split(",") if item.strip()]
-    if not items:
-        raise SpecError(["--slo: empty; write e.g. 'ttft:p99=200ms,tpot:p90=50ms'"])
-    for item in items:
-        m = _SLO_ITEM.match(item)
-        if m is None:
-            problems.append(f"--slo {item.strip()!r}: expected METRIC:STAT=DURATION, e.g. 'ttft:p99=200ms'")
-            continue
-        metric, stat, value = m.groups()
-        if stat in slo.get(metric, {}):
-            problems.append(f"--slo {item.strip()!r}: {metric}:{stat} is given twice")
-            continue
-        slo.setdefault(metric, {})[stat] = value
-    if problems:
-        raise SpecError(problems)
-    try:
-        return TypeAdapter(CampaignSpec.model_fields["slo"].annotation).validate_python(slo)
-    except ValidationError as e:
-        raise SpecError([_slo_message(err) for err in e.errors()]) from None
-
-
-def _slo_message(err: dict[str, Any]) -> str:
-    loc = [str(x) for x in err["loc"]]
-    if err["type"] == "literal_error":  # an unknown key: the metric, or the stat under a metric
-        what = "metric" if len(loc) == 2 else "stat"
-        return f"--slo {':'.join(loc[:-1])}: unknown {what}; expected one of {err['ctx']['expected']}"
-    msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-    return f"--slo {':'.join(loc)}: {msg}"
-
-
-def slo_arg(text: str) -> dict[str, dict[str, float]]:
-    """argparse type of ``--slo``: a bad value is a usage error (exit code 2) with the reason."""
-    from benchflow.errors import SpecError
-
-    try:
-        return parse_slo(text)
-    except SpecError as e:
-        raise argparse.ArgumentTypeError("; ".join(e.problems)) from None
-
-
-def slo_line(summary: dict[str, Any], slo: dict[str, dict[str, float]]) -> str:
-    """One line: the objectives, goodput and attainment, and the cell's own verdict."""
-    goals = ", ".join(f"{m} {st} <= {sec * 1000:g} ms" for m, stats in slo.items() for st, sec in stats.items())
-    goodput, attainment = summary.get("goodput"), summary.get("slo_attainment")
-    text = (f"SLO ({goals}): goodput {'-' if goodput is None else f'{goodput:.3g}'} req/s, attainment "
-            f"{'-' if attainment is None else f'{attainment:.1%}'} of successful requests")
-    violations = summary.get("slo_violations") or []
-    return text + ("; the run's own statistics meet it" if summary.get("slo_met") else
-                   f"; missed: {'; '.join(violations)}" if violations else "")
 
 
 def _load_point(args: argparse.Namespace) -> Any:
@@ -209,47 +117,6 @@ def _load_point(args: argparse.Namespace) -> Any:
         raise SpecError([f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]) from e
 
 
-def _prompt_count(requests: int | None, warmup: int) -> int:
-    # Duration only: a fixed pool of prompts, cycled by the load generator.
-    return (requests if requests is not None else DURATION_PROMPTS) + warmup
-
-
-def _write(path: Path, write: Any) -> None:
-    from benchflow.errors import StorageError
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(path)
-    except OSError as e:
-        raise StorageError(f"cannot write {path}: {e.strerror or e}") from e
-
-
-class OpenFileLimitError(BenchflowError):
-    """The requests in flight cannot fit under the open-file limit (exit code 2)."""
-
-
-def raise_open_file_limit(needed: int) -> tuple[int, int | None]:
-    """Raises the soft RLIMIT_NOFILE to the hard limit; returns ``(soft now, hard)``. Raises
-    :class:`OpenFileLimitError` when ``needed`` descriptors still do not fit."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on POSIX
-        return needed, None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as e:  # e.g. an infinite hard limit the kernel caps lower
-            logger.debug("could not raise the open-file limit to %s: %s", hard, e)
-    if soft != resource.RLIM_INFINITY and needed > soft:
-        raise OpenFileLimitError(
-            f"concurrency: {needed - FD_HEADROOM} requests in flight need about {needed} open files, but the "
-            f"open-file limit is {soft} (hard limit {'unlimited' if hard == resource.RLIM_INFINITY else hard}); "
-            "raise it (ulimit -n) or lower the concurrency")
-    return soft, (None if hard == resource.RLIM_INFINITY else hard)
-
-
 def _in_flight_bound(args: argparse.Namespace, requests: int | None) -> int | None:
     bound = args.concurrency if args.concurrency is not None else args.max_concurrency
     if bound is None and requests is not None:
@@ -259,30 +126,22 @@ def _in_flight_bound(args: argparse.Namespace, requests: int | None) -> int | No
     return bound
 
 
-def no_success_message(summary: dict[str, Any]) -> str:
-    """The one line printed when no measured request succeeded: the error counts and the
-    server's dominant error message (``summary["dominant_error"]``)."""
-    errors = summary.get("errors") or {}
-    counts = ", ".join(f"{k}×{v}" for k, v in sorted(errors.items()))
-    text = f"no request succeeded ({counts or 'none finished'})"
-    dominant = summary.get("dominant_error")
-    if dominant:
-        text += f"; the server said {dominant['message']!r} ×{dominant['count']}"
-    if summary.get("incomplete"):
-        text += f"; {summary['incomplete']} cut off by --duration"
-    return text
-
-
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from benchflow.clients import run_cell_load
-    from benchflow.loadgen import check_endpoint
-    from benchflow.records import dominant_error, records_to_frame
-    from benchflow.stats import summarize
+    from benchflow.records import records_to_frame
     from benchflow.tables import render_summary
     from benchflow.workload import parse_dataset
 
+    if args.trace is not None:
+        from benchflow.cli.bench_dynamic import run_trace
+
+        return run_trace(args)
+    if args.sweep is not None or args.slo_capacity is not None:
+        from benchflow.cli.bench_dynamic import run_dynamic
+
+        return run_dynamic(args)
+    from benchflow.cli.bench_dynamic import check_no_dynamic_flags
+
+    check_no_dynamic_flags(args)
     load = _load_point(args)
     requests = args.requests if args.requests is not None or args.duration is not None else DEFAULT_REQUESTS
     bound = _in_flight_bound(args, requests)
@@ -292,31 +151,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     prompts = parse_dataset(args.dataset).generate(_prompt_count(requests, args.warmup), args.seed)
-
-    from benchflow.progress import RequestProgress
-
-    async def go() -> Any:
-        await check_endpoint(args.url, min(args.timeout, 10.0))
-        # a live bar on a TTY (cleared at the end); nothing extra in a pipe or a log
-        with RequestProgress(args.warmup + requests if requests is not None else None) as bar:
-            return await run_cell_load(
-                args.url, args.model, prompts, load, clients=args.clients, api=args.api,
-                warmup_requests=args.warmup,
-                max_requests=requests, max_duration_s=args.duration, request_timeout_s=args.timeout,
-                temperature=args.temperature, ignore_eos=args.ignore_eos, seed=args.seed, on_request=bar,
-            )
-
-    result, client = asyncio.run(go())
-    summary = summarize(result, slo=args.slo)
-    summary["dominant_error"] = dominant_error(result.records)
-    summary.update(client)
+    result, summary = measure(args, load, prompts, requests)
     title = f"benchflow bench: {args.model} at {args.url}, {load.label}, dataset {args.dataset}"
     print(render_summary(summary, title=title))
     if args.slo:
         print(slo_line(summary, args.slo))
     if summary["client_bound"]:
-        print(f"warning: client_bound: {'; '.join(client['client']['evidence'])}; "
-              f"{client['client']['suggestion']}", file=sys.stderr)
+        print(f"warning: client_bound: {'; '.join(summary['client']['evidence'])}; "
+              f"{summary['client']['suggestion']}", file=sys.stderr)
     if args.json_path:
         _write(args.json_path, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
     if args.records_path:

@@ -112,11 +112,11 @@ def _workload_problems(w: WorkloadSpec, base_dir: Path | None, check_files: bool
             f"{L.MAX_PROMPT_TOKENS_PER_CELL:,} prompt tokens per cell (a cell's prompts are built in memory)")
     source = w.dataset
     if check_files and _ok(source) and not isinstance(source, str) and _ok(getattr(source, "jsonl", None)):
-        problems += _jsonl_problems(Path(source.jsonl), source.max_tokens, base_dir)
+        problems += _jsonl_problems(Path(source.jsonl), source.max_tokens, base_dir, getattr(source, "format", None))
     return problems
 
 
-def _jsonl_problems(path: Path, max_tokens: Any, base_dir: Path | None) -> list[str]:
+def _jsonl_problems(path: Path, max_tokens: Any, base_dir: Path | None, fmt: Any = None) -> list[str]:
     from benchflow.workload import jsonl_problems
 
     max_tokens = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 256
@@ -125,6 +125,15 @@ def _jsonl_problems(path: Path, max_tokens: Any, base_dir: Path | None) -> list[
         where = " (a relative path is resolved against the spec's folder)" if inside else ""
         what = "not a regular file" if path.exists() else "file not found"
         return [f"workload.dataset.jsonl: {what}: {path}{where}"]
+    if fmt in ("mooncake", "sharegpt"):  # benchflow.traces
+        from benchflow.errors import SpecError
+        from benchflow.traces import FileDataset
+
+        try:
+            FileDataset(path, fmt, max_tokens=max_tokens).prompts(0)
+        except SpecError as e:
+            return [f"workload.dataset.jsonl: {path.name}: {p}" for p in e.problems]
+        return []
     return [f"workload.dataset.jsonl: {path.name}: {p}" for p in jsonl_problems(path, max_tokens)[1]]
 
 

@@ -116,6 +116,10 @@ class JsonlSource(StrictModel):
 
     jsonl: Path = Field(..., description="JSONL file: {prompt|messages, max_tokens?} per line")
     max_tokens: L.Tokens = Field(256, gt=0, description="output length for lines without max_tokens")
+    format: Literal["prompts", "sharegpt", "mooncake"] = Field(
+        "prompts", description="prompts: {prompt|messages, max_tokens?}; sharegpt: {conversations: [...]}; "
+                               "mooncake: {timestamp, input_length, output_length, hash_ids} (benchflow.traces)")
+    block_size: L.Tokens = Field(512, gt=0, description="mooncake: tokens per hash_ids block")
 
     @field_validator("jsonl")
     @classmethod
@@ -207,6 +211,8 @@ class WorkloadSpec(StrictModel):
             data["dataset"] = str(parse_notation(self.dataset))
         else:
             data["dataset"] = {"jsonl_sha256": _file_sha256(self.dataset.jsonl), "max_tokens": self.dataset.max_tokens}
+            if self.dataset.format != "prompts":
+                data["dataset"].update(format=self.dataset.format, block_size=self.dataset.block_size)
         return data
 
 
