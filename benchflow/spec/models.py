@@ -18,6 +18,7 @@ from pydantic import (
 from benchflow.spec import limits as L
 from benchflow.spec.backends import Backend, BackendSpec
 from benchflow.spec.checks import cross_field_problems
+from benchflow.spec.driver import DriverSpec, driver_load_problems
 from benchflow.spec.dynamic import SloCapacityLoad, SloMap, SweepLoad
 from benchflow.spec.types import Seconds, StrictModel, no_nul, sha256_hex
 from benchflow.workload import parse_notation
@@ -168,6 +169,26 @@ class WorkloadSpec(StrictModel):
     api: Literal["completions", "chat"] = Field("completions", description="/v1/completions or /v1/chat/completions")
     clients: int = Field(1, ge=1, le=64, description="load-generator processes one cell's load is split over "
                                                      "(one core each); raise it when a cell is client_bound")
+    driver: DriverSpec | None = Field(None, description="an external driver program makes the load instead of "
+                                                        "benchflow's load generator (benchflow.driver)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _driver_needs_no_dataset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("driver") is not None and "dataset" not in data:
+            return {**data, "dataset": "D(1,1)"}  # unused: the driver makes its own prompts
+        return data
+
+    @model_validator(mode="after")
+    def _driver_checks(self) -> WorkloadSpec:
+        if self.driver is None:
+            return self
+        problems = driver_load_problems(self.load_points)
+        if self.max_duration_s is None:
+            problems.append("max_duration_s: a driver workload needs one (the longest a driver may run per cell)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("load_points")
     @classmethod
