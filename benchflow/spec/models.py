@@ -37,6 +37,9 @@ SUMMARY_STATS = ("mean", "p50", "p90", "p95", "p99", "min", "max")
 SUMMARY_SCALARS = (
     "request_throughput", "output_throughput", "total_throughput", "goodput", "slo_attainment", "error_rate",
     "achieved_rate", "completed", "failed",
+    # an external driver's (benchflow.driver)
+    "tasks_done", "steps_done", "tasks_per_min", "steps_per_s", "active_tasks_per_min", "active_steps_per_s",
+    "tasks_unfinished", "tasks_outside_active_fraction", "steps_outside_active_fraction",
 )
 _DEFAULT_COMPARE = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "tpot_ms.p99", "output_throughput")
 
