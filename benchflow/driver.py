@@ -363,6 +363,7 @@ async def measure_driver_cell(spec: Any, cell: Any, base_url: str, outcome: Any,
     summary = driver_summary(run, window_of(outcome.server_samples))
     summary.update(schema_version=SCHEMA_VERSION, mode="closed", concurrency=cell.load_point.concurrency,
                    duration_s=summary["driver_duration_s"])
+    summary["driver"]["output_dir"] = str(output_dir) if output_dir.exists() else None  # None: it wrote nothing
     outcome.summary = summary
     dead = alive()
     if dead is not None:

@@ -59,7 +59,7 @@ def _gone(marker: str) -> None:
 
 def test_driver_cell_counts_tasks_and_steps_with_their_rates(sim, tmp_path):
     script = write_agent(tmp_path)
-    spec = _spec(sim.url, script, "--tasks", "8", "--turns", "3", "--prompt-words", "1200",
+    spec = _spec(sim.url, script, "--tasks", "8", "--turns", "3", "--prompt-words", "1500",
                  "--turn-words", "300", "--max-tokens", "32", expected_tasks=8, stuck_after_s="60s")
     outcome = measure_cell_sync(spec, spec.cells()[0], sim.url, scrape_interval_s=0.1)
     s = outcome.summary
