@@ -211,7 +211,7 @@ def _watch(proc: subprocess.Popen, watch: DriverWatch, lock: threading.Lock, sta
         now = time.perf_counter_ns()
         with lock:
             verdict = watch.verdict(now)
-            tasks, steps = len(watch.task_ns), len(watch.step_ns)
+            tasks, steps, errors = len(watch.task_ns), len(watch.step_ns), watch.error_lines
         if verdict is not None:
             log.warning("driver %s: %s; stopping it", verdict[0], verdict[1])
             return verdict
@@ -220,7 +220,8 @@ def _watch(proc: subprocess.Popen, watch: DriverWatch, lock: threading.Lock, sta
         if (why := should_stop()) is not None:
             return "cancelled", {"reason": why}
         if now >= next_log:
-            log.info("driver running for %.0f s: %d tasks, %d steps done", (now - start) / 1e9, tasks, steps)
+            log.info("driver running for %.0f s: %d tasks, %d steps done, %d error lines", (now - start) / 1e9,
+                     tasks, steps, errors)
             next_log = now + PROGRESS_LOG_S * 1e9
         time.sleep(poll_s)
     return "exited", {"exit_code": proc.returncode}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 
 import psutil
 import pytest
@@ -124,3 +125,23 @@ def test_a_driver_that_cannot_start_fails_the_cell(sim, tmp_path):
     outcome = measure_cell_sync(spec, spec.cells()[0], sim.url, scrape_interval_s=0.2)
     assert outcome.status == "failed" and "cannot start the driver" in outcome.error
     assert "cannot start the driver" in outcome.artifacts()["driver.log"].decode()
+
+
+def test_a_cancelled_cell_stops_its_driver(sim, tmp_path):
+    script = write_agent(tmp_path)
+    spec = _spec(sim.url, script, "--tasks", "6", "--turns", "2", "--mode", "hang", concurrency=2,
+                 expected_tasks=6, stuck_after_s="5m", stop_grace_s="2s")
+    asked: list[str] = []
+
+    def stop() -> str | None:  # the campaign is cancelled once the driver runs
+        return asked[0] if asked else None
+
+    def cancel_soon() -> None:
+        wait_for(lambda: _left_behind(str(script)), 60.0, what="the driver running")
+        asked.append("cancel requested by the test")
+
+    threading.Thread(target=cancel_soon, daemon=True).start()
+    outcome = measure_cell_sync(spec, spec.cells()[0], sim.url, should_stop=stop, scrape_interval_s=0.2)
+    assert outcome.status == "cancelled" and outcome.error == "cancel requested by the test"
+    assert outcome.summary["driver"]["stop_reason"] == "cancelled"
+    _gone(str(script))
