@@ -14,13 +14,16 @@ from pydantic import Field, field_validator, model_validator
 
 from benchflow.spec.types import Seconds, StrictModel, no_nul
 
-__all__ = ["DriverSpec", "RetryStormSpec", "PLACEHOLDERS", "REQUIRED_PLACEHOLDERS", "driver_load_problems"]
+__all__ = ["DriverSpec", "RetryStormSpec", "PLACEHOLDERS", "REQUIRED_PLACEHOLDERS", "DRIVER_COMPARE",
+           "driver_load_problems", "driver_compare_defaults"]
 
 #: What the command may name; each is replaced by the cell's value.
 PLACEHOLDERS = ("url", "model", "concurrency", "output_dir")
 #: A driver that is not told where the server is, or how many agents to run, does not measure the cell.
 REQUIRED_PLACEHOLDERS = ("url", "concurrency")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+#: What a driver campaign compares when its spec names no ``compare.metrics`` (a driver cell has no TTFT).
+DRIVER_COMPARE = ("active_tasks_per_min", "active_steps_per_s", "tasks_per_min", "steps_per_s")
 
 
 class RetryStormSpec(StrictModel):
@@ -116,3 +119,14 @@ def driver_load_problems(load_points: list[Any]) -> list[str]:
             "only (the concurrency is passed to the driver as {concurrency}); rates, sweeps and SLO "
             "capacities need benchflow's own load generator"
             for i, p in enumerate(load_points) if getattr(p, "mode", None) != "closed" or getattr(p, "dynamic", False)]
+
+
+def driver_compare_defaults(data: Any) -> Any:
+    """A copy of the raw campaign ``data`` whose ``compare.metrics`` defaults to :data:`DRIVER_COMPARE`
+    when its workload has a driver."""
+    if not isinstance(data, dict):
+        return data
+    workload, compare = data.get("workload"), data.get("compare", {})
+    if not (isinstance(workload, dict) and workload.get("driver") is not None and isinstance(compare, dict)):
+        return data
+    return data if "metrics" in compare else {**data, "compare": {**compare, "metrics": list(DRIVER_COMPARE)}}

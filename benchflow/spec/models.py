@@ -18,7 +18,7 @@ from pydantic import (
 from benchflow.spec import limits as L
 from benchflow.spec.backends import Backend, BackendSpec
 from benchflow.spec.checks import cross_field_problems
-from benchflow.spec.driver import DriverSpec, driver_load_problems
+from benchflow.spec.driver import DriverSpec, driver_compare_defaults, driver_load_problems
 from benchflow.spec.dynamic import SloCapacityLoad, SloMap, SweepLoad
 from benchflow.spec.types import Seconds, StrictModel, no_nul, sha256_hex
 from benchflow.workload import parse_notation
@@ -354,7 +354,7 @@ class CampaignSpec(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _default_baseline(cls, data: Any) -> Any:
-        return default_baseline(data)
+        return default_baseline(driver_compare_defaults(data))
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> CampaignSpec:

@@ -47,6 +47,8 @@ def test_a_driver_workload_needs_no_dataset_and_passes_the_concurrency():
     assert d.argv(url="http://h:1", model="m", concurrency=32, output_dir="/o") == [
         "python", "run_oss.py", "--url", "http://h:1", "--model", "m", "--max-concurrency", "32", "--out", "/o"]
     assert [c.load_point.concurrency for c in spec.cells()] == [32, 64]
+    # a driver cell has no TTFT: unless the spec says otherwise, the campaign compares its task rates
+    assert list(spec.compare.metrics) == ["active_tasks_per_min", "active_steps_per_s", "tasks_per_min", "steps_per_s"]
 
 
 def test_a_rate_load_point_is_a_clear_error_with_its_path():
