@@ -143,13 +143,22 @@ class DriverRun:
         return {"task_done_s": to_s(self.watch.task_ns), "step_done_s": to_s(self.watch.step_ns)}
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _libc_prctl() -> Any:
+    """libc's ``prctl``, looked up in the parent: the child must not ``dlopen`` between fork and exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent(prctl: Any) -> Callable[[], None]:
     """PR_SET_PDEATHSIG (as ``benchflow.clients``): SIGKILL when the thread that started us dies."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    return preexec
 
 
 def run_driver(spec: DriverSpec, argv: list[str], *, log_path: Path, output_dir: str, max_duration_s: float | None,
@@ -166,7 +175,7 @@ def run_driver(spec: DriverSpec, argv: list[str], *, log_path: Path, output_dir:
     try:
         proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=spec.cwd,
-            env=env, start_new_session=True, preexec_fn=_die_with_parent)
+            env=env, start_new_session=True, preexec_fn=_die_with_parent(_libc_prctl()))
     except OSError as e:
         log_path.write_text(f"benchflow: cannot start the driver {argv[0]!r}: {e}\n")
         return DriverRun(argv, log_path, output_dir, start, time.perf_counter_ns(), watch, None, "start_failed",

@@ -145,3 +145,32 @@ def test_a_cancelled_cell_stops_its_driver(sim, tmp_path):
     assert outcome.status == "cancelled" and outcome.error == "cancel requested by the test"
     assert outcome.summary["driver"]["stop_reason"] == "cancelled"
     _gone(str(script))
+
+
+def test_the_driver_dies_with_the_process_that_runs_it(tmp_path):
+    """PR_SET_PDEATHSIG: a benchflow killed with SIGKILL (no teardown) still takes its driver along."""
+    import subprocess
+
+    code = f"""
+import sys
+from pathlib import Path
+from benchflow.driver import run_driver
+from benchflow.spec.driver import DriverSpec
+d = DriverSpec(command=[sys.executable, "-c", "import os, time; print('driver pid', os.getpid(), flush=True); "
+                        "time.sleep(3600)", "{{url}}", "{{concurrency}}"], task_done="x", stuck_after_s="1h")
+run_driver(d, d.argv(url="u", model="m", concurrency=1, output_dir="o"), log_path=Path({str(tmp_path / 'driver.log')!r}),
+           output_dir="o", max_duration_s=None)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    log = tmp_path / "driver.log"
+    try:
+        line = wait_for(lambda: log.exists() and next((x for x in log.read_text().splitlines()
+                                                      if x.startswith("driver pid")), None),
+                        60.0, what="the driver's pid line", proc=parent)
+        pid = int(line.split()[-1])
+        assert psutil.pid_exists(pid)
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30.0,
+             what=f"driver pid {pid} gone after its parent was killed", ignore=(psutil.NoSuchProcess,))
