@@ -335,14 +335,14 @@ def agentic_summary(run: LoadRun, active: tuple[int | None, int | None] = (None,
         "steps_done": len(steps),
         "tasks_per_min": len(done) / span_s * 60 if span_s > 0 else None,
         "steps_per_s": len(steps) / span_s if span_s > 0 else None,
-        "tasks_per_min_active": None, "steps_per_s_active": None, "steps_outside_active_fraction": None,
+        "active_tasks_per_min": None, "active_steps_per_s": None, "steps_outside_active_fraction": None,
     }
     start, end = active
     if start is not None and end is not None and end > start:
         win_s = (end - start) / 1e9
         steps_in = sum(start <= s.end_ns <= end for s in steps)
-        out["tasks_per_min_active"] = sum(start <= (t.end_ns or 0) <= end for t in done) / win_s * 60
-        out["steps_per_s_active"] = steps_in / win_s
+        out["active_tasks_per_min"] = sum(start <= (t.end_ns or 0) <= end for t in done) / win_s * 60
+        out["active_steps_per_s"] = steps_in / win_s
         out["steps_outside_active_fraction"] = (len(steps) - steps_in) / len(steps) if steps else None
     return out
 

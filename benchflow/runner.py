@@ -50,7 +50,7 @@ class CellOutcome:
     backend: str
     load_label: str
     repetition: int
-    status: str  # "completed" | "failed" | "stalled" | "cancelled" | "saturated"
+    status: str  # "completed" | "failed" | "stalled" | "cancelled" | "saturated" | "stuck" | "retry_storm"
     started_at: datetime
     finished_at: datetime
     error: str | None = None
@@ -73,6 +73,7 @@ class CellOutcome:
             out["gpu.parquet"] = _parquet(self.gpu_samples)
         if self.summary is not None:
             out["summary.json"] = json.dumps(self.summary, indent=2, sort_keys=True, default=str).encode()
+        out.update(self.extra.get("artifacts", {}))  # e.g. an external driver's driver.log (benchflow.driver)
         return out
 
 
@@ -120,6 +121,13 @@ async def measure_cell(
     except EndpointUnreachableError as e:
         return CellOutcome(**base, status="failed", finished_at=datetime.now(UTC), error=str(e))
 
+    if getattr(wl, "driver", None) is not None:  # an external driver makes the load (benchflow.driver)
+        from benchflow.driver import measure_driver_cell
+
+        return await measure_driver_cell(
+            spec, cell, base_url, CellOutcome(**base, status="completed", finished_at=started), alive=alive,
+            should_stop=should_stop, gpu=_gpu_sampler(nvml, gpu_indices, scrape_interval_s),
+            window_of=active_window_bounds, scrape_interval_s=scrape_interval_s)
     prompts = make_prompts(wl, prompt_count(wl), cell.seed)
     scraper = PrometheusScraper.for_endpoint(base_url, interval_s=scrape_interval_s)
     gpu = _gpu_sampler(nvml, gpu_indices, scrape_interval_s)
@@ -188,13 +196,19 @@ def _active_window(outcome: CellOutcome) -> dict[str, Any]:
     from benchflow import stats
 
     df = outcome.server_samples
-    if df is None or df.empty:
+    if df is None or df.empty or not (df["metric"] == ACTIVE_GAUGE).any():
         return {}
-    gauge = df[df["metric"] == ACTIVE_GAUGE]
-    if gauge.empty:
-        return {}
-    window = stats.active_window(gauge["t_ns"].tolist(), gauge["value"].tolist())
-    return stats.active_window_summary(outcome.run, window)
+    return stats.active_window_summary(outcome.run, active_window_bounds(df))
+
+
+def active_window_bounds(samples: pd.DataFrame | None) -> tuple[int, int] | None:
+    """``(first, last)`` server sample time with ``ACTIVE_GAUGE`` above 70%; ``None`` without one."""
+    from benchflow import stats
+
+    if samples is None or samples.empty:
+        return None
+    gauge = samples[samples["metric"] == ACTIVE_GAUGE]
+    return stats.active_window(gauge["t_ns"].tolist(), gauge["value"].tolist()) if not gauge.empty else None
 
 
 def _energy(outcome: CellOutcome, summary: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pydantic import (
 from benchflow.spec import limits as L
 from benchflow.spec.backends import Backend, BackendSpec
 from benchflow.spec.checks import cross_field_problems
+from benchflow.spec.driver import DriverSpec, driver_compare_defaults, driver_load_problems
 from benchflow.spec.dynamic import SloCapacityLoad, SloMap, SweepLoad
 from benchflow.spec.types import Seconds, StrictModel, no_nul, sha256_hex
 from benchflow.agentic import AgenticSpec
@@ -37,6 +38,9 @@ SUMMARY_STATS = ("mean", "p50", "p90", "p95", "p99", "min", "max")
 SUMMARY_SCALARS = (
     "request_throughput", "output_throughput", "total_throughput", "goodput", "slo_attainment", "error_rate",
     "achieved_rate", "completed", "failed",
+    # an external driver's (benchflow.driver)
+    "tasks_done", "steps_done", "tasks_per_min", "steps_per_s", "active_tasks_per_min", "active_steps_per_s",
+    "tasks_unfinished", "tasks_outside_active_fraction", "steps_outside_active_fraction",
 )
 _DEFAULT_COMPARE = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "tpot_ms.p99", "output_throughput")
 
@@ -176,6 +180,8 @@ class WorkloadSpec(StrictModel):
                                                      "(one core each); raise it when a cell is client_bound")
     agentic: AgenticSpec | None = Field(None, description="built-in agentic workload: each concurrency load "
                                                           "point runs that many multi-turn agents")
+    driver: DriverSpec | None = Field(None, description="an external driver program makes the load instead of "
+                                                        "benchflow's load generator (benchflow.driver)")
 
     @model_validator(mode="after")
     def _agentic_load(self) -> WorkloadSpec:
@@ -185,6 +191,26 @@ class WorkloadSpec(StrictModel):
                 raise ValueError("agentic workloads take only {concurrency: N} load points (the number of agents), "
                                  f"no warmup_requests and clients 1 (got load points {bad or 'ok'}, "
                                  f"warmup_requests {self.warmup_requests}, clients {self.clients})")
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _driver_needs_no_dataset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("driver") is not None and "dataset" not in data:
+            return {**data, "dataset": "D(1,1)"}  # unused: the driver makes its own prompts
+        return data
+
+    @model_validator(mode="after")
+    def _driver_checks(self) -> WorkloadSpec:
+        if self.driver is None:
+            return self
+        problems = driver_load_problems(self.load_points)
+        if self.max_duration_s is None:
+            problems.append("max_duration_s: a driver workload needs one (the longest a driver may run per cell)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.agentic is not None:
+            raise ValueError("a workload has either a driver or agentic, not both")
         return self
 
     @field_validator("load_points")
@@ -350,7 +376,7 @@ class CampaignSpec(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _default_baseline(cls, data: Any) -> Any:
-        return default_baseline(data)
+        return default_baseline(driver_compare_defaults(data))
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> CampaignSpec:

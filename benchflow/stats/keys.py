@@ -16,11 +16,14 @@ from benchflow.stats.summary import DIST_KEYS, LATENCY_METRICS
 HIGHER_IS_BETTER = frozenset({
     "request_throughput", "output_throughput", "total_throughput", "goodput", "slo_attainment",
     "completed", "achieved_rate", "active_output_throughput",
+    # an external driver's (benchflow.driver; docs/metrics.md, "External driver")
+    "tasks_done", "steps_done", "tasks_per_min", "steps_per_s", "active_tasks_per_min", "active_steps_per_s",
 })
 #: Scalar summary keys where less is better.
 LOWER_IS_BETTER = frozenset({
     "error_rate", "failed", "incomplete", "duration_s", "energy_j", "joules_per_output_token",
     "work_outside_active_fraction",
+    "tasks_unfinished", "driver_error_lines", "tasks_outside_active_fraction", "steps_outside_active_fraction",
 })
 #: The latency blocks of a summary as keys ("ttft_ms", ...).
 LATENCY_BLOCKS = tuple(f"{m}_ms" for m in LATENCY_METRICS)
@@ -30,7 +33,10 @@ _WORDS = {"ttft_ms": "TTFT", "tpot_ms": "TPOT", "itl_ms": "ITL", "e2e_ms": "end-
 _UNITS = {"request_throughput": "req/s", "output_throughput": "tok/s", "total_throughput": "tok/s",
           "active_output_throughput": "tok/s", "goodput": "req/s", "achieved_rate": "req/s",
           "duration_s": "s", "energy_j": "J", "joules_per_output_token": "J/tok",
-          "completed": "requests", "failed": "requests", "incomplete": "requests", "errors": "requests"}
+          "completed": "requests", "failed": "requests", "incomplete": "requests", "errors": "requests",
+          "tasks_done": "tasks", "steps_done": "steps", "tasks_unfinished": "tasks", "driver_error_lines": "lines",
+          "tasks_per_min": "tasks/min", "active_tasks_per_min": "tasks/min", "steps_per_s": "steps/s",
+          "active_steps_per_s": "steps/s"}
 _EXAMPLE = "(e.g. 'ttft_ms.p99', 'output_throughput', 'errors.timeout')"
 
 

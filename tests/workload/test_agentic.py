@@ -118,7 +118,7 @@ def test_a_campaign_cell_runs_agents_and_stores_tasks():
     assert s["tasks_done"] == 4 and 8 <= s["steps_done"] <= 12 and s["completed"] == s["steps_done"]
     assert "tasks.parquet" in outcome.artifacts()
     assert s["client_bound"] is False
-    assert s["tasks_per_min_active"] is None or s["tasks_per_min_active"] >= 0
+    assert s["active_tasks_per_min"] is None or s["active_tasks_per_min"] >= 0
 
 
 def test_active_window_rates_count_what_ended_inside_it():
@@ -130,6 +130,6 @@ def test_active_window_rates_count_what_ended_inside_it():
     run = AgenticRun(records=[], anchor_ns=0, anchor_at=None, mode="closed", tasks=tasks, steps=steps)
     out = agentic_summary(run, (4 * s, 8 * s))
     assert out["steps_per_s"] == pytest.approx(1.0) and out["tasks_per_min"] == pytest.approx(12.0)
-    assert out["steps_per_s_active"] == pytest.approx(5 / 4)  # steps ending at 4, 5, 6, 7, 8 s
-    assert out["tasks_per_min_active"] == pytest.approx(1 / 4 * 60)
+    assert out["active_steps_per_s"] == pytest.approx(5 / 4)  # steps ending at 4, 5, 6, 7, 8 s
+    assert out["active_tasks_per_min"] == pytest.approx(1 / 4 * 60)
     assert out["steps_outside_active_fraction"] == pytest.approx(0.5)
