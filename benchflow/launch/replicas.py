@@ -46,12 +46,18 @@ class _RouterBackend:
         return []
 
 
-def render_router_command(command: list[str], replica_urls: list[str]) -> list[str]:
+METRICS_PORT = "{metrics_port}"
+
+
+def render_router_command(command: list[str], replica_urls: list[str], metrics_port: int | None = None) -> list[str]:
     """``command`` with ``{replica_urls}`` filled in: a lone element becomes one argument per URL,
-    inside a longer element the URLs are joined with commas. ``{port}``/``{host}`` are left for
-    the process launcher."""
+    inside a longer element the URLs are joined with commas. ``{metrics_port}`` becomes a free port
+    (for a router's own metrics listener, e.g. vllm-router's ``--prometheus-port``, whose fixed
+    default would clash between two routers). ``{port}``/``{host}`` are left for the process launcher."""
     argv: list[str] = []
     for part in command:
+        if METRICS_PORT in part:
+            part = part.replace(METRICS_PORT, str(metrics_port or free_port()))
         if part == REPLICA_URLS:
             argv += replica_urls
         else:

@@ -169,7 +169,8 @@ class RouterSpec(StrictModel):
 
     command: list[Annotated[str, AfterValidator(no_nul)]] = Field(
         ..., min_length=1, max_length=4096,
-        description="the router's command; {replica_urls} (required), {port} and {host} are filled in",
+        description="the router's command; {replica_urls} (required), {port}, {host} and {metrics_port} (a free "
+        "port for the router's own metrics listener) are filled in",
     )
     ready_path: str = Field("/health", pattern=r"^/[^\s]*$", description="answers 2xx once the router routes")
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="environment variables of the router")

@@ -175,7 +175,7 @@ class DockerHarness(Harness):
 #: The router the replicated harness puts in front of its replicas (vllm-router from PyPI).
 ROUTER_COMMAND = [sys.executable, "-m", "vllm_router.launch_router", "--host", "{host}", "--port", "{port}",
                   "--policy", "round_robin", "--worker-urls", "{replica_urls}", "--worker-startup-timeout-secs", "600",
-                  "--worker-startup-check-interval", "1"]
+                  "--worker-startup-check-interval", "1", "--prometheus-port", "{metrics_port}"]
 
 
 class ReplicatedHarness(Harness):

@@ -135,3 +135,8 @@ def test_a_replica_killed_mid_cell_fails_the_cell_naming_the_replica(pair):
     assert outcome.status == "failed"
     assert "backend died during the cell (replica 1 (pair-r1, http://127.0.0.1:" in outcome.error
     assert "exit code -9" in outcome.error
+
+
+def test_metrics_port_is_a_free_port_of_its_own():
+    argv = render_router_command(["r", "--prometheus-port", "{metrics_port}", "{replica_urls}"], ["http://a:1"])
+    assert argv[0:2] == ["r", "--prometheus-port"] and argv[2].isdigit() and argv[3] == "http://a:1"
