@@ -7,8 +7,9 @@ then starts the router as a local process with their URLs (``{replica_urls}``), 
 only; :attr:`ReplicatedLauncher.replica_urls` lets the runner sample each replica's ``/metrics``.
 
 ``alive()`` names the first dead part (``replica 1 (b-r1, http://...): exit code 1; last log
-line: ...`` or ``router: ...``); ``logs()`` holds the router's log and every replica's, each under
-a header line; ``stop()`` stops the router first, then the replicas. The router registers its pid
+line: ...`` or ``router: ...``); each part writes its own file (``backend-<name>.router.log``,
+``.replica0.log``, ...) and ``logs()`` merges them line by line with a ``[router]``/``[r0]`` prefix,
+appending the merged lines to the backend's log file too (the one stored after teardown); ``stop()`` stops the router first, then the replicas. The router registers its pid
 like any process backend, so :func:`benchflow.launch.cleanup_leftovers` stops it after a crash.
 """
 
@@ -65,19 +66,22 @@ def render_router_command(command: list[str], replica_urls: list[str], metrics_p
     return argv
 
 
-def replica_log_path(log_path: Path, index: int) -> Path:
-    return log_path.with_name(f"{log_path.stem}.replica{index}{log_path.suffix}")
+def part_log_path(log_path: Path, part: str) -> Path:
+    """Where one part (``router``, ``replica0``, ...) writes its own log, beside the backend's."""
+    return log_path.with_name(f"{log_path.stem}.{part}{log_path.suffix}")
 
 
 class ReplicatedLauncher:
     """N replica launchers plus a router process; see the module docstring."""
 
-    def __init__(self, backend: Any, replicas: list[Launcher], router: ProcessLauncher, *, logger: Any = None):
+    def __init__(self, backend: Any, replicas: list[Launcher], router: ProcessLauncher, *, logger: Any = None,
+                 log_path: Path | None = None):
         self.log: Any = logger or log
         self.backend = backend
         self.replicas = replicas
         self.router = router
         self.ready_path: str = backend.router.ready_path
+        self.log_path = Path(log_path) if log_path is not None else None
         self.url: str | None = None
         self.image_digest: str | None = None
         self._router_started = False
@@ -172,9 +176,13 @@ class ReplicatedLauncher:
                 new = new[: new.rfind("\n") + 1]  # whole lines only, until the part has stopped
             if new:
                 self._read[label] = self._read.get(label, 0) + len(new)
-                self._journal.append("".join(f"[{label}] {line}" for line in new.splitlines(keepends=True)))
-                if not new.endswith("\n"):
-                    self._journal.append("\n")
+                text = "".join(f"[{label}] {line}" for line in new.splitlines(keepends=True))
+                text += "" if text.endswith("\n") else "\n"
+                self._journal.append(text)
+                if self.log_path is not None:  # the backend's log file (stored whole after teardown)
+                    self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                    with open(self.log_path, "a", encoding="utf-8") as f:
+                        f.write(text)
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Router first (no new requests reach the replicas), then every replica; never raises for
@@ -201,10 +209,10 @@ def make_replicated_launcher(backend: Any, model: str, *, log_path: Path, make_o
     for i, gpus in enumerate(backend.replica_gpus()):
         one = backend.model_copy(update={"replicas": 1, "router": None, "gpus": gpus, "name": f"{backend.name}-r{i}",
                                          "port": backend.port if backend.replicas == 1 else None})
-        replicas.append(make_one(one, replica_log_path(log_path, i)))
+        replicas.append(make_one(one, part_log_path(log_path, f"replica{i}")))
     spec = backend.router
     router_backend = _RouterBackend(name=f"{backend.name}-router", command=list(spec.command), env=dict(spec.env),
                                     port=spec.port or free_port())
-    router = ProcessLauncher(router_backend, model, log_path, registry_dir=registry_dir, owner=owner, run_id=run_id,
-                             env_extra=env_extra, logger=logger)
-    return ReplicatedLauncher(backend, replicas, router, logger=logger)
+    router = ProcessLauncher(router_backend, model, part_log_path(log_path, "router"), registry_dir=registry_dir,
+                             owner=owner, run_id=run_id, env_extra=env_extra, logger=logger)
+    return ReplicatedLauncher(backend, replicas, router, logger=logger, log_path=log_path)
