@@ -94,7 +94,11 @@ class ReplicatedLauncher:
         return {f"r{i}": r.url for i, r in enumerate(self.replicas) if r.url}
 
     def start(self) -> str:
-        for i, replica in enumerate(self.replicas):
+        self._router_started = False  # (again after a stop: a restart starts the router anew in ready())
+        if not self._read:  # a redeploy's parts append to the same files: merge only what they write now
+            self._read = {"router": len(self.router.logs()),
+                          **{f"r{i}": len(r.logs()) for i, r in enumerate(self.replicas)}}
+        for replica in self.replicas:
             replica.start()
             self.image_digest = self.image_digest or replica.image_digest
         self.url = f"http://{self.router.host}:{self.router.port}"

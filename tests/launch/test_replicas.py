@@ -140,3 +140,21 @@ def test_a_replica_killed_mid_cell_fails_the_cell_naming_the_replica(pair):
 def test_metrics_port_is_a_free_port_of_its_own():
     argv = render_router_command(["r", "--prometheus-port", "{metrics_port}", "{replica_urls}"], ["http://a:1"])
     assert argv[0:2] == ["r", "--prometheus-port"] and argv[2].isdigit() and argv[3] == "http://a:1"
+
+
+@pytest.mark.integration
+def test_a_redeploy_appends_only_its_own_lines_to_the_backend_log(tmp_path):
+    spec, _ = _spec()
+    path = tmp_path / "backend-pair.log"
+    texts = []
+    for _ in range(2):  # the engine builds a fresh launcher for each deploy, with the same log path
+        launcher = make_launcher(spec.backends[0], spec.model.name, log_path=path, registry_dir=tmp_path / "p")
+        try:
+            launcher.start()
+            launcher.ready(120)
+        finally:
+            launcher.stop(10)
+        texts.append(launcher.logs())
+    merged = path.read_text()
+    assert merged == texts[0] + texts[1]
+    assert merged.count("Router ready") == 2 and texts[1].count("Router ready") == 1
