@@ -20,6 +20,7 @@ from benchflow.launch.replicas import ReplicatedLauncher, render_router_command
 from benchflow.runner import measure_cell_sync
 from benchflow.spec import OpenAIBackend, SimBackend, load_spec
 from benchflow.spec.backends import RouterSpec
+from tests.docker.conftest import docker_client, sim_image  # noqa: F401 - fixtures
 from tests.launch.harness import ROUTER_COMMAND
 
 ROUTER = {"command": ROUTER_COMMAND}
@@ -158,3 +159,31 @@ def test_a_redeploy_appends_only_its_own_lines_to_the_backend_log(tmp_path):
     merged = path.read_text()
     assert merged == texts[0] + texts[1]
     assert merged.count("Router ready") == 2 and texts[1].count("Router ready") == 1
+
+
+@pytest.mark.docker
+@pytest.mark.integration
+def test_docker_replicas_behind_the_router(tmp_path, docker_client, sim_image):
+    """The replicas may be containers: the router (a local process) reaches their published ports."""
+    repository, tag = sim_image.rsplit(":", 1)
+    owner = f"replicas-{os.getpid()}-{tmp_path.name[-8:]}"
+    backend = SimBackend(name="dpair", kind="sim", launcher="docker", image=repository, tag=tag, pull_policy="never",
+                         replicas=2, router=RouterSpec(command=ROUTER_COMMAND))
+    launcher = make_launcher(backend, "sim-model", log_path=tmp_path / "backend-dpair.log",
+                             registry_dir=tmp_path / "p", owner=owner, run_id="r")
+    try:
+        launcher.start()
+        launcher.ready(180)
+        assert launcher.image_digest and launcher.image_digest.startswith("sha256:")
+        for _ in range(6):
+            body = json.dumps({"model": "sim-model", "prompt": "hi", "max_tokens": 2}).encode()
+            request = urllib.request.Request(f"{launcher.url}/v1/completions", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback only
+                resp.read()
+        counts = [_successes(url) for url in launcher.replica_urls.values()]
+        assert len(counts) == 2 and min(counts) > 0, counts
+    finally:
+        launcher.stop(10)
+    left = docker_client.containers.list(all=True, filters={"label": [f"benchflow.campaign={owner}"]})
+    assert left == [] and list((tmp_path / "p").glob("*.json")) == []
