@@ -9,8 +9,9 @@ only; :attr:`ReplicatedLauncher.replica_urls` lets the runner sample each replic
 ``alive()`` names the first dead part (``replica 1 (b-r1, http://...): exit code 1; last log
 line: ...`` or ``router: ...``); each part writes its own file (``backend-<name>.router.log``,
 ``.replica0.log``, ...) and ``logs()`` merges them line by line with a ``[router]``/``[r0]`` prefix,
-appending the merged lines to the backend's log file too (the one stored after teardown); ``stop()`` stops the router first, then the replicas. The router registers its pid
-like any process backend, so :func:`benchflow.launch.cleanup_leftovers` stops it after a crash.
+appending the merged lines to the backend's log file too (the one stored after teardown).
+``stop()`` stops the router first, then the replicas. The router registers its pid like any
+process backend, so :func:`benchflow.launch.cleanup_leftovers` stops it after a crash.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from benchflow.errors import BackendStartError
+from benchflow.errors import BackendStartError, BenchflowError
 from benchflow.launch.base import Launcher, tail
 from benchflow.launch.process import ProcessLauncher, free_port
 from benchflow.launch.readiness import _get, wait_ready
@@ -200,7 +201,7 @@ class ReplicatedLauncher:
                 self.log.error("backend %s: stopping a part failed: %s", self.backend.name, e)
         self._collect(final=True)
         if errors:
-            raise BackendStartError(f"backend {self.backend.name}: teardown failed: {errors[0]}")
+            raise BenchflowError(f"backend {self.backend.name}: teardown failed: {errors[0]}")
 
 
 def make_replicated_launcher(backend: Any, model: str, *, log_path: Path, make_one: Callable[..., Launcher],
