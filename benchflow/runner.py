@@ -22,7 +22,7 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from datetime import UTC, datetime
@@ -98,13 +98,16 @@ async def measure_cell(
     nvml: Any = None,
     gpu_indices: list[int] | None = None,
     scrape_interval_s: float = 1.0,
+    replica_urls: Mapping[str, str] | None = None,
 ) -> CellOutcome:
     """Measures ``cell`` against ``base_url``. Never raises for a failed cell: returns it.
 
     ``alive`` says why the backend is dead (or ``None``); it is asked when the load ends.
     ``should_stop`` is polled while the load runs (in a worker thread, a few times a second);
     when it returns a reason the load stops at once, the records so far are kept, and the
-    outcome is ``cancelled`` with that reason as its error.
+    outcome is ``cancelled`` with that reason as its error. ``replica_urls`` (label -> URL, the
+    replicas behind a router): their ``/metrics`` are sampled instead of ``base_url``'s, each row
+    labelled ``replica``.
     """
     from benchflow.clients import run_cell_load
     from benchflow.agentic import run_agentic_load
@@ -129,9 +132,15 @@ async def measure_cell(
             should_stop=should_stop, gpu=_gpu_sampler(nvml, gpu_indices, scrape_interval_s),
             window_of=active_window_bounds, scrape_interval_s=scrape_interval_s)
     prompts = make_prompts(wl, prompt_count(wl), cell.seed)
-    scraper = PrometheusScraper.for_endpoint(base_url, interval_s=scrape_interval_s)
+    scrapers = [PrometheusScraper.for_endpoint(url, interval_s=scrape_interval_s, extra_labels={"replica": label})
+                for label, url in (replica_urls or {}).items()] or [
+                PrometheusScraper.for_endpoint(base_url, interval_s=scrape_interval_s)]
     gpu = _gpu_sampler(nvml, gpu_indices, scrape_interval_s)
-    async with scraper.running(), (gpu.running() if gpu else contextlib.nullcontext()):
+    async with contextlib.AsyncExitStack() as stack:
+        for scraper in scrapers:
+            await stack.enter_async_context(scraper.running())
+        if gpu:
+            await stack.enter_async_context(gpu.running())
         load_fn = run_cell_load if getattr(wl, "agentic", None) is None else partial(run_agentic_load, spec=wl.agentic)
         run, client = await load_fn(
             base_url, spec.model.name, prompts, cell.load_point, clients=getattr(wl, "clients", 1), api=wl.api,
@@ -141,11 +150,21 @@ async def measure_cell(
             stall_after_s=stall_after_s(spec), should_stop=should_stop, saturation=saturation_config(spec),
         )
     outcome = CellOutcome(**base, status="completed", finished_at=datetime.now(UTC), run=run,
-                          server_samples=scraper.frame(), gpu_samples=gpu.frame() if gpu else None)
+                          server_samples=_server_frame(scrapers), gpu_samples=gpu.frame() if gpu else None)
     outcome.summary = summarize_cell(spec, outcome)
     outcome.summary.update(client)  # client_bound + the client's evidence (benchflow.clients)
     outcome.status, outcome.error = _status(outcome, alive(), _max_error_rate(spec))
     return outcome
+
+
+def _server_frame(scrapers: list[Any]) -> Any:
+    """The scrapers' samples as one frame (several: one per replica, ordered by time)."""
+    if len(scrapers) == 1:
+        return scrapers[0].frame()
+    import pandas as pd
+
+    return pd.concat([s.frame() for s in scrapers], ignore_index=True).sort_values("t_ns", kind="stable",
+                                                                                ignore_index=True)
 
 
 def stall_after_s(spec: Any) -> float | None:

@@ -41,6 +41,8 @@ def run_cell(spec: CampaignSpec, cell: Cell, launcher: Launcher, nvml: NvmlInter
     logger = get_run_logger()
     log_start = len(launcher.logs())
     extra = {"should_stop": should_stop} if RUNNER_STOPS else {}
+    if getattr(launcher, "replica_urls", None):  # replicas behind a router: each one's /metrics, labelled
+        extra["replica_urls"] = launcher.replica_urls
     outcome = measure_cell_sync(spec, cell, launcher.url, alive=launcher.alive, nvml=nvml, gpu_indices=gpu_indices,
                                 **extra)
     with_log_tail(outcome, launcher.logs()[log_start:], launcher.alive())

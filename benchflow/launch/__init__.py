@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 def make_launcher(backend: Any, model: str, *, log_path: Path, registry_dir: Path | None = None, owner: str = "",
                   run_id: str = "", env_extra: Mapping[str, str] | None = None, logger: Any = None) -> Launcher:
-    """The launcher for ``backend`` (its ``launcher`` field: ``process``, ``none`` or ``docker``).
+    """The launcher for ``backend`` (its ``launcher`` field: ``process``, ``none`` or ``docker``;
+    with a ``router``, a :class:`~benchflow.launch.replicas.ReplicatedLauncher` of such launchers).
 
     ``log_path`` receives the backend's log; ``registry_dir`` holds the pid files of ``process``
     backends; ``owner`` (the campaign id) and ``run_id`` (the flow run id) mark what the launcher
@@ -29,6 +30,16 @@ def make_launcher(backend: Any, model: str, *, log_path: Path, registry_dir: Pat
     wins over it. ``logger`` (a :class:`logging.Logger` or adapter, such as a Prefect run logger)
     receives the launcher's messages instead of the module loggers. Nothing is started yet.
     """
+    if getattr(backend, "router", None) is not None:
+        from benchflow.launch.replicas import make_replicated_launcher
+
+        def make_one(one: Any, path: Path) -> Launcher:
+            return make_launcher(one, model, log_path=path, registry_dir=registry_dir, owner=owner, run_id=run_id,
+                                 env_extra=env_extra, logger=logger)
+
+        return make_replicated_launcher(backend, model, log_path=log_path, make_one=make_one,
+                                        registry_dir=registry_dir, owner=owner, run_id=run_id, env_extra=env_extra,
+                                        logger=logger)
     kind = getattr(backend, "launcher", None)
     if kind == "none":
         if not backend.url:

@@ -150,7 +150,7 @@ class ProcessLauncher:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         info = {"pid": self._proc.pid, "owner": self.owner, "run_id": self.run_id, "backend": self.backend.name,
-                "argv": self.argv}
+                "argv": self.argv, "started": _start_ticks(self._proc.pid)}
         path.write_text(json.dumps(info))
 
     def _unregister(self) -> None:
@@ -212,12 +212,25 @@ def reap_leftovers(registry_dir: Path, owner: str | None = None, run_id: str | N
         if (owner is not None and info.get("owner") != owner) or (run_id is not None and info.get("run_id") != run_id):
             continue
         pid = int(info["pid"])
-        if _pid_alive(pid) and _cmdline(pid) == info.get("argv"):
+        # the same process: its command line, or (for one that renames itself with setproctitle, such
+        # as vllm-router) its start time since boot
+        same = _cmdline(pid) == info.get("argv") or (
+            info.get("started") is not None and _start_ticks(pid) == info.get("started"))
+        if _pid_alive(pid) and same:
             log.warning("stopping leftover backend %s (pid %s) from an earlier run", info.get("backend"), pid)
             _terminate_group(pid, grace_s)
             stopped.append(info)
         path.unlink(missing_ok=True)
     return stopped
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22): with the pid, it
+    names one process even after the pid is reused."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _cmdline(pid: int) -> list[str] | None:

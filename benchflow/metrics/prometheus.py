@@ -22,7 +22,7 @@ import asyncio
 import fnmatch
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from benchflow.metrics.periodic import PeriodicSampler, PollError
@@ -61,12 +61,14 @@ def parse_metrics(
     patterns: Iterable[Pattern] | Callable[[str], bool] = DEFAULT_PATTERNS,
     *,
     include_created: bool = False,
+    extra_labels: Mapping[str, str] | None = None,
 ) -> list[Row]:
     """The samples in Prometheus text ``text`` whose names match ``patterns``.
 
     ``patterns`` may also be a ready predicate (from :func:`compile_patterns`). Returns
     ``(metric, labels_json, value)`` rows in the order of the text. Raises ``ValueError`` when
-    the text is not valid Prometheus exposition format.
+    the text is not valid Prometheus exposition format. ``extra_labels`` are added to every
+    sample's labels (e.g. ``{"replica": "r0"}`` for one replica behind a router).
     """
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -82,7 +84,7 @@ def parse_metrics(
             key = tuple(sorted(s.labels.items()))
             lab = label_cache.get(key)
             if lab is None:
-                lab = label_cache[key] = labels_json(s.labels)
+                lab = label_cache[key] = labels_json({**s.labels, **(extra_labels or {})})
             rows.append((s.name, lab, float(s.value)))
     return rows
 
@@ -116,6 +118,7 @@ class PrometheusScraper(PeriodicSampler):
         include_created: bool = False,
         final_sample: bool = True,
         max_rows: int | None = 5_000_000,
+        extra_labels: Mapping[str, str] | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
@@ -130,6 +133,7 @@ class PrometheusScraper(PeriodicSampler):
         self.patterns = tuple(patterns)
         self.timeout_s = float(timeout_s)
         self.include_created = include_created
+        self.extra_labels = dict(extra_labels or {})
         self._match = compile_patterns(self.patterns)
         self._session = None
 
@@ -172,4 +176,5 @@ class PrometheusScraper(PeriodicSampler):
         return rows, []
 
     def _parse(self, body: bytes) -> list[Row]:
-        return parse_metrics(body.decode("utf-8"), self._match, include_created=self.include_created)
+        return parse_metrics(body.decode("utf-8"), self._match, include_created=self.include_created,
+                             extra_labels=self.extra_labels)

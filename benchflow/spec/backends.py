@@ -14,14 +14,14 @@ import re
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
 
 from benchflow.spec.types import Seconds, StrictModel, check_json_value, no_nul, sha256_hex
 
 __all__ = [
     "BackendSpec", "VllmBackend", "SglangBackend", "SimBackend", "OpenAIBackend", "Backend",
     "BACKEND_KINDS", "BACKEND_CLASSES", "DOCKER_ONLY_FIELDS", "LAUNCHED_ONLY_FIELDS", "DEFAULT_LAUNCHER",
-    "render_engine_args",
+    "render_engine_args", "RouterSpec", "REPLICA_URLS",
 ]
 
 BACKEND_KINDS = ("vllm", "sglang", "sim", "openai")
@@ -30,7 +30,7 @@ DEFAULT_LAUNCHER = {"vllm": "docker", "sglang": "docker", "sim": "process", "ope
 DOCKER_ONLY_FIELDS = ("image", "tag", "pull_policy", "shm_size", "ipc_mode", "network_mode", "publish_host")
 #: Fields that only mean something when benchflow starts the backend (not for kind openai).
 LAUNCHED_ONLY_FIELDS = (*DOCKER_ONLY_FIELDS, "command", "engine_args", "env", "gpus", "port", "restart",
-                        "ready_timeout_s", "startup_grace_s", "stop_grace_s")
+                        "ready_timeout_s", "startup_grace_s", "stop_grace_s", "replicas", "router")
 #: Operational settings that do not change what is measured; left out of ``content_hash``.
 _NOT_HASHED = {"name", "ready_timeout_s", "startup_grace_s", "stop_grace_s", "pull_policy", "gpu_slots"}
 
@@ -157,6 +157,32 @@ def render_engine_args(engine_args: dict[str, Any]) -> list[str]:
     return argv
 
 
+#: The router command's placeholder for the replicas' URLs: a lone element expands to one argument
+#: per replica, inside a longer element they are joined with commas.
+REPLICA_URLS = "{replica_urls}"
+#: How many replicas one backend may declare.
+MAX_REPLICAS = 64
+
+
+class RouterSpec(StrictModel):
+    """A router in front of a backend's replicas: a local process started once they are ready."""
+
+    command: list[Annotated[str, AfterValidator(no_nul)]] = Field(
+        ..., min_length=1, max_length=4096,
+        description="the router's command; {replica_urls} (required), {port}, {host} and {metrics_port} (a free "
+        "port for the router's own metrics listener) are filled in",
+    )
+    ready_path: str = Field("/health", pattern=r"^/[^\s]*$", description="answers 2xx once the router routes")
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="environment variables of the router")
+    port: int | None = Field(None, ge=1, le=65535, description="port the router listens on (default: a free one)")
+
+    @model_validator(mode="after")
+    def _needs_replica_urls(self) -> "RouterSpec":
+        if not any(REPLICA_URLS in part for part in self.command):
+            raise ValueError(f"router.command must contain {REPLICA_URLS} (where the replicas' URLs go)")
+        return self
+
+
 class BackendSpec(StrictModel):
     """One serving-engine configuration (the common fields of every kind)."""
 
@@ -190,10 +216,37 @@ class BackendSpec(StrictModel):
         "127.0.0.1", description="docker: host address the port is published on"
     )
 
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS, description="engine replicas, each on its own port "
+                          "(and its own share of gpus); more than 1 needs a router")
+    router: RouterSpec | None = Field(None, description="a router in front of the replicas; the load goes to it")
+
     gpu_slots: list[Annotated[int, Field(ge=0, lt=MAX_GPUS)]] | None = Field(
         None, min_length=1, max_length=MAX_GPUS, description="GPU indices on this host whose slots (gpu-<host>-<i>) the backend holds "
         "while it runs; default: those of gpus. Lets a sim/openai backend stand in for a GPU job"
     )
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> "BackendSpec":
+        if self.replicas > 1 and self.router is None:
+            raise ValueError(f"backend {self.name}: replicas: {self.replicas} needs a router (the one URL the load "
+                             "generator talks to)")
+        if self.router is not None and self.launcher == "none":
+            raise ValueError(f"backend {self.name}: a router needs replicas that benchflow starts (launcher none)")
+        if self.replicas > 1 and self.port is not None:
+            raise ValueError(f"backend {self.name}: with replicas, leave port out (each replica gets a free one); "
+                             "set router.port for the router")
+        if self.replicas > 1 and self.gpus is not None:
+            if not isinstance(self.gpus, list) or len(self.gpus) % self.replicas:
+                raise ValueError(f"backend {self.name}: with replicas: {self.replicas}, give gpus as a list of GPU "
+                                 f"ids whose length is a multiple of {self.replicas} (split evenly, in order)")
+        return self
+
+    def replica_gpus(self) -> list[Any]:
+        """Each replica's GPU selection: ``gpus`` split evenly, in order (``gpus`` itself for one replica)."""
+        if self.replicas == 1 or self.gpus is None:
+            return [self.gpus] * self.replicas
+        per = len(self.gpus) // self.replicas
+        return [self.gpus[i * per:(i + 1) * per] for i in range(self.replicas)]
 
     @property
     def needs_gpu(self) -> bool:

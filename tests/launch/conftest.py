@@ -7,12 +7,13 @@ from __future__ import annotations
 import pytest
 
 from tests.docker.conftest import docker_client, sim_image  # noqa: F401 - fixtures for the docker harness
-from tests.launch.harness import DockerHarness, EndpointHarness, Harness
+from tests.launch.harness import DockerHarness, EndpointHarness, Harness, ReplicatedHarness
 
 LAUNCHERS = [
     pytest.param("process", marks=pytest.mark.integration),
     pytest.param("endpoint", marks=pytest.mark.integration),
     pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.integration]),
+    pytest.param("replicated", marks=pytest.mark.integration),
 ]
 
 
@@ -21,6 +22,8 @@ def launcher_harness(request, tmp_path):
     if request.param == "docker":
         harness = DockerHarness(tmp_path, request.getfixturevalue("docker_client"),
                                 request.getfixturevalue("sim_image"))
+    elif request.param == "replicated":
+        harness = ReplicatedHarness(tmp_path)
     elif request.param == "endpoint":
         harness = EndpointHarness(tmp_path)
     else:

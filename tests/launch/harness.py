@@ -18,6 +18,7 @@ from typing import Any
 
 from benchflow.launch import Launcher, cleanup_leftovers, make_launcher
 from benchflow.spec import OpenAIBackend, SimBackend
+from benchflow.spec.backends import RouterSpec
 
 MODEL = "sim-contract"
 #: A "server" that ignores SIGTERM (only SIGKILL ends it).
@@ -78,6 +79,13 @@ class Harness:
 
     def killed(self) -> str:
         return self.exited(-9)
+
+    def is_exit(self, reason: str | None, code: int) -> bool:
+        """Whether ``alive()``'s ``reason`` reports an exit with ``code``."""
+        return reason == self.exited(code)
+
+    #: How many processes/containers one launcher starts (what a clean-up after a crash removes).
+    parts = 1
 
     def cleanup(self) -> list[str]:
         """The library's clean-up of this harness's leftovers (as a run after a crash calls it)."""
@@ -162,3 +170,37 @@ class DockerHarness(Harness):
     def leftovers(self) -> list[str]:
         found = self.client.containers.list(all=True, filters={"label": [f"benchflow.campaign={self.owner}"]})
         return super().leftovers() + sorted(c.name for c in found)
+
+
+#: The router the replicated harness puts in front of its replicas (vllm-router from PyPI).
+ROUTER_COMMAND = [sys.executable, "-m", "vllm_router.launch_router", "--host", "{host}", "--port", "{port}",
+                  "--policy", "round_robin", "--worker-urls", "{replica_urls}", "--worker-startup-timeout-secs", "600",
+                  "--worker-startup-check-interval", "1", "--prometheus-port", "{metrics_port}"]
+
+
+class ReplicatedHarness(Harness):
+    """Two simulator replicas (process launcher) behind vllm-router: the replicated launcher."""
+
+    kind = "replicated"
+    parts = 3  # two replicas and the router
+    replicas = 2
+
+    def backend(self, name: str, engine_args: dict[str, Any]) -> Any:
+        base = super().backend(name, engine_args)
+        return base.model_copy(update={"replicas": self.replicas, "router": RouterSpec(command=ROUTER_COMMAND)})
+
+    def make_stubborn(self, name: str = "stubborn") -> Launcher:
+        backend = SimBackend(name=name, kind="sim", launcher="process", command=[sys.executable, "-c", STUBBORN],
+                             replicas=self.replicas, router=RouterSpec(command=ROUTER_COMMAND))
+        return self._track(make_launcher(backend, MODEL, log_path=self.tmp_path / "logs" / f"backend-{name}.log",
+                                         registry_dir=self.registry_dir, owner=self.owner, run_id=self.run_id))
+
+    def is_exit(self, reason: str | None, code: int) -> bool:
+        # "replica 0 (b-r0, http://...): exit code 1; last log line: ..."
+        return bool(reason) and reason.startswith("replica ") and f": {self.exited(code)}" in reason and (
+            reason.split(": ", 1)[1].split(";", 1)[0] == self.exited(code))
+
+    def server_log(self, launcher: Launcher) -> str:
+        """The replicas' log once every replica listens ("" before: tests wait for all of them)."""
+        text = launcher.logs()
+        return text if text.count("Uvicorn running on") >= self.replicas else ""
