@@ -249,12 +249,15 @@ def search_capacity(probe: Callable[[float, int], ProbeOutcome], *, attainment: 
     return result
 
 
-def _hull(states: list[dict]) -> tuple[float, float] | None:
+def _hull(states: list[dict], max_rate: float) -> tuple[float, float] | None:
+    """The bracket every repetition's search so far agrees on: ``[lowest rate met, highest rate
+    missed]``; before any probe missed, the upper end is ``max_rate`` (nothing above it is probed).
+    None when no probe met the SLO yet."""
     los = [s["lo"] for s in states if s["lo"] is not None]
     his = [s["hi"] for s in states if s["hi"] is not None]
-    if not los or not his:
+    if not los:
         return None
-    return min(los), max(his)
+    return min(los), max(his) if his else max_rate
 
 
 def _combine(done: dict, states: list[dict], repetitions: int, cut: str | None, *, attainment: float,
@@ -269,8 +272,10 @@ def _combine(done: dict, states: list[dict], repetitions: int, cut: str | None, 
     share = f"{attainment:.4g} of requests meeting every SLO"
     if cut is not None:
         return CapacityResult(None, None, None, method=f"bracket only: {cut} before the bisection reached "
-                              f"{precision:.3g} relative precision", status=BRACKET_ONLY, bracket=_hull(states),
-                              message=f"{cut}; the capacity lies in the bracket (highest rate met, lowest missed)",
+                              f"{precision:.3g} relative precision", status=BRACKET_ONLY,
+                              bracket=_hull(states, max_rate),
+                              message=f"{cut}; the capacity lies in the bracket (the lowest rate any repetition met, the highest "
+                                      f"it missed, or max_rate when none missed yet)",
                               repetitions=reps, confidence=confidence)
     if statuses == {BELOW_MIN}:
         return CapacityResult(None, None, None, method="no capacity: the lowest rate already misses the SLO",
@@ -303,6 +308,6 @@ def _combine(done: dict, states: list[dict], repetitions: int, cut: str | None, 
                   "half the widest final bracket")
     if censored:
         method += f"; {censored} of {n} repetitions ended outside [min_rate, max_rate] and count at that limit"
-    lo_hi = _hull(states)
+    lo_hi = _hull(states, max_rate)
     return CapacityResult(capacity, low, high, method=method, status=FOUND, bracket=lo_hi, repetitions=reps,
                           confidence=confidence)

@@ -235,6 +235,25 @@ def test_slo_capacity_probes_real_cells_and_stores_the_capacity_with_every_probe
     assert next(a for a in persisted if a["metric"] == CAPACITY_METRIC)["mean"] == doc["capacity_rps"]
 
 
+@pytest.mark.parametrize("bound", [{"max_probes": 4}, {"max_search_s": "1s"}])
+def test_a_search_out_of_probes_or_time_ends_with_its_best_bracket_labelled_bracket_only(bound, monkeypatch):
+    if "max_search_s" in bound:  # every probe takes 0.6 s of a fake clock: the second one runs out of time
+        ticks = iter(range(10_000))
+        monkeypatch.setattr("benchflow.engine.dynamic.time.monotonic", lambda: next(ticks) * 0.6)
+    spec = make_spec(load_points=[{"slo_capacity": {"min_rate": 1, "max_rate": 64, "attainment": 0.9,
+                                                    "precision": 0.01, **bound}}],
+                     repetitions=3, slo={"ttft": {"p99": "1s"}})
+    fakes = ServerFakes()
+    result = _run(spec, fakes)
+    assert result.status == "completed", result.message
+    doc = json.loads(fakes.artifacts["capacity-a-slocap.json"])
+    assert doc["status"] == "bracket_only" and doc["capacity_rps"] is None, doc
+    lo, hi = doc["bracket"]
+    assert lo <= SLO_KNEE_RPS <= hi, "the best bracket found still holds the knee"
+    probes = [r for r in fakes.rows.values() if r["load_point"].get("role") == "probe"]
+    assert 0 < len(probes) <= 4 and len(doc["probes"]) == len(probes), "every probe run is recorded"
+
+
 def test_sweep_points_are_aggregated_but_not_compared_across_backends():
     spec = make_spec([{"name": "a", "kind": "sim"}, {"name": "b", "kind": "sim"}],
                      load_points=[{"sweep": {"points": 2}}], repetitions=1)
