@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 #: Error classes (METRICS.md). ``None`` means the request succeeded.
@@ -234,3 +235,12 @@ def load_cell_frame(results: Any, campaign_id: str, *, backend: str | None = Non
         return pd.DataFrame(columns=CELL_COLUMNS + REQUEST_COLUMNS)
     return pd.concat(frames, ignore_index=True)
 
+
+def shuffled_cycles(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:
+    """``n`` prompts: whole seeded permutations of ``prompts`` one after another (each prompt is used
+    once before any is used again)."""
+    rng = np.random.default_rng(seed)
+    out: list[Prompt] = []
+    while len(out) < n:
+        out.extend(prompts[int(i)] for i in rng.permutation(len(prompts)))
+    return out[:n]

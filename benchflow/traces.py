@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 from benchflow.errors import SpecError
-from benchflow.records import Prompt
+from benchflow.records import Prompt, shuffled_cycles
 
 logger = logging.getLogger(__name__)
 
@@ -225,11 +225,7 @@ class FileDataset:
         prompts = self.prompts(seed)
         if self.format == "mooncake":
             return [prompts[k % len(prompts)] for k in range(n)]
-        rng = np.random.default_rng(seed)
-        out: list[Prompt] = []
-        while len(out) < n:
-            out.extend(prompts[int(i)] for i in rng.permutation(len(prompts)))
-        return out[:n]
+        return shuffled_cycles(prompts, n, seed)
 
     def __str__(self) -> str:
         return f"{self.format}:{self.path}"

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from benchflow.errors import SpecError
-from benchflow.records import Prompt
+from benchflow.records import Prompt, shuffled_cycles
 
 if TYPE_CHECKING:
     from benchflow.spec import WorkloadSpec
@@ -264,12 +264,7 @@ class JsonlDataset(Dataset):
     default_max_tokens: int = 256
 
     def generate(self, n: int, seed: int) -> list[Prompt]:
-        prompts = read_jsonl_prompts(self.path, self.default_max_tokens)
-        rng = np.random.default_rng(seed)
-        out: list[Prompt] = []
-        while len(out) < n:
-            out.extend(prompts[int(i)] for i in rng.permutation(len(prompts)))
-        return out[:n]
+        return shuffled_cycles(read_jsonl_prompts(self.path, self.default_max_tokens), n, seed)
 
     def __str__(self) -> str:
         return f"jsonl:{self.path}"

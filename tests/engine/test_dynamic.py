@@ -5,9 +5,6 @@ backend that never starts do to them."""
 from __future__ import annotations
 
 import json
-import math
-import sys
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,63 +18,6 @@ from tests.engine.fakes import Fakes, make_spec
 
 CAPACITY_RPS = 10.0   # the fake server's throughput ceiling
 SLO_KNEE_RPS = 7.0    # above this rate, half the requests miss the SLO
-
-
-def _standin_capacity_module() -> types.ModuleType:
-    """Until ``benchflow.stats.capacity`` lands: bracket by doubling, then bisect, per repetition."""
-    mod = types.ModuleType("benchflow.stats.capacity")
-
-    @dataclass(frozen=True)
-    class ProbeOutcome:
-        attainment: float | None
-        n_requests: int
-        cell_id: str | None = None
-        saturated: bool = False
-
-    @dataclass
-    class CapacityResult:
-        capacity_rps: float | None
-        ci_low: float | None
-        ci_high: float | None
-        method: str
-        status: str
-        bracket: tuple[float, float] | None
-        probes: list[dict] = field(default_factory=list)
-
-        def to_dict(self) -> dict:
-            return {**self.__dict__, "bracket": list(self.bracket) if self.bracket else None}
-
-    def search_capacity(probe, *, attainment, min_rate, max_rate, precision, repetitions, max_probes=None,
-                        should_stop=None, seed=0):
-        probes, caps = [], []
-        for r in range(repetitions):
-            lo, hi, rate = None, None, min_rate
-            while True:
-                o = probe(rate, r)
-                met = o.attainment is not None and not o.saturated and o.attainment >= attainment
-                probes.append({"rate_rps": rate, "repetition": r, "attainment": o.attainment, "cell_id": o.cell_id})
-                lo, hi = (rate, hi) if met else (lo, rate)
-                if hi is None:
-                    rate = min(rate * 2, max_rate)
-                elif lo is None or hi / lo - 1 <= precision:
-                    break
-                else:
-                    rate = math.sqrt(lo * hi)
-            caps.append(math.sqrt(lo * hi))
-        return CapacityResult(sum(caps) / len(caps), min(caps), max(caps), "stand-in", "found",
-                              (min(caps), max(caps)), probes)
-
-    mod.ProbeOutcome, mod.CapacityResult, mod.search_capacity = ProbeOutcome, CapacityResult, search_capacity
-    mod.attainment_of = lambda records, slo: None
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def capacity_module(monkeypatch):
-    try:
-        from benchflow.stats.capacity import search_capacity  # noqa: F401
-    except ImportError:
-        monkeypatch.setitem(sys.modules, "benchflow.stats.capacity", _standin_capacity_module())
 
 
 @dataclass
