@@ -82,3 +82,38 @@ def test_a_failing_backend_run_reports_its_cause_in_the_parent(prefect_stack, se
     store = ResultStore(prefect_stack.results_url)
     assert {c["backend_name"]: c["status"] for c in store.cells(cid)} == {"sim-ok": "completed", "sim-bad": "failed"}
     assert store.get_campaign(cid)["status"] == "failed"
+
+
+def test_cancelling_the_parent_cancels_its_backend_runs_and_leaves_no_backend(prefect_stack, second_worker):  # noqa: F811
+    import random
+    import time
+
+    from tests.deploy.test_cancel import _cancel, _completed, _poll
+    from tests.flows.conftest import processes_running
+
+    cid = "fanout-cancel"
+    seeds = [random.randint(10_000, 99_999) for _ in range(2)]
+    spec = _spec("fanout-cancel", ["sim-x", "sim-y"], repetitions=40, parallel=2)
+    for backend, seed in zip(spec["backends"], seeds):
+        backend["engine_args"].update({"seed": seed, "time-scale": 1.0})  # finds each backend's process
+    store = ResultStore(prefect_stack.results_url)
+    with prefect_stack.client() as client:
+        run = create_run(client, "campaign/adhoc", {"spec": spec, "campaign_id": cid})
+        _poll(lambda: len(_completed(store, cid)) >= 1, 240, "a completed cell")
+        _cancel(prefect_stack.env(), run["id"])
+        final = wait_final(client, run["id"], timeout_s=120)
+        assert final["state"]["type"] == "CANCELLED", final["state"]
+        deadline = time.monotonic() + 120
+        while True:  # the children go Cancelling -> Cancelled once their worker stopped them
+            children = [r for r in _children(client, run["id"]) if r["flow_name"] == "campaign-backend"]
+            states = {r["name"]: r["state"]["type"] for r in children}
+            if children and all(s in ("CANCELLED", "COMPLETED", "FAILED", "CRASHED") for s in states.values()):
+                break
+            assert time.monotonic() < deadline, f"backend runs still going: {states}"
+            time.sleep(1)
+    assert "CANCELLED" in states.values(), states
+    assert all(s != "COMPLETED" for s in states.values()), states
+    for seed in seeds:
+        _poll(lambda: not processes_running(f"seed={seed}"), 60, f"backend seed={seed} gone")
+    _poll(lambda: (store.get_campaign(cid) or {}).get("status") == "cancelled", 30, "campaign cancelled")
+    assert 1 <= len(_completed(store, cid)) < 80
