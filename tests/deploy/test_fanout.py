@@ -103,13 +103,14 @@ def test_cancelling_the_parent_cancels_its_backend_runs_and_leaves_no_backend(pr
         _cancel(prefect_stack.env(), run["id"])
         final = wait_final(client, run["id"], timeout_s=120)
         assert final["state"]["type"] == "CANCELLED", final["state"]
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240  # generous: the worker's cancellation manager is slow on a busy machine
         while True:  # the children go Cancelling -> Cancelled once their worker stopped them
             children = [r for r in _children(client, run["id"]) if r["flow_name"] == "campaign-backend"]
             states = {r["name"]: r["state"]["type"] for r in children}
             if children and all(s in ("CANCELLED", "COMPLETED", "FAILED", "CRASHED") for s in states.values()):
                 break
-            assert time.monotonic() < deadline, f"backend runs still going: {states}"
+            assert time.monotonic() < deadline, (f"backend runs still going: {states}",
+                                                 prefect_stack.logs()[-5000:], second_worker.tail(5000))
             time.sleep(1)
     assert "CANCELLED" in states.values(), states
     assert all(s != "COMPLETED" for s in states.values()), states
