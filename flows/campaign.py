@@ -23,6 +23,7 @@ from benchflow.errors import CampaignMismatchError, StorageError
 from benchflow.redact import install_log_redaction, redact_spec
 from benchflow.spec import CampaignSpec, load_spec
 from flows.backend_cells import backend_steps, finish_steps
+from flows.campaign_backend import BACKEND_DEPLOYMENT, cancel_children, fan_out, pool_available
 from flows.hooks import clean_campaign_leftovers, mark_cancelled, reap_on_exit, running_campaign
 from flows.states import campaign_state, failed
 from tasks.artifacts import Progress
@@ -56,15 +57,18 @@ def run_name(prefix: str = "", default_spec: CampaignSpec | str | dict[str, Any]
 # parameter schema (types, unknown keys; a 409 from the API) still comes from the signature, and the
 # loader below checks everything else with messages in the spec's own words.
 @flow(name="campaign", flow_run_name=run_name, validate_parameters=False,
-      on_cancellation=[mark_cancelled, reap_on_exit], on_crashed=[reap_on_exit])
+      on_cancellation=[mark_cancelled, cancel_children, reap_on_exit], on_crashed=[reap_on_exit])
 def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
-             code_path: str | None = None) -> dict[str, Any]:
+             code_path: str | None = None, backend_deployment: str = BACKEND_DEPLOYMENT,
+             backend_job_variables: dict[str, Any] | None = None) -> dict[str, Any]:
     """Runs a benchmark campaign.
 
     Args:
         spec: the campaign spec itself, or the path of a YAML/JSON spec file.
         campaign_id: resume this campaign (skips completed cells); a new id when empty.
         code_path: a git checkout of the benchmarked code, recorded in the run manifest.
+        backend_deployment: with ``placement: pool``, the deployment each backend runs as.
+        backend_job_variables: with ``placement: pool``, job variables of the backend runs (e.g. env).
     """
     install_log_redaction()  # under a worker too: no secret reaches Prefect's run logs
     logger = get_run_logger()
@@ -97,7 +101,16 @@ def campaign(spec: Union[CampaignSpec, str], campaign_id: str | None = None,
         except Exception as e:  # noqa: BLE001 - a campaign is never left running
             result = engine.end_campaign(finish, cid, "failed", f"campaign {cid} failed: {type(e).__name__}: {e}")
         else:
-            result = engine.run_campaign(spec_obj, cid, cells, steps, finish, done=done, workdir=workdir)
+            pool = spec_obj.placement == "pool"
+            why_not = pool_available(backend_deployment) if pool else None
+            if why_not:
+                logger.warning("campaign %s: placement: pool needs the %s deployment and a worker on the GPU pool "
+                               "(%s); its backends run here, one after another", cid, backend_deployment, why_not)
+            if pool and not why_not:
+                result = fan_out(spec_obj, cid, cells, finish, cancel, done=done, deployment=backend_deployment,
+                                 job_variables=backend_job_variables)
+            else:
+                result = engine.run_campaign(spec_obj, cid, cells, steps, finish, done=done, workdir=workdir)
     return campaign_state(result)
 
 

@@ -353,6 +353,10 @@ def _model_shorthand(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
 
+#: Campaign fields that say where it runs, not what it measures (left out of its content hash).
+EXECUTION_FIELDS = ("placement", "parallel")
+
+
 class CampaignSpec(StrictModel):
     """A campaign: backends x load points x repetitions, plus SLOs, limits and comparisons."""
 
@@ -372,6 +376,10 @@ class CampaignSpec(StrictModel):
     health: HealthPolicy = Field(default_factory=HealthPolicy, description="GPU health gate")
     allow_simulated: bool = Field(False, description="accept kind sim backends")
     regression: RegressionSpec | None = Field(None, description="nightly regression check against a baseline run")
+    placement: Literal["local", "pool"] = Field(
+        "local", description="local: every backend in this flow run, one after another; pool: each backend is a "
+        "run of the campaign-backend deployment on the GPU work pool (the Prefect flow under a worker only)")
+    parallel: int = Field(1, ge=1, le=L.MAX_BACKENDS, description="with placement pool: backends at once")
 
     @model_validator(mode="before")
     @classmethod
@@ -397,7 +405,8 @@ class CampaignSpec(StrictModel):
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of the validated spec: key order does not matter, and fields
         at their default values are left out (a field added to the models later keeps old hashes)."""
-        return sha256_hex(self.model_dump(mode="json", exclude_defaults=True))
+        # where the backends run (placement, parallel) is not what is measured: a campaign resumes under either
+        return sha256_hex(self.model_dump(mode="json", exclude_defaults=True, exclude=set(EXECUTION_FIELDS)))
 
     def cells(self) -> list[Cell]:
         """Every cell, grouped by backend (spec order), in the spec's order within a backend."""

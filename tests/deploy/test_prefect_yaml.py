@@ -42,10 +42,13 @@ def _flow(entrypoint: str):
 
 def test_the_deployments_exist_under_their_flow_names(deployments):
     names = set(deployments)
-    assert names == {"campaign/adhoc", "campaign/nightly", "health/fleet", "tune/adhoc", "tune-trial/trial"}
+    assert names == {"campaign/adhoc", "campaign/nightly", "health/fleet", "tune/adhoc", "tune-trial/trial",
+                     "campaign-backend/backend"}
+    from flows.campaign_backend import BACKEND_DEPLOYMENT
     from flows.tune import TRIAL_DEPLOYMENT
 
     assert TRIAL_DEPLOYMENT in names, "the tune flow starts its trials as runs of this deployment"
+    assert BACKEND_DEPLOYMENT in names, "a placement: pool campaign starts its backends as runs of this deployment"
 
 
 def test_every_deployment_routes_through_a_bootstrapped_pool_and_queue(deployments):
