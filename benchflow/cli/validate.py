@@ -29,11 +29,18 @@ def _summary(spec) -> str:
     cells = spec.cells()
     loads = ", ".join(lp.label for lp in spec.workload.load_points)
     backends = ", ".join(f"{b.name} ({b.kind})" for b in spec.backends)
-    return (
-        f"{spec.name}: valid; {len(cells)} cells = {len(spec.backends)} backends [{backends}] x "
-        f"{len(spec.workload.load_points)} load points [{loads}] x {spec.repetitions} repetitions, "
-        f"order {spec.order}; spec hash {spec.content_hash()[:12]}"
-    )
+    dynamic = [lp for lp in spec.workload.load_points if lp.dynamic]
+    static = len(spec.workload.load_points) - len(dynamic)
+    if not dynamic:
+        count = (f"{len(cells)} cells = {len(spec.backends)} backends [{backends}] x "
+                 f"{len(spec.workload.load_points)} load points [{loads}] x {spec.repetitions} repetitions")
+    else:  # a sweep or an SLO-capacity search derives its cells at run time
+        derived = ", ".join(f"{lp.label} up to {lp.planned_cells(spec.repetitions)}" for lp in dynamic)
+        most = len(spec.backends) * (static * spec.repetitions
+                                     + sum(lp.planned_cells(spec.repetitions) for lp in dynamic))
+        count = (f"up to {most} cells: {len(spec.backends)} backends [{backends}] x ({static} fixed load points "
+                 f"x {spec.repetitions} repetitions + cells derived at run time: {derived}); load points [{loads}]")
+    return f"{spec.name}: valid; {count}, order {spec.order}; spec hash {spec.content_hash()[:12]}"
 
 
 def run(args: argparse.Namespace) -> int:

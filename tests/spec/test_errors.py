@@ -265,3 +265,15 @@ def test_type_errors_in_plain_words(minimal):
     minimal["workload"]["dataset"] = {"jsonl": 5}
     assert problems_of(minimal) == ["model: expected a mapping of keys (got 5)",
                                     "workload.dataset.jsonl: expected a file path (got 5)"]
+
+
+def test_validate_counts_the_cells_a_sweep_and_a_search_derive_at_run_time(capsys):
+    """The summary line's arithmetic holds for dynamic load points (it used to print 10 cells as the
+    product 1 x 4 x 3)."""
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parents[2] / "deployments" / "campaigns" / "sweep.yaml"
+    assert main(["validate", str(spec)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    # 2 fixed load points x 3 repetitions + (4 points + 2) x 3 repetitions + 24 probes = 48
+    assert "up to 48 cells" in line and "sweep4 up to 18" in line and "slocap up to 24" in line, line
