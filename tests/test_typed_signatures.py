@@ -21,7 +21,7 @@ from benchflow import engine
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE_MODULES = ("benchflow.engine.backend", "benchflow.engine.campaign", "benchflow.engine.cells",
-                  "benchflow.engine.steps")
+                  "benchflow.engine.steps", "benchflow.engine.dynamic")
 #: flows/tune.py belongs to the tuning work; it is checked once it is typed.
 SKIPPED = {"__init__.py", "tune.py"}
 

@@ -29,13 +29,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from benchflow.errors import BenchflowError, CampaignCancelled
 from benchflow.spec import ConcurrencyLoad, RateLoad
 from benchflow.spec.models import Cell, derived_cell
+
+if TYPE_CHECKING:  # the engine's backend module imports this one
+    from benchflow.engine.backend import BackendResult
+    from benchflow.engine.steps import BackendSteps
+    from benchflow.runner import CellOutcome
+    from benchflow.spec import BackendSpec, CampaignSpec
+    from benchflow.stats.capacity import ProbeOutcome
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +52,7 @@ CAPACITY_METRIC = "slo_capacity_rps"
 DONE_STATUSES = ("completed", "saturated")
 
 #: ``measure(cell, amend) -> (outcome, died)``; ``amend(outcome)`` adds to the summary before it is stored.
-Measure = Callable[[Cell, Callable[[Any], None] | None], tuple[Any, "str | None"]]
+Measure = Callable[[Cell, "Callable[[CellOutcome], None] | None"], "tuple[CellOutcome, str | None]"]
 
 
 class SweepConcurrency(ConcurrencyLoad):
@@ -102,13 +109,13 @@ class DynamicRun:
     """What expanding one placeholder needs: the engine's steps, the spec and backend, the
     backend's result (counts, ``derived`` memo, ``capacities``) and ``measure`` (None: replay)."""
 
-    steps: Any
-    spec: Any
-    backend: Any
-    result: Any
+    steps: BackendSteps
+    spec: CampaignSpec
+    backend: BackendSpec
+    result: BackendResult
     measure: Measure | None = None
 
-    def cell(self, placeholder: Cell, lp: Any, extra: dict[str, Any], repetition: int | None = None) -> Cell:
+    def cell(self, placeholder: Cell, lp: ConcurrencyLoad | RateLoad, extra: dict[str, Any], repetition: int | None = None) -> Cell:
         common = self.spec.cell_common()
         rep = placeholder.repetition if repetition is None else repetition
         return derived_cell(common, self.backend.name, self.backend.content_hash(), placeholder.load_point, rep,
@@ -122,7 +129,7 @@ class DynamicRun:
             got = reader(cell_id) if reader is not None else None
         return got if got is not None and got.get("status") in DONE_STATUSES else None
 
-    def get(self, cell: Cell, amend: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    def get(self, cell: Cell, amend: Callable[[CellOutcome], None] | None = None) -> dict[str, Any]:
         """The stored ``{"status", "summary"}`` of ``cell``, measuring it first when needed."""
         got = self.stored(cell.id)
         if got is not None:
@@ -218,8 +225,8 @@ def _sweep(run: DynamicRun, placeholder: Cell) -> None:
         run.get(run.cell(placeholder, lp, {"role": "point", "point": k}), _note(info))
 
 
-def _note(info: dict[str, Any], key: str = "sweep") -> Callable[[Any], None]:
-    def amend(outcome: Any) -> None:
+def _note(info: dict[str, Any], key: str = "sweep") -> Callable[[CellOutcome], None]:
+    def amend(outcome: CellOutcome) -> None:
         if outcome.summary is not None:
             outcome.summary[key] = dict(info)
     return amend
@@ -264,13 +271,13 @@ def _slo_capacity(run: DynamicRun, placeholder: Cell) -> None:
                           _g(data.get("ci_low")), _g(data.get("ci_high")), len(data.get("probes") or []))
 
 
-def _g(v: Any) -> str:
+def _g(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
 def _probe_attainment(slo: dict[str, dict[str, float]], label: str, rate: float,
-                      campaign_slo: bool) -> Callable[[Any], None]:
-    def amend(outcome: Any) -> None:
+                      campaign_slo: bool) -> Callable[[CellOutcome], None]:
+    def amend(outcome: CellOutcome) -> None:
         if outcome.summary is None:
             return
         if outcome.run is not None:
@@ -283,7 +290,7 @@ def _probe_attainment(slo: dict[str, dict[str, float]], label: str, rate: float,
     return amend
 
 
-def _probe_outcome(cell_id: str, got: dict[str, Any]) -> Any:
+def _probe_outcome(cell_id: str, got: dict[str, Any]) -> ProbeOutcome:
     from benchflow.stats.capacity import ProbeOutcome
 
     summary = got["summary"]
@@ -323,7 +330,7 @@ def for_comparisons(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [c for c in cells if role_of(c) not in ("point", "probe")]
 
 
-def aggregate_metrics(spec: Any, metrics: list[str]) -> list[str]:
+def aggregate_metrics(spec: CampaignSpec, metrics: list[str]) -> list[str]:
     """``metrics``, plus what a sweep's curve shows (request rate, output throughput, TTFT p50 and p99)."""
     if not any(getattr(p, "mode", None) == "sweep" for p in spec.workload.load_points):
         return list(metrics)
