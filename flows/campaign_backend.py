@@ -24,8 +24,6 @@ Faults:
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from typing import Any, Union
 
 from prefect import flow, get_run_logger
@@ -34,6 +32,7 @@ from prefect.runtime import flow_run as current_run
 from benchflow import engine
 from benchflow.campaign import failure_summary
 from benchflow.engine import CampaignResult, FinishSteps, StopCheck
+from benchflow.engine.fanout import MAX_CRASH_RETRIES, POLL_S, backends_to_run, dispatch  # noqa: F401
 from benchflow.errors import CampaignCancelled, ResultsNotStoredError, StorageError
 from benchflow.redact import install_log_redaction
 from benchflow.spec import CampaignSpec, Cell, load_spec
@@ -46,8 +45,6 @@ from tasks.persist import open_results
 #: The deployment each backend of a ``placement: pool`` campaign runs as.
 BACKEND_DEPLOYMENT = "campaign-backend/backend"
 #: How often a child that crashed is started again.
-MAX_CRASH_RETRIES = 1
-POLL_S = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -124,53 +121,6 @@ def pool_available(deployment: str) -> str | None:
     except Exception as e:  # noqa: BLE001 - ObjectNotFound, or no API
         return f"deployment {deployment} not found on the Prefect API ({type(e).__name__})"
     return None
-
-
-def backends_to_run(spec: CampaignSpec, cells: list[Cell], done: set[str] | frozenset[str]) -> list[str]:
-    return [b.name for b in spec.backends if any(c.backend == b.name and c.id not in done for c in cells)]
-
-
-def dispatch(names: list[str], parallel: int, start: Callable[[str], Any], state_of: Callable[[Any], Any],
-             cancel: StopCheck, stop_children: Callable[[list[Any]], None], *, logger: Any,
-             poll_s: float = POLL_S, sleep: Callable[[float], None] = time.sleep,
-             max_crash_retries: int = MAX_CRASH_RETRIES) -> dict[str, tuple[str, str]]:
-    """Keeps at most ``parallel`` children in flight until every name ran; returns
-    ``{name: (final state type, message)}``. ``start(name)`` returns a run id; ``state_of(id)`` its
-    Prefect state. A child that ends CRASHED is started again (``max_crash_retries`` times). On a
-    cancel request (raises :class:`CampaignCancelled`) or any exception, the children in flight are
-    stopped with ``stop_children`` first."""
-    pending, in_flight = list(names), {}
-    outcomes: dict[str, tuple[str, str]] = {}
-    crashes: dict[str, int] = {}
-    try:
-        while pending or in_flight:
-            reason = cancel()
-            if reason:
-                raise CampaignCancelled(reason)
-            while pending and len(in_flight) < parallel:
-                name = pending.pop(0)
-                in_flight[start(name)] = name
-            for run_id, name in list(in_flight.items()):
-                state = state_of(run_id)
-                if state is None or not state.is_final():
-                    continue
-                del in_flight[run_id]
-                kind = state.type.value
-                if kind == "CRASHED" and crashes.get(name, 0) < max_crash_retries:
-                    crashes[name] = crashes.get(name, 0) + 1
-                    logger.warning("backend %s: its run %s crashed (%s); starting it again for its remaining cells",
-                                   name, run_id, state.message)
-                    pending.insert(0, name)
-                    continue
-                outcomes[name] = (kind, state.message or "")
-                logger.info("backend %s: run %s ended %s", name, run_id, kind)
-            if in_flight or pending:
-                sleep(poll_s)
-    except BaseException:
-        if in_flight:
-            stop_children(list(in_flight))
-        raise
-    return outcomes
 
 
 def fan_out(spec: CampaignSpec, cid: str, cells: list[Cell], finish: FinishSteps, cancel: StopCheck, *,
