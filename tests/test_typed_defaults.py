@@ -30,3 +30,26 @@ def test_a_comparison_row_has_no_tolerance_of_its_own():
     with pytest.raises(ValidationError, match="tolerance"):
         ComparisonRow.model_validate(row)
     assert ComparisonRow.model_validate({**row, "tolerance": 0.05}).tolerance == 0.05
+
+
+def test_campaign_and_tuning_specs_name_metrics_with_one_vocabulary():
+    """A metric key means the same in a campaign's compare block and a tuning objective: both are parsed
+    by MetricKey (benchflow.metric_key); a key one accepts, the other accepts, with the same message."""
+    import pytest
+    from pydantic import TypeAdapter, ValidationError
+
+    from benchflow.metric_key import MetricKey
+    from benchflow.spec import SummaryMetric
+    from benchflow.tuning.spec import Metric
+
+    campaign, tuning = TypeAdapter(SummaryMetric), TypeAdapter(Metric)
+    for good in ("ttft_ms.p99", "tpot_ms.mean", "output_throughput", "goodput", "active_tasks_per_min"):
+        assert campaign.validate_python(good) == tuning.validate_python(good) == good
+        assert MetricKey.parse(good).key == good
+    for bad in ("ttft.p99", "ttft_ms.p42", "ttft_ms.", "errors.timeout", "ttft_ms.count", "nope"):
+        messages = []
+        for adapter in (campaign, tuning):
+            with pytest.raises(ValidationError) as info:
+                adapter.validate_python(bad)
+            messages.append(info.value.errors()[0]["msg"])
+        assert messages[0] == messages[1] and f"unknown summary metric {bad!r}" in messages[0]

@@ -16,7 +16,7 @@ from benchflow.spec.loader import check, load_spec
 from benchflow.spec.models import (
     SLO_METRICS, SLO_STATS, SUMMARY_DISTRIBUTIONS, SUMMARY_SCALARS, SUMMARY_STATS, CampaignSpec, Cell,
     CompareSpec, ConcurrencyLoad, HealthPolicy, JsonlSource, LimitsSpec, LoadPoint, ModelSpec, RateLoad,
-    RegressionSpec, WorkloadSpec,
+    RegressionSpec, SummaryMetric, WorkloadSpec,
 )
 from benchflow.spec.reader import raw_problems, read_spec_file
 from benchflow.spec.types import Seconds, SloSeconds, StrictModel, canonical_json, sha256_hex
@@ -26,7 +26,7 @@ __all__ = [
     "RegressionSpec", "ConcurrencyLoad", "RateLoad", "LoadPoint", "Cell",
     "BackendSpec", "VllmBackend", "SglangBackend", "SimBackend", "OpenAIBackend", "Backend", "render_engine_args",
     "BACKEND_KINDS", "BACKEND_CLASSES", "DEFAULT_LAUNCHER", "DOCKER_ONLY_FIELDS", "LAUNCHED_ONLY_FIELDS",
-    "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS",
+    "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS", "SummaryMetric",
     "StrictModel", "Seconds", "SloSeconds", "canonical_json", "sha256_hex",
     "load_spec", "check", "cross_field_problems", "format_loc", "format_validation_error", "raw_problems",
     "read_spec_file",

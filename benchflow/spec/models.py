@@ -22,26 +22,18 @@ from benchflow.spec.driver import DriverSpec, driver_compare_defaults, driver_lo
 from benchflow.spec.dynamic import SloCapacityLoad, SloMap, SweepLoad
 from benchflow.spec.types import Seconds, StrictModel, no_nul, sha256_hex
 from benchflow.agentic import AgenticSpec
+from benchflow.metric_key import SUMMARY_DISTRIBUTIONS, SUMMARY_SCALARS, SUMMARY_STATS, check_summary_metric
 from benchflow.workload import parse_notation
 
 __all__ = [
     "CampaignSpec", "ModelSpec", "WorkloadSpec", "JsonlSource", "LimitsSpec", "SaturationSpec", "CompareSpec",
     "HealthPolicy", "RegressionSpec", "ConcurrencyLoad", "RateLoad", "SweepLoad", "SloCapacityLoad", "LoadPoint",
     "Cell",
-    "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS",
+    "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS", "SummaryMetric",
 ]
 
 SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
 SLO_STATS = ("mean", "p50", "p90", "p95", "p99")
-SUMMARY_DISTRIBUTIONS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "ntpot_ms", "client_lag_ms")
-SUMMARY_STATS = ("mean", "p50", "p90", "p95", "p99", "min", "max")
-SUMMARY_SCALARS = (
-    "request_throughput", "output_throughput", "total_throughput", "goodput", "slo_attainment", "error_rate",
-    "achieved_rate", "completed", "failed",
-    # an external driver's (benchflow.driver)
-    "tasks_done", "steps_done", "tasks_per_min", "steps_per_s", "active_tasks_per_min", "active_steps_per_s",
-    "tasks_unfinished", "tasks_outside_active_fraction", "steps_outside_active_fraction",
-)
 _DEFAULT_COMPARE = ("ttft_ms.p50", "ttft_ms.p99", "tpot_ms.p50", "tpot_ms.p99", "output_throughput")
 
 
@@ -293,14 +285,8 @@ class LimitsSpec(StrictModel):
                                        description="open loop: early stop when the server no longer keeps up")
 
 
-def _check_summary_key(key: str) -> str:
-    dist, _, stat = key.partition(".")
-    if (dist in SUMMARY_DISTRIBUTIONS and stat in SUMMARY_STATS) or (key in SUMMARY_SCALARS):
-        return key
-    raise ValueError(
-        f"unknown summary metric {key!r}; use <{'|'.join(SUMMARY_DISTRIBUTIONS)}>.<{'|'.join(SUMMARY_STATS)}> "
-        f"or one of {', '.join(SUMMARY_SCALARS)}"
-    )
+#: A summary metric a spec may name ("ttft_ms.p99", "output_throughput"), checked by MetricKey.
+SummaryMetric = Annotated[str, AfterValidator(check_summary_metric)]
 
 
 class CompareSpec(StrictModel):
@@ -308,7 +294,7 @@ class CompareSpec(StrictModel):
 
     baseline: str | None = Field(None, description="baseline backend name (default: the first backend)")
     tolerance: float = Field(0.0, ge=0, lt=1, description="ratio band around 1 treated as no difference")
-    metrics: list[Annotated[str, AfterValidator(_check_summary_key)]] = Field(
+    metrics: list[SummaryMetric] = Field(
         default_factory=lambda: list(_DEFAULT_COMPARE), description='summary keys, e.g. "ttft_ms.p99"'
     )
 
@@ -320,10 +306,10 @@ class RegressionSpec(StrictModel):
         "auto", description="auto: the pinned baseline, else the last completed nightly; pinned; previous"
     )
     tolerance: float = Field(0.05, ge=0, lt=1, description="relative change treated as noise (0.05 = 5%)")
-    tolerances: dict[Annotated[str, AfterValidator(_check_summary_key)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+    tolerances: dict[SummaryMetric, Annotated[float, Field(ge=0, lt=1)]] = Field(
         default_factory=dict, description='per-metric tolerances, e.g. {"ttft_ms.p99": 0.1}'
     )
-    metrics: list[Annotated[str, AfterValidator(_check_summary_key)]] | None = Field(
+    metrics: list[SummaryMetric] | None = Field(
         None, min_length=1, description="summary keys checked (default: compare.metrics)"
     )
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from benchflow import SCHEMA_VERSION
+from benchflow.metric_key import DIST_KEYS, LATENCY_METRICS
 from benchflow.records import LoadRun, RequestRecord
 from benchflow.spec import LimitsSpec
 from benchflow.stats.requests import (
@@ -26,11 +27,8 @@ from benchflow.stats.slo import Slo, cell_slo_violations, request_meets_slo, val
 
 logger = logging.getLogger(__name__)
 
-#: Keys of every distribution block, in order.
-DIST_KEYS = ("mean", "p50", "p90", "p95", "p99", "min", "max", "count")
-#: The latency blocks of a summary (all in milliseconds).
-LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "ntpot", "client_lag", "client_queue_time",
-                   "ttft_including_client_queue", "e2e_including_client_queue")
+#: Keys of every distribution block, and the latency blocks (ms): one definition, in the leaf
+#: :mod:`benchflow.metric_key` (DIST_KEYS, LATENCY_METRICS are imported above).
 
 #: The validity limits when a caller passes none: the spec's ``LimitsSpec`` defaults (one definition).
 #: (``saturation`` is the nested block of the early stop: :mod:`benchflow.saturation`.)

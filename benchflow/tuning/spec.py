@@ -12,12 +12,11 @@ import importlib.util
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from benchflow.errors import SpecError
-from benchflow.spec import (
-    SUMMARY_DISTRIBUTIONS, SUMMARY_SCALARS, SUMMARY_STATS, Backend, CampaignSpec, ModelSpec, WorkloadSpec, load_spec,
-)
+from benchflow.spec import Backend, CampaignSpec, ModelSpec, WorkloadSpec, load_spec
+from benchflow.spec.models import SummaryMetric
 from benchflow.spec.backends import FlagName
 from benchflow.spec.types import Seconds, SloSeconds, StrictModel
 from benchflow.tuning.constraints import Constraint, ConstraintSyntaxError, parse_constraint
@@ -98,15 +97,8 @@ class Bool(StrictModel):
 Param = Annotated[Union[IntRange, FloatRange, Categorical, Bool], Field(discriminator="type")]
 
 
-def _check_metric(key: str) -> str:
-    dist, _, stat = key.partition(".")
-    if (dist in SUMMARY_DISTRIBUTIONS and stat in SUMMARY_STATS) or key in SUMMARY_SCALARS:
-        return key
-    raise ValueError(f"unknown summary metric {key!r}; use <{'|'.join(SUMMARY_DISTRIBUTIONS)}>."
-                     f"<{'|'.join(SUMMARY_STATS)}> or one of {', '.join(SUMMARY_SCALARS)}")
-
-
-Metric = Annotated[str, AfterValidator(_check_metric)]
+#: An objective's metric: the campaign spec's summary-metric check (benchflow.metric_key).
+Metric = SummaryMetric
 
 
 class Objective(StrictModel):
