@@ -127,10 +127,12 @@ async def measure_cell(
     if getattr(wl, "driver", None) is not None:  # an external driver makes the load (benchflow.driver)
         from benchflow.driver import measure_driver_cell
 
-        return await measure_driver_cell(
+        outcome = await measure_driver_cell(
             spec, cell, base_url, CellOutcome(**base, status="completed", finished_at=started), alive=alive,
             should_stop=should_stop, gpu=_gpu_sampler(nvml, gpu_indices, scrape_interval_s),
-            window_of=active_window_bounds, scrape_interval_s=scrape_interval_s)
+            window_of=active_window_bounds, scrape_interval_s=scrape_interval_s, replica_urls=replica_urls)
+        outcome.summary.update(_by_replica(outcome.server_samples))
+        return outcome
     prompts = make_prompts(wl, prompt_count(wl), cell.seed)
     scrapers = [PrometheusScraper.for_endpoint(url, interval_s=scrape_interval_s, extra_labels={"replica": label})
                 for label, url in (replica_urls or {}).items()] or [
@@ -217,17 +219,38 @@ def _active_window(outcome: CellOutcome) -> dict[str, Any]:
     df = outcome.server_samples
     if df is None or df.empty or not (df["metric"] == ACTIVE_GAUGE).any():
         return {}
-    return stats.active_window_summary(outcome.run, active_window_bounds(df))
+    return {**stats.active_window_summary(outcome.run, active_window_bounds(df)), **_by_replica(df)}
 
 
 def active_window_bounds(samples: pd.DataFrame | None) -> tuple[int, int] | None:
-    """``(first, last)`` server sample time with ``ACTIVE_GAUGE`` above 70%; ``None`` without one."""
-    from benchflow import stats
+    """``(first, last)`` server sample time with ``ACTIVE_GAUGE`` above 70%; ``None`` without one.
+    With replicas (rows labelled ``replica``): the window of their mean usage (METRICS.md)."""
+    return active_window_detail(samples)[0]
+
+
+def active_window_detail(samples: pd.DataFrame | None
+                         ) -> tuple[tuple[int, int] | None, dict[str, tuple[int, int] | None]]:
+    """``(window, by_replica)``: :func:`active_window_bounds` and, when the samples are labelled
+    per replica, each replica's own window (``{}`` for one engine)."""
+    from benchflow.stats.window import active_window, replica_active_window
 
     if samples is None or samples.empty:
-        return None
+        return None, {}
     gauge = samples[samples["metric"] == ACTIVE_GAUGE]
-    return stats.active_window(gauge["t_ns"].tolist(), gauge["value"].tolist()) if not gauge.empty else None
+    if gauge.empty:
+        return None, {}
+    replica = gauge["labels"].map(lambda s: json.loads(s).get("replica") if s else None)
+    if replica.isna().all():
+        return active_window(gauge["t_ns"].tolist(), gauge["value"].tolist()), {}
+    series = {str(label): (rows["t_ns"].tolist(), rows["value"].tolist())
+              for label, rows in gauge.groupby(replica.fillna("?"), sort=True)}
+    return replica_active_window(series)
+
+
+def _by_replica(samples: pd.DataFrame | None) -> dict[str, Any]:
+    """``active_window_by_replica`` (label -> ``[start_ns, end_ns]`` or ``None``) when there are replicas."""
+    by_replica = active_window_detail(samples)[1]
+    return {"active_window_by_replica": {k: list(w) if w else None for k, w in by_replica.items()}} if by_replica else {}
 
 
 def _energy(outcome: CellOutcome, summary: dict[str, Any]) -> dict[str, Any]:
