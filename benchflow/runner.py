@@ -107,7 +107,9 @@ async def measure_cell(
     when it returns a reason the load stops at once, the records so far are kept, and the
     outcome is ``cancelled`` with that reason as its error. ``replica_urls`` (label -> URL, the
     replicas behind a router): their ``/metrics`` are sampled instead of ``base_url``'s, each row
-    labelled ``replica``.
+    labelled ``replica``, and ``alive`` is also asked while the load runs (once a second), so a
+    replica that dies stops the cell at once (failed, naming the replica) instead of letting the
+    router carry on with the others.
     """
     from benchflow.clients import run_cell_load
     from benchflow.agentic import run_agentic_load
@@ -116,6 +118,8 @@ async def measure_cell(
     from benchflow.workload import make_prompts
 
     wl = spec.workload
+    if replica_urls:  # behind a router the load may go on with a replica dead: stop the cell when a part dies
+        should_stop = stop_when_dead(should_stop, alive)
     started = datetime.now(UTC)
     base = dict(cell_id=cell.id, backend=cell.backend, load_label=cell.load_point.label,
                 repetition=cell.repetition, started_at=started)
@@ -157,6 +161,25 @@ async def measure_cell(
     outcome.summary.update(client)  # client_bound + the client's evidence (benchflow.clients)
     outcome.status, outcome.error = _status(outcome, alive(), _max_error_rate(spec))
     return outcome
+
+
+def stop_when_dead(should_stop: Callable[[], str | None], alive: Callable[[], str | None],
+                   every_s: float = 1.0) -> Callable[[], str | None]:
+    """``should_stop`` that also asks ``alive()`` (at most every ``every_s``): a dead part of the
+    backend stops the load at once; the cell is then failed with ``alive()``'s reason (:func:`_status`)."""
+    import time
+
+    last = [float("-inf")]
+
+    def check() -> str | None:
+        reason = should_stop()
+        if reason is None and time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            dead = alive()
+            reason = None if dead is None else f"backend died during the cell ({dead})"
+        return reason
+
+    return check
 
 
 def _server_frame(scrapers: list[Any]) -> Any:
