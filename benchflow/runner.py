@@ -273,7 +273,9 @@ def active_window_detail(samples: pd.DataFrame | None
 def _by_replica(samples: pd.DataFrame | None) -> dict[str, Any]:
     """``active_window_by_replica`` (label -> ``[start_ns, end_ns]`` or ``None``) when there are replicas."""
     by_replica = active_window_detail(samples)[1]
-    return {"active_window_by_replica": {k: list(w) if w else None for k, w in by_replica.items()}} if by_replica else {}
+    if not by_replica:
+        return {}
+    return {"active_window_by_replica": {k: list(w) if w else None for k, w in by_replica.items()}}
 
 
 def _energy(outcome: CellOutcome, summary: dict[str, Any]) -> dict[str, Any]:

@@ -130,14 +130,14 @@ def test_the_sim_seed_spec_runs_with_an_external_driver(tmp_path):
     w["load_points"] = [{"concurrency": 8}]
     w["driver"] = {  # the GPU spec's tau2-bench driver, played by the test's agent script
         "command": [sys.executable, str(script), "--url", "{url}", "--model", "{model}", "--concurrency",
-                    "{concurrency}", "--tasks", "12", "--turns", "3", "--prompt-words", "1000", "--turn-words", "250",
+                    "{concurrency}", "--tasks", "16", "--turns", "3", "--prompt-words", "1100", "--turn-words", "250",
                     "--max-tokens", "32"],
         "cwd": str(tmp_path), "task_done": "FINISHED SIMULATION:", "step_done": "\\[PROFILE\\].*type=step_complete",
-        "error": "(?i)(BadRequestError|maximum context length)", "expected_tasks": 12, "stuck_after_s": "60s",
+        "error": "(?i)(BadRequestError|maximum context length)", "expected_tasks": 16, "stuck_after_s": "60s",
         "retry_storm": {"repeats": 20, "within_s": "30s"}}
     spec["compare"]["metrics"] = ["active_tasks_per_min", "active_steps_per_s", "tasks_per_min", "steps_per_s",
                                   "tasks_outside_active_fraction"]
     db, _ = _run(tmp_path, spec, "seed-driver")
-    _check_results(db, "seed-driver", ["c8"], tasks=12)
+    _check_results(db, "seed-driver", ["c8"], tasks=16)
     artifacts = db.execute("select artifact_uris from cells where campaign_id = 'seed-driver'").fetchall()
     assert all("driver.log" in a for (a,) in artifacts), artifacts[:1]
