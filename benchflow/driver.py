@@ -328,12 +328,14 @@ def driver_status(run: DriverRun, summary: Mapping[str, Any]) -> tuple[str, str 
 
 async def measure_driver_cell(spec: Any, cell: Any, base_url: str, outcome: Any, *,
                               alive: Callable[[], str | None], should_stop: Callable[[], str | None], gpu: Any,
-                              window_of: Callable[[Any], tuple[int, int] | None], scrape_interval_s: float) -> Any:
+                              window_of: Callable[[Any], tuple[int, int] | None], scrape_interval_s: float,
+                              replica_urls: Mapping[str, str] | None = None) -> Any:
     """Runs the spec's driver for ``cell`` while the server (and ``gpu``, a sampler or ``None``) are
     sampled, and fills in ``outcome`` (a ``runner.CellOutcome``): samples, the summary of
     :func:`driver_summary` (``window_of(server samples)`` is the active window), status and the
     artifacts ``driver.log`` and ``driver_progress.json``. A cancelled coroutine stops the driver
-    before it returns."""
+    before it returns. ``replica_urls`` (label -> URL, replicas behind a router): their ``/metrics``
+    are sampled instead of ``base_url``'s, each row labelled ``replica``."""
     import asyncio
     import contextlib
     import shutil
@@ -353,8 +355,14 @@ async def measure_driver_cell(spec: Any, cell: Any, base_url: str, outcome: Any,
     def stop() -> str | None:
         return "the cell was cancelled" if cancelled.is_set() else should_stop()
 
-    scraper = PrometheusScraper.for_endpoint(base_url, interval_s=scrape_interval_s)
-    async with scraper.running(), (gpu.running() if gpu else contextlib.nullcontext()):
+    scrapers = [PrometheusScraper.for_endpoint(url, interval_s=scrape_interval_s, extra_labels={"replica": label})
+                for label, url in (replica_urls or {}).items()] or [
+                PrometheusScraper.for_endpoint(base_url, interval_s=scrape_interval_s)]
+    async with contextlib.AsyncExitStack() as stack:
+        for scraper in scrapers:
+            await stack.enter_async_context(scraper.running())
+        if gpu:
+            await stack.enter_async_context(gpu.running())
         job = asyncio.ensure_future(asyncio.to_thread(
             run_driver, d, argv, log_path=log_path, output_dir=str(output_dir), max_duration_s=wl.max_duration_s,
             should_stop=stop))
@@ -365,7 +373,12 @@ async def measure_driver_cell(spec: Any, cell: Any, base_url: str, outcome: Any,
             await asyncio.wait({job}, timeout=d.stop_grace_s + 30.0)
             raise
     outcome.finished_at = datetime.now(UTC)
-    outcome.server_samples, outcome.gpu_samples = scraper.frame(), gpu.frame() if gpu else None
+    frames = [scraper.frame() for scraper in scrapers]
+    if len(frames) > 1:
+        import pandas as pd
+
+        frames = [pd.concat(frames, ignore_index=True).sort_values("t_ns", kind="stable", ignore_index=True)]
+    outcome.server_samples, outcome.gpu_samples = frames[0], gpu.frame() if gpu else None
     outcome.extra["artifacts"] = driver_artifacts(run)
     log_path.unlink(missing_ok=True)  # stored as the cell's artifact; the driver's own output stays
     if not any(output_dir.iterdir()):

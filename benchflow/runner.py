@@ -107,7 +107,9 @@ async def measure_cell(
     when it returns a reason the load stops at once, the records so far are kept, and the
     outcome is ``cancelled`` with that reason as its error. ``replica_urls`` (label -> URL, the
     replicas behind a router): their ``/metrics`` are sampled instead of ``base_url``'s, each row
-    labelled ``replica``.
+    labelled ``replica``, and ``alive`` is also asked while the load runs (once a second), so a
+    replica that dies stops the cell at once (failed, naming the replica) instead of letting the
+    router carry on with the others.
     """
     from benchflow.clients import run_cell_load
     from benchflow.agentic import run_agentic_load
@@ -116,6 +118,8 @@ async def measure_cell(
     from benchflow.workload import make_prompts
 
     wl = spec.workload
+    if replica_urls:  # behind a router the load may go on with a replica dead: stop the cell when a part dies
+        should_stop = stop_when_dead(should_stop, alive)
     started = datetime.now(UTC)
     base = dict(cell_id=cell.id, backend=cell.backend, load_label=cell.load_point.label,
                 repetition=cell.repetition, started_at=started)
@@ -127,10 +131,12 @@ async def measure_cell(
     if getattr(wl, "driver", None) is not None:  # an external driver makes the load (benchflow.driver)
         from benchflow.driver import measure_driver_cell
 
-        return await measure_driver_cell(
+        outcome = await measure_driver_cell(
             spec, cell, base_url, CellOutcome(**base, status="completed", finished_at=started), alive=alive,
             should_stop=should_stop, gpu=_gpu_sampler(nvml, gpu_indices, scrape_interval_s),
-            window_of=active_window_bounds, scrape_interval_s=scrape_interval_s)
+            window_of=active_window_bounds, scrape_interval_s=scrape_interval_s, replica_urls=replica_urls)
+        outcome.summary.update(_by_replica(outcome.server_samples))
+        return outcome
     prompts = make_prompts(wl, prompt_count(wl), cell.seed)
     scrapers = [PrometheusScraper.for_endpoint(url, interval_s=scrape_interval_s, extra_labels={"replica": label})
                 for label, url in (replica_urls or {}).items()] or [
@@ -155,6 +161,25 @@ async def measure_cell(
     outcome.summary.update(client)  # client_bound + the client's evidence (benchflow.clients)
     outcome.status, outcome.error = _status(outcome, alive(), _max_error_rate(spec))
     return outcome
+
+
+def stop_when_dead(should_stop: Callable[[], str | None], alive: Callable[[], str | None],
+                   every_s: float = 1.0) -> Callable[[], str | None]:
+    """``should_stop`` that also asks ``alive()`` (at most every ``every_s``): a dead part of the
+    backend stops the load at once; the cell is then failed with ``alive()``'s reason (:func:`_status`)."""
+    import time
+
+    last = [float("-inf")]
+
+    def check() -> str | None:
+        reason = should_stop()
+        if reason is None and time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            dead = alive()
+            reason = None if dead is None else f"backend died during the cell ({dead})"
+        return reason
+
+    return check
 
 
 def _server_frame(scrapers: list[Any]) -> Any:
@@ -217,17 +242,40 @@ def _active_window(outcome: CellOutcome) -> dict[str, Any]:
     df = outcome.server_samples
     if df is None or df.empty or not (df["metric"] == ACTIVE_GAUGE).any():
         return {}
-    return stats.active_window_summary(outcome.run, active_window_bounds(df))
+    return {**stats.active_window_summary(outcome.run, active_window_bounds(df)), **_by_replica(df)}
 
 
 def active_window_bounds(samples: pd.DataFrame | None) -> tuple[int, int] | None:
-    """``(first, last)`` server sample time with ``ACTIVE_GAUGE`` above 70%; ``None`` without one."""
-    from benchflow import stats
+    """``(first, last)`` server sample time with ``ACTIVE_GAUGE`` above 70%; ``None`` without one.
+    With replicas (rows labelled ``replica``): the window of their mean usage (METRICS.md)."""
+    return active_window_detail(samples)[0]
+
+
+def active_window_detail(samples: pd.DataFrame | None
+                         ) -> tuple[tuple[int, int] | None, dict[str, tuple[int, int] | None]]:
+    """``(window, by_replica)``: :func:`active_window_bounds` and, when the samples are labelled
+    per replica, each replica's own window (``{}`` for one engine)."""
+    from benchflow.stats.window import active_window, replica_active_window
 
     if samples is None or samples.empty:
-        return None
+        return None, {}
     gauge = samples[samples["metric"] == ACTIVE_GAUGE]
-    return stats.active_window(gauge["t_ns"].tolist(), gauge["value"].tolist()) if not gauge.empty else None
+    if gauge.empty:
+        return None, {}
+    replica = gauge["labels"].map(lambda s: json.loads(s).get("replica") if s else None)
+    if replica.isna().all():
+        return active_window(gauge["t_ns"].tolist(), gauge["value"].tolist()), {}
+    series = {str(label): (rows["t_ns"].tolist(), rows["value"].tolist())
+              for label, rows in gauge.groupby(replica.fillna("?"), sort=True)}
+    return replica_active_window(series)
+
+
+def _by_replica(samples: pd.DataFrame | None) -> dict[str, Any]:
+    """``active_window_by_replica`` (label -> ``[start_ns, end_ns]`` or ``None``) when there are replicas."""
+    by_replica = active_window_detail(samples)[1]
+    if not by_replica:
+        return {}
+    return {"active_window_by_replica": {k: list(w) if w else None for k, w in by_replica.items()}}
 
 
 def _energy(outcome: CellOutcome, summary: dict[str, Any]) -> dict[str, Any]:

@@ -7,9 +7,10 @@ then starts the router as a local process with their URLs (``{replica_urls}``), 
 only; :attr:`ReplicatedLauncher.replica_urls` lets the runner sample each replica's ``/metrics``.
 
 ``alive()`` names the first dead part (``replica 1 (b-r1, http://...): exit code 1; last log
-line: ...`` or ``router: ...``); each part writes its own file (``backend-<name>.router.log``,
-``.replica0.log``, ...) and ``logs()`` merges them line by line with a ``[router]``/``[r0]`` prefix,
-appending the merged lines to the backend's log file too (the one stored after teardown).
+line: ...``, ``... exit code -9 (killed by signal 9, SIGKILL)`` or ``router: ...``); each part
+writes its own file (``backend-<name>.router.log``, ``.replica0.log``, ...) and ``logs()``
+merges them line by line with a ``[router]``/``[r0]`` prefix, appending the merged lines to the
+backend's log file too (the one stored after teardown).
 ``stop()`` stops the router first, then the replicas. The router registers its pid like any
 process backend, so :func:`benchflow.launch.cleanup_leftovers` stops it after a crash.
 """
@@ -17,6 +18,8 @@ process backend, so :func:`benchflow.launch.cleanup_leftovers` stops it after a 
 from __future__ import annotations
 
 import logging
+import re
+import signal
 import time
 import urllib.error
 from dataclasses import dataclass, field
@@ -65,6 +68,18 @@ def render_router_command(command: list[str], replica_urls: list[str], metrics_p
         else:
             argv.append(part.replace(REPLICA_URLS, ",".join(replica_urls)))
     return argv
+
+
+def _with_signal(why: str) -> str:
+    """``exit code -9`` (a process killed by a signal) as ``exit code -9 (killed by signal 9, SIGKILL)``."""
+    m = re.fullmatch(r"exit code -(\d+)", why)
+    if m is None:
+        return why
+    try:
+        name = signal.Signals(int(m.group(1))).name
+    except ValueError:
+        name = "unknown signal"
+    return f"{why} (killed by signal {m.group(1)}, {name})"
 
 
 def part_log_path(log_path: Path, part: str) -> Path:
@@ -157,7 +172,8 @@ class ReplicatedLauncher:
             if why is not None:
                 last = tail(replica.logs(), 1).strip()
                 name = getattr(getattr(replica, "backend", None), "name", f"r{i}")
-                return f"replica {i} ({name}, {replica.url}): {why}" + (f"; last log line: {last}" if last else "")
+                return (f"replica {i} ({name}, {replica.url}): {_with_signal(why)}"
+                        + (f"; last log line: {last}" if last else ""))
         if self._router_started:
             why = self.router.alive()
             if why is not None:

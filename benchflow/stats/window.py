@@ -3,13 +3,18 @@
 The active window is the span from the first to the last server sample where a gauge such as
 ``vllm:kv_cache_usage_perc`` (a 0..1 fraction) is above a threshold. Sample times are
 monotonic ``perf_counter_ns`` values on the same clock as the request records.
+
+With replicas behind a router (each replica's samples labelled ``replica``, scraped on its own
+ticks), :func:`replica_active_window` gives the backend's window as the window of the *mean* usage
+across replicas (the usage of their pooled KV cache when the replicas are alike), each replica's
+value held from its latest sample, and each replica's own window beside it (METRICS.md).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +37,47 @@ def active_window(t_ns: Sequence[int], values: Sequence[float | None],
     if not above:
         return None
     return min(above), max(above)
+
+
+def mean_across_replicas(series: Mapping[str, tuple[Sequence[int], Sequence[float | None]]]
+                         ) -> tuple[list[int], list[float]]:
+    """The mean of several replicas' gauges as one series, on the union of their sample times.
+
+    At each time any replica was sampled, every replica contributes its latest value at or before
+    that time (sample-and-hold; a missing or NaN sample keeps the previous value). Times before
+    every replica has a value are left out, so the mean is always over all of them.
+    """
+    if not series:
+        return [], []
+    events: list[tuple[int, int, float | None]] = []
+    for k, (t_ns, values) in enumerate(series.values()):
+        if len(t_ns) != len(values):
+            raise ValueError(f"a replica has {len(t_ns)} sample times but {len(values)} values")
+        events += [(int(t), k, v) for t, v in zip(t_ns, values)]
+    events.sort(key=lambda e: (e[0], e[1]))
+    held: dict[int, float] = {}
+    out_t: list[int] = []
+    out_v: list[float] = []
+    i = 0
+    while i < len(events):
+        t = events[i][0]
+        while i < len(events) and events[i][0] == t:  # every sample at this instant first
+            _, k, v = events[i]
+            if v is not None and not math.isnan(v):
+                held[k] = float(v)
+            i += 1
+        if len(held) == len(series):
+            out_t.append(t)
+            out_v.append(sum(held.values()) / len(held))
+    return out_t, out_v
+
+
+def replica_active_window(series: Mapping[str, tuple[Sequence[int], Sequence[float | None]]],
+                          threshold: float = 0.7) -> tuple[tuple[int, int] | None, dict[str, tuple[int, int] | None]]:
+    """``(window, by_replica)``: the backend's active window (of :func:`mean_across_replicas`) and
+    each replica's own window (of its own samples), keyed like ``series``."""
+    by_replica = {label: active_window(t, v, threshold) for label, (t, v) in series.items()}
+    return active_window(*mean_across_replicas(series), threshold), by_replica
 
 
 def output_token_times(run: LoadRun) -> tuple[np.ndarray, np.ndarray]:
