@@ -28,7 +28,11 @@ test-unit: install
 ## Measures the load generator and orchestration overhead, several client processes, the SLO-capacity
 ## search's interval coverage (bench/capacity.py) and the tuning samplers against an exhaustive optimum
 ## (bench/tuning.py); the last two run in virtual time. Figures go into README.md and docs/metrics.md.
+## GP (Optuna's GPSampler) needs PyTorch: BENCH_TORCH is installed first (2.13.0 is the CPU wheel this
+## machine keeps on disk; elsewhere pip downloads it from PyPI). BENCH_TORCH= (empty) skips GP.
+BENCH_TORCH ?= torch==2.13.0
 bench: install
+	$(if $(BENCH_TORCH),$(PY) -m pip install -q '$(BENCH_TORCH)')
 	$(PY) bench/run_all.py
 	PYTHONPATH=. $(PY) bench/clients.py
 	PYTHONPATH=. $(PY) bench/capacity.py
