@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError, model_validator
 
 from benchflow.errors import SpecError
 from benchflow.spec import (
@@ -22,7 +22,8 @@ from benchflow.spec.backends import FlagName
 from benchflow.spec.types import Seconds, SloSeconds, StrictModel
 from benchflow.tuning.constraints import Constraint, ConstraintSyntaxError, parse_constraint
 
-__all__ = ["TuningSpec", "load_tuning_spec", "is_tuning_spec", "IntRange", "FloatRange", "Categorical", "Bool"]
+__all__ = ["TuningSpec", "load_tuning_spec", "is_tuning_spec", "IntRange", "FloatRange", "Categorical", "Bool",
+           "PRESETS", "CAPACITY_OBJECTIVE"]
 
 SAMPLERS = ("grid", "random", "tpe", "gp", "nsga2")
 
@@ -37,6 +38,28 @@ DEFAULT_SAMPLER = "tpe"
 #: sampling, 5 random start-up trials instead of 10 and 64 candidates per suggestion instead of 24
 #: (median 21.5 trials over 20 seeds; multivariate with Optuna's other defaults: 38.5).
 TPE_OPTIONS: dict[str, Any] = {"multivariate": True, "n_startup_trials": 5, "n_ei_candidates": 64}
+
+
+#: Built-in presets: starting values of engine flags by their native names, per kind (the simulator
+#: takes vLLM's names). Only the flags in a study's search space are used; each value must lie in
+#: its range (else give an inline preset).
+_VLLM_PRESETS: dict[str, dict[str, Any]] = {
+    "throughput": {"max-num-seqs": 256, "max-num-batched-tokens": 8192, "enable-chunked-prefill": True,
+                   "gpu-memory-utilization": 0.9, "block-size": 16},
+    "latency": {"max-num-seqs": 32, "max-num-batched-tokens": 2048, "enable-chunked-prefill": True,
+                "gpu-memory-utilization": 0.9, "block-size": 16},
+}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "vllm": _VLLM_PRESETS,
+    "sim": _VLLM_PRESETS,
+    "sglang": {
+        "throughput": {"max-running-requests": 256, "chunked-prefill-size": 8192, "mem-fraction-static": 0.9,
+                       "schedule-conservativeness": 1.0},
+        "latency": {"max-running-requests": 32, "chunked-prefill-size": 2048, "mem-fraction-static": 0.85,
+                    "schedule-conservativeness": 1.0},
+    },
+    "openai": {},
+}
 
 
 class IntRange(StrictModel):
@@ -57,6 +80,13 @@ class IntRange(StrictModel):
     def values(self) -> list[Any]:
         return list(range(self.low, self.high + 1, self.step))
 
+    def refuses(self, v: Any) -> str | None:
+        if not isinstance(v, int) or isinstance(v, bool):
+            return f"{v!r} is not an integer"
+        if not self.low <= v <= self.high or (v - self.low) % self.step:
+            return f"{v!r} is outside the range {self.low}..{self.high}" + (f" step {self.step}" if self.step != 1 else "")
+        return None
+
 
 class FloatRange(StrictModel):
     type: Literal["float"]
@@ -73,6 +103,14 @@ class FloatRange(StrictModel):
             raise ValueError("a log-scaled float range needs low > 0 and no step")
         return self
 
+    def refuses(self, v: Any) -> str | None:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return f"{v!r} is not a number"
+        off_step = self.step is not None and abs((v - self.low) / self.step - round((v - self.low) / self.step)) > 1e-9
+        if not self.low <= v <= self.high or off_step:
+            return f"{v!r} is outside the range {self.low:g}..{self.high:g}" + (f" step {self.step:g}" if self.step else "")
+        return None
+
     def values(self) -> list[Any]:
         if self.step is None:
             raise ValueError("a float range without a step has no grid; give it a step")
@@ -87,6 +125,10 @@ class Categorical(StrictModel):
     def values(self) -> list[Any]:
         return list(self.choices)
 
+    def refuses(self, v: Any) -> str | None:
+        same = [c for c in self.choices if c == v and isinstance(c, bool) == isinstance(v, bool)]
+        return None if same else f"{v!r} is not one of the choices {self.choices}"
+
 
 class Bool(StrictModel):
     type: Literal["bool"]
@@ -94,16 +136,24 @@ class Bool(StrictModel):
     def values(self) -> list[Any]:
         return [False, True]
 
+    def refuses(self, v: Any) -> str | None:
+        return None if isinstance(v, bool) else f"{v!r} is not true or false"
+
 
 Param = Annotated[Union[IntRange, FloatRange, Categorical, Bool], Field(discriminator="type")]
 
 
+#: The objective measured by an ``slo_capacity`` load point: the SLO capacity in requests/s.
+CAPACITY_OBJECTIVE = "slo_capacity"
+
+
 def _check_metric(key: str) -> str:
     dist, _, stat = key.partition(".")
-    if (dist in SUMMARY_DISTRIBUTIONS and stat in SUMMARY_STATS) or key in SUMMARY_SCALARS:
+    if (dist in SUMMARY_DISTRIBUTIONS and stat in SUMMARY_STATS) or key in SUMMARY_SCALARS or key == CAPACITY_OBJECTIVE:
         return key
     raise ValueError(f"unknown summary metric {key!r}; use <{'|'.join(SUMMARY_DISTRIBUTIONS)}>."
-                     f"<{'|'.join(SUMMARY_STATS)}> or one of {', '.join(SUMMARY_SCALARS)}")
+                     f"<{'|'.join(SUMMARY_STATS)}>, one of {', '.join(SUMMARY_SCALARS)}, or {CAPACITY_OBJECTIVE} "
+                     "(at an slo_capacity load point)")
 
 
 Metric = Annotated[str, AfterValidator(_check_metric)]
@@ -166,9 +216,27 @@ class TuningSpec(StrictModel):
     repetitions: int = Field(1, ge=1)
     confirm: ConfirmSpec | None = None
     parallel: int = Field(1, ge=1, le=64, description="trials at once; each on its own GPU lane (slot)")
+    preset: Union[str, dict[FlagName, Union[bool, int, float, str]]] | None = Field(
+        None, description="a named starting point (see PRESETS: throughput, latency) or a mapping of flag values; "
+        "its flags that are in search_space are measured first (the study's first trial)")
     placement: Literal["local", "pool"] = Field(
         "local", description="local: the trials run in this process; pool: each is a run of the tune-trial "
         "deployment on the GPU work pool (the Prefect flow only)")
+
+    @property
+    def capacity_objective(self) -> bool:
+        """The objective is the SLO capacity of an ``slo_capacity`` load point."""
+        return CAPACITY_OBJECTIVE in self.objective.metrics
+
+    def objective_load_point(self) -> Any:
+        return next(lp for lp in self.workload.load_points if lp.label == self.objective.load_point)
+
+    def preset_flags(self) -> dict[str, Any]:
+        """The preset's values of the searched flags (``{}`` without a preset)."""
+        if self.preset is None:
+            return {}
+        values = PRESETS[self.backend.kind][self.preset] if isinstance(self.preset, str) else self.preset
+        return {k: v for k, v in values.items() if k in self.search_space}
 
     @property
     def directions(self) -> list[str]:
@@ -243,6 +311,7 @@ def _cross_problems(data: dict[str, Any]) -> list[str]:
             continue
         problems += [f"constraints[{i}]: {flag!r} is not in search_space" for flag in c.flags if flag not in space]
     problems += _objective_problems(data)
+    problems += _preset_problems(data, space)
     if backend.get("kind") == "sim":
         problems += _sim_value_problems(space, fixed)
     return problems
@@ -252,14 +321,16 @@ def _objective_problems(data: dict[str, Any]) -> list[str]:
     objective = data.get("objective") if isinstance(data.get("objective"), dict) else {}
     problems: list[str] = []
     try:
-        labels = [lp.label for lp in WorkloadSpec.model_validate(data.get("workload"),
-                                                                 context={"base_dir": Path.cwd()}).load_points]
+        points = {lp.label: lp for lp in WorkloadSpec.model_validate(data.get("workload"),
+                                                                     context={"base_dir": Path.cwd()}).load_points}
     except (ValidationError, ValueError, TypeError):
-        labels = None
+        points = None
     point = objective.get("load_point")
-    if labels is not None and isinstance(point, str) and point not in labels:
-        problems.append(f"objective.load_point: {point!r} is not a workload load point (have: {', '.join(labels)})")
+    if points is not None and isinstance(point, str) and point not in points:
+        problems.append(f"objective.load_point: {point!r} is not a workload load point (have: {', '.join(points)})")
     metrics = objective.get("metrics") if isinstance(objective.get("metrics"), dict) else {}
+    if points is not None and isinstance(point, str) and point in points:
+        problems += _capacity_objective_problems(points[point], metrics)
     for key in metrics:
         if key in ("goodput", "slo_attainment") and not data.get("slo"):
             problems.append(f"objective.metrics.{key}: needs an slo section")
@@ -268,6 +339,70 @@ def _objective_problems(data: dict[str, Any]) -> list[str]:
         for flag, p in (data.get("search_space") or {}).items():
             if isinstance(p, dict) and p.get("type") == "float" and p.get("step") is None:
                 problems.append(f"search_space.{flag}: the grid sampler needs a step on float ranges")
+    return problems
+
+
+def _capacity_objective_problems(lp: Any, metrics: dict[str, Any]) -> list[str]:
+    """``slo_capacity`` is the objective of an ``slo_capacity`` load point, and only it."""
+    mode = getattr(lp, "mode", None)
+    if CAPACITY_OBJECTIVE in metrics and mode != "slo_capacity":
+        return [f"objective.metrics.{CAPACITY_OBJECTIVE}: needs an slo_capacity load point; objective.load_point "
+                f"{lp.label!r} is not one (its mode is {mode}; add one: {{slo_capacity: {{min_rate, max_rate}}}})"]
+    if mode == "slo_capacity":
+        problems = [f"objective.metrics.{k}: load point {lp.label!r} is an slo_capacity search, whose objective is "
+                    f"{CAPACITY_OBJECTIVE} (its probes are at rates of their own)" for k in metrics
+                    if k != CAPACITY_OBJECTIVE]
+        if metrics.get(CAPACITY_OBJECTIVE) == "minimize":
+            problems.append(f"objective.metrics.{CAPACITY_OBJECTIVE}: an SLO capacity is maximized")
+        return problems
+    if mode == "sweep":
+        return [f"objective.load_point: {lp.label!r} is a sweep (cells at rates of their own); use a concurrency, "
+                "rate or slo_capacity load point"]
+    return []
+
+
+def _preset_problems(data: dict[str, Any], space: dict[str, Any]) -> list[str]:
+    """A preset names a built-in of the backend's kind or maps searched flags to values in range."""
+    preset = data.get("preset")
+    if preset is None:
+        return []
+    backend = data.get("backend") if isinstance(data.get("backend"), dict) else {}
+    kind = backend.get("kind")
+    sampler = data.get("sampler") if isinstance(data.get("sampler"), dict) else {}
+    problems = []
+    if sampler.get("name") == "grid":
+        problems.append("preset: the grid sampler measures every configuration in its own order; a preset adds "
+                        "nothing (leave it out, or use another sampler)")
+    if isinstance(preset, str):
+        named = PRESETS.get(kind) if isinstance(kind, str) else None
+        if named is None:
+            return problems
+        if preset not in named:
+            have = ", ".join(named) or "none"
+            return problems + [f"preset: {preset!r} is not a built-in preset of kind {kind} (have: {have}); or give a "
+                               "mapping of flag values"]
+        values, where, inline = named[preset], f"preset ({preset})", False
+    elif isinstance(preset, dict):
+        values, where, inline = preset, "preset", True
+    else:
+        return problems  # the schema reports it
+    params = {}
+    for flag, p in space.items():
+        try:
+            params[flag] = TypeAdapter(Param).validate_python(p)
+        except ValidationError:
+            continue
+    used = [f for f in values if f in space]
+    if inline:
+        problems += [f"preset.{f}: not in search_space (a preset gives starting values of searched flags; fixed "
+                     "flags go in backend.engine_args)" for f in values if f not in space]
+    elif not used:
+        problems.append(f"{where}: none of its flags ({', '.join(values)}) is in search_space")
+    for f in used:
+        why = params[f].refuses(values[f]) if f in params else None
+        if why:
+            hint = "" if inline else "; give an inline preset (a mapping of flag values) instead"
+            problems.append(f"{where}.{f}: {why} of search_space.{f}{hint}")
     return problems
 
 
