@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
 from benchflow.errors import SpecError
 from benchflow.spec import (
@@ -21,6 +21,7 @@ from benchflow.spec import (
 from benchflow.spec.backends import FlagName
 from benchflow.spec.types import Seconds, SloSeconds, StrictModel
 from benchflow.tuning.constraints import Constraint, ConstraintSyntaxError, parse_constraint
+from benchflow.tuning.presets import PRESETS, preset_problems
 
 __all__ = ["TuningSpec", "load_tuning_spec", "is_tuning_spec", "IntRange", "FloatRange", "Categorical", "Bool",
            "PRESETS", "CAPACITY_OBJECTIVE"]
@@ -38,28 +39,6 @@ DEFAULT_SAMPLER = "tpe"
 #: sampling, 5 random start-up trials instead of 10 and 64 candidates per suggestion instead of 24
 #: (median 21.5 trials over 20 seeds; multivariate with Optuna's other defaults: 38.5).
 TPE_OPTIONS: dict[str, Any] = {"multivariate": True, "n_startup_trials": 5, "n_ei_candidates": 64}
-
-
-#: Built-in presets: starting values of engine flags by their native names, per kind (the simulator
-#: takes vLLM's names). Only the flags in a study's search space are used; each value must lie in
-#: its range (else give an inline preset).
-_VLLM_PRESETS: dict[str, dict[str, Any]] = {
-    "throughput": {"max-num-seqs": 256, "max-num-batched-tokens": 8192, "enable-chunked-prefill": True,
-                   "gpu-memory-utilization": 0.9, "block-size": 16},
-    "latency": {"max-num-seqs": 32, "max-num-batched-tokens": 2048, "enable-chunked-prefill": True,
-                "gpu-memory-utilization": 0.9, "block-size": 16},
-}
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "vllm": _VLLM_PRESETS,
-    "sim": _VLLM_PRESETS,
-    "sglang": {
-        "throughput": {"max-running-requests": 256, "chunked-prefill-size": 8192, "mem-fraction-static": 0.9,
-                       "schedule-conservativeness": 1.0},
-        "latency": {"max-running-requests": 32, "chunked-prefill-size": 2048, "mem-fraction-static": 0.85,
-                    "schedule-conservativeness": 1.0},
-    },
-    "openai": {},
-}
 
 
 class IntRange(StrictModel):
@@ -311,7 +290,7 @@ def _cross_problems(data: dict[str, Any]) -> list[str]:
             continue
         problems += [f"constraints[{i}]: {flag!r} is not in search_space" for flag in c.flags if flag not in space]
     problems += _objective_problems(data)
-    problems += _preset_problems(data, space)
+    problems += preset_problems(data, space)
     if backend.get("kind") == "sim":
         problems += _sim_value_problems(space, fixed)
     return problems
@@ -359,51 +338,6 @@ def _capacity_objective_problems(lp: Any, metrics: dict[str, Any]) -> list[str]:
         return [f"objective.load_point: {lp.label!r} is a sweep (cells at rates of their own); use a concurrency, "
                 "rate or slo_capacity load point"]
     return []
-
-
-def _preset_problems(data: dict[str, Any], space: dict[str, Any]) -> list[str]:
-    """A preset names a built-in of the backend's kind or maps searched flags to values in range."""
-    preset = data.get("preset")
-    if preset is None:
-        return []
-    backend = data.get("backend") if isinstance(data.get("backend"), dict) else {}
-    kind = backend.get("kind")
-    sampler = data.get("sampler") if isinstance(data.get("sampler"), dict) else {}
-    problems = []
-    if sampler.get("name") == "grid":
-        problems.append("preset: the grid sampler measures every configuration in its own order; a preset adds "
-                        "nothing (leave it out, or use another sampler)")
-    if isinstance(preset, str):
-        named = PRESETS.get(kind) if isinstance(kind, str) else None
-        if named is None:
-            return problems
-        if preset not in named:
-            have = ", ".join(named) or "none"
-            return problems + [f"preset: {preset!r} is not a built-in preset of kind {kind} (have: {have}); or give a "
-                               "mapping of flag values"]
-        values, where, inline = named[preset], f"preset ({preset})", False
-    elif isinstance(preset, dict):
-        values, where, inline = preset, "preset", True
-    else:
-        return problems  # the schema reports it
-    params = {}
-    for flag, p in space.items():
-        try:
-            params[flag] = TypeAdapter(Param).validate_python(p)
-        except ValidationError:
-            continue
-    used = [f for f in values if f in space]
-    if inline:
-        problems += [f"preset.{f}: not in search_space (a preset gives starting values of searched flags; fixed "
-                     "flags go in backend.engine_args)" for f in values if f not in space]
-    elif not used:
-        problems.append(f"{where}: none of its flags ({', '.join(values)}) is in search_space")
-    for f in used:
-        why = params[f].refuses(values[f]) if f in params else None
-        if why:
-            hint = "" if inline else "; give an inline preset (a mapping of flag values) instead"
-            problems.append(f"{where}.{f}: {why} of search_space.{f}{hint}")
-    return problems
 
 
 def _sim_value_problems(space: dict[str, Any], fixed: dict[str, Any]) -> list[str]:

@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 from benchflow.campaign import slug
 from benchflow.engine import BackendSteps, run_backend
 from benchflow.launch.base import tail
+from benchflow.tuning.capacity import CAPACITY_CONSTRAINT, capacity_outcome, capacity_per_repetition
 from benchflow.tuning.spec import CAPACITY_OBJECTIVE, TPE_OPTIONS, Bool, Categorical, FloatRange, IntRange, TuningSpec
 
 log = logging.getLogger(__name__)
@@ -256,9 +257,8 @@ def metric_of(summary: dict[str, Any], key: str) -> float | None:
 
 
 def per_repetition(m: Measurement, spec: TuningSpec, key: str) -> list[float]:
-    if key == CAPACITY_OBJECTIVE:  # each repetition's own search (its final bracket's midpoint)
-        row = m.capacities.get(spec.objective.load_point) or {}
-        return [float(v) for v in row.get("values") or [] if isinstance(v, (int, float))]
+    if key == CAPACITY_OBJECTIVE:
+        return capacity_per_repetition(m, spec)
     vals = [metric_of(s, key) for s in m.summaries.get(spec.objective.load_point, [])]
     return [v for v in vals if v is not None]
 
@@ -267,36 +267,6 @@ def constraint_keys(spec: TuningSpec) -> list[str]:
     if spec.capacity_objective:  # the SLO is inside the capacity's definition
         return [f"flags: {c}" for c in spec.constraints] + [CAPACITY_CONSTRAINT, "deployed"]
     return [f"flags: {c}" for c in spec.constraints] + [f"slo: {k}" for k in spec.slo_limits_ms()] + ["deployed"]
-
-
-#: The constraint of an ``slo_capacity`` objective: 1 when no rate sustains the SLO (or none was found).
-CAPACITY_CONSTRAINT = "slo: sustainable rate"
-
-
-def capacity_value(m: Measurement, spec: TuningSpec) -> tuple[float | None, str | None]:
-    """The objective value of an ``slo_capacity`` trial (req/s) and a note, or ``(None, reason)``
-    when the configuration sustains no rate under the SLO (it is infeasible).
-
-    ``found``: the search's capacity (what ``capacity-<backend>-<label>.json`` stores).
-    ``above_max``: even ``max_rate`` meets the SLO: counted at ``max_rate`` (censored; a note says so).
-    ``bracket_only`` (``max_probes``/``max_search_s`` cut the search short): counted at the lower
-    end of its bracket, the lowest rate a repetition met (a note says so). ``below_min``: infeasible.
-    """
-    row = m.capacities.get(spec.objective.load_point)
-    if row is None:
-        return None, "the SLO-capacity search did not finish (" + m.reason().split("\n")[0] + ")"
-    status, message = row.get("status"), row.get("message") or ""
-    settings = spec.objective_load_point().slo_capacity
-    if status == "found" and isinstance(row.get("mean"), (int, float)):
-        return float(row["mean"]), None
-    if status == "above_max":
-        return float(settings.max_rate), (f"capacity above max_rate {settings.max_rate:g} req/s: counted at max_rate "
-                                          "(raise max_rate to tell such configurations apart)")
-    bracket = row.get("bracket")
-    if status == "bracket_only" and bracket and bracket[0]:
-        return float(bracket[0]), (f"search cut short ({message.split(';')[0]}): counted at {bracket[0]:.4g} req/s, "
-                                   "the lowest rate a repetition met")
-    return None, f"no sustainable rate under the SLO: {message or status}"
 
 
 def _worst(study: optuna.Study, spec: TuningSpec) -> list[float]:
@@ -342,7 +312,7 @@ def _evaluate(study: optuna.Study, trial: optuna.Trial, spec: TuningSpec, steps_
         trial.set_user_attr("cell_ids", m.cell_ids)
         per_metric = [per_repetition(m, spec, key) for key in spec.objective.metrics]
         if spec.capacity_objective and m.started:
-            values = _capacity_outcome(trial, m, spec, cons)
+            values = capacity_outcome(trial, m, spec, cons)
         elif not m.started or not all(per_metric):
             cons["deployed"] = 1.0
             trial.set_user_attr("infeasible", m.reason())
@@ -371,24 +341,6 @@ def _evaluate(study: optuna.Study, trial: optuna.Trial, spec: TuningSpec, steps_
     for key, v in cons.items():
         trial.set_constraint(key, v)
     return values
-
-
-def _capacity_outcome(trial: optuna.Trial, m: Measurement, spec: TuningSpec, cons: dict[str, float]) -> list[float] | None:
-    """Sets the trial's capacity attrs and constraint; its objective values, or None (infeasible)."""
-    value, note = capacity_value(m, spec)
-    row = m.capacities.get(spec.objective.load_point) or {}
-    trial.set_user_attr("capacity", {k: row.get(k) for k in ("mean", "ci_low", "ci_high", "status", "bracket",
-                                                              "message", "target_attainment")}
-                        | {"probes": len(row.get("probes") or [])})
-    if value is None:
-        cons[CAPACITY_CONSTRAINT] = 1.0
-        trial.set_user_attr("infeasible", note)
-        log.warning("trial %d: infeasible: %s", trial.number, note)
-        return None
-    if note:
-        trial.set_user_attr("capacity_note", note)
-    trial.set_user_attr("per_repetition", {CAPACITY_OBJECTIVE: per_repetition(m, spec, CAPACITY_OBJECTIVE)})
-    return [value]
 
 
 @dataclass
