@@ -61,8 +61,10 @@ def winning_flags(study: optuna.Study) -> dict[str, Any]:
 
 def backend_block(study: optuna.Study) -> dict[str, Any]:
     spec = spec_of(study)
-    backend = spec.backend.model_dump(mode="json", exclude_unset=True)
-    backend["engine_args"] = winning_flags(study)
+    chosen = chosen_trial(study)
+    if chosen is None:
+        raise BenchflowError(f"study {study.study_name}: no feasible trial yet")
+    backend = spec.trial_backend(chosen.user_attrs.get("flags", chosen.params))
     backend["name"] = f"{backend.get('name', spec.backend.name)}-tuned"
     return backend
 
@@ -75,8 +77,11 @@ def serve_command(study: optuna.Study) -> str:
 
     from benchflow.launch.commands import sim_engine_args
 
+    from benchflow.spec import BACKEND_CLASSES
+
     spec = spec_of(study)
-    flags = winning_flags(study)
+    block = backend_block(study)  # the engine args with the quantization field rendered to native flags
+    flags = BACKEND_CLASSES[spec.backend.kind].model_validate(block).effective_engine_args()
     if spec.backend.kind == "sim":
         return shlex.join(["benchflow", "sim", "--model", spec.model.name, *sim_engine_args(flags)])
     argv = render_engine_args({k: v for k, v in flags.items() if v is not False})

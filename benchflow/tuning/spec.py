@@ -22,6 +22,9 @@ from benchflow.spec.backends import FlagName
 from benchflow.spec.types import Seconds, SloSeconds, StrictModel
 from benchflow.tuning.constraints import Constraint, ConstraintSyntaxError, parse_constraint
 from benchflow.tuning.presets import PRESETS, preset_problems
+from benchflow.tuning.spec_rules import (
+    CAPACITY_OBJECTIVE, QUANT_PREFIX, capacity_objective_problems, quantization_space_problems,
+)
 
 __all__ = ["TuningSpec", "load_tuning_spec", "is_tuning_spec", "IntRange", "FloatRange", "Categorical", "Bool",
            "PRESETS", "CAPACITY_OBJECTIVE"]
@@ -120,10 +123,6 @@ class Bool(StrictModel):
 
 
 Param = Annotated[Union[IntRange, FloatRange, Categorical, Bool], Field(discriminator="type")]
-
-
-#: The objective measured by an ``slo_capacity`` load point: the SLO capacity in requests/s.
-CAPACITY_OBJECTIVE = "slo_capacity"
 
 
 def _check_metric(key: str) -> str:
@@ -235,9 +234,19 @@ class TuningSpec(StrictModel):
     def trial_campaign(self, flags: dict[str, Any], *, name: str | None = None,
                        repetitions: int | None = None) -> CampaignSpec:
         """A one-backend campaign spec: the base backend with ``flags`` added to its engine args."""
+        return load_spec(self._campaign_dict(self.trial_backend(flags), name or self.name,
+                                             repetitions or self.repetitions))
+
+    def trial_backend(self, flags: dict[str, Any]) -> dict[str, Any]:
+        """The base backend (a mapping) with ``flags``: engine flags go to its engine args, the
+        searched ``quantization.<field>`` values to its ``quantization``."""
         backend = self.backend.model_dump(mode="json", exclude_unset=True)
-        backend["engine_args"] = {**(self.backend.engine_args or {}), **flags}
-        return load_spec(self._campaign_dict(backend, name or self.name, repetitions or self.repetitions))
+        quant = {k[len(QUANT_PREFIX):]: v for k, v in flags.items() if k.startswith(QUANT_PREFIX)}
+        backend["engine_args"] = {**(self.backend.engine_args or {}),
+                                  **{k: v for k, v in flags.items() if not k.startswith(QUANT_PREFIX)}}
+        if quant:
+            backend["quantization"] = {**(backend.get("quantization") or {}), **quant}
+        return backend
 
     def _campaign_dict(self, backend: dict[str, Any], name: str, repetitions: int) -> dict[str, Any]:
         return {"name": name, "model": self.model.model_dump(mode="json", exclude_defaults=True),
@@ -281,6 +290,7 @@ def _cross_problems(data: dict[str, Any]) -> list[str]:
     for flag in space:
         if flag in fixed:
             problems.append(f"search_space.{flag}: also fixed in backend.engine_args; keep it in one place")
+    problems += quantization_space_problems(space, backend)
     constraints = data.get("constraints") if isinstance(data.get("constraints"), list) else []
     for i, text in enumerate(constraints):
         try:
@@ -309,7 +319,7 @@ def _objective_problems(data: dict[str, Any]) -> list[str]:
         problems.append(f"objective.load_point: {point!r} is not a workload load point (have: {', '.join(points)})")
     metrics = objective.get("metrics") if isinstance(objective.get("metrics"), dict) else {}
     if points is not None and isinstance(point, str) and point in points:
-        problems += _capacity_objective_problems(points[point], metrics)
+        problems += capacity_objective_problems(points[point], metrics)
     for key in metrics:
         if key in ("goodput", "slo_attainment") and not data.get("slo"):
             problems.append(f"objective.metrics.{key}: needs an slo section")
@@ -321,32 +331,13 @@ def _objective_problems(data: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _capacity_objective_problems(lp: Any, metrics: dict[str, Any]) -> list[str]:
-    """``slo_capacity`` is the objective of an ``slo_capacity`` load point, and only it."""
-    mode = getattr(lp, "mode", None)
-    if CAPACITY_OBJECTIVE in metrics and mode != "slo_capacity":
-        return [f"objective.metrics.{CAPACITY_OBJECTIVE}: needs an slo_capacity load point; objective.load_point "
-                f"{lp.label!r} is not one (its mode is {mode}; add one: {{slo_capacity: {{min_rate, max_rate}}}})"]
-    if mode == "slo_capacity":
-        problems = [f"objective.metrics.{k}: load point {lp.label!r} is an slo_capacity search, whose objective is "
-                    f"{CAPACITY_OBJECTIVE} (its probes are at rates of their own)" for k in metrics
-                    if k != CAPACITY_OBJECTIVE]
-        if metrics.get(CAPACITY_OBJECTIVE) == "minimize":
-            problems.append(f"objective.metrics.{CAPACITY_OBJECTIVE}: an SLO capacity is maximized")
-        return problems
-    if mode == "sweep":
-        return [f"objective.load_point: {lp.label!r} is a sweep (cells at rates of their own); use a concurrency, "
-                "rate or slo_capacity load point"]
-    return []
-
-
 def _sim_value_problems(space: dict[str, Any], fixed: dict[str, Any]) -> list[str]:
     """Every bound and choice of the search space is a value the simulator accepts."""
     from benchflow.sim.config import engine_arg_problems
 
     problems: list[str] = []
     for flag, p in space.items():
-        if not isinstance(p, dict):
+        if not isinstance(p, dict) or flag.startswith(QUANT_PREFIX):
             continue
         probes = {"int": [p.get("low"), p.get("high")], "float": [p.get("low"), p.get("high")],
                   "bool": [False, True]}.get(p.get("type"), p.get("choices"))
