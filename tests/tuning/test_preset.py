@@ -79,3 +79,23 @@ def test_the_preset_is_the_first_trial_and_a_resume_does_not_enqueue_it_again():
     open_study(spec, storage2, "k")
     waiting = optuna.load_study(study_name="k", storage=storage2).get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].user_attrs["preset"] == "inline"
+
+
+def test_the_capacity_example_spec_validates_and_starts_from_its_preset(capsys):
+    """deployments/tuning/capacity.yaml (preset, quantization search, slo_capacity objective), in virtual time."""
+    from pathlib import Path
+
+    from benchflow.cli import main
+
+    path = Path(__file__).resolve().parents[2] / "deployments" / "tuning" / "capacity.yaml"
+    assert main(["validate", str(path)]) == 0
+    capsys.readouterr()
+    spec = load_tuning_spec(path)
+    spec = spec.model_copy(update={"trials": spec.trials.model_copy(update={"count": 2})})
+    storage = optuna.storages.InMemoryStorage()
+    run_study(spec, storage, virtual_steps(), study_id="c")
+    first = optuna.load_study(study_name="c", storage=storage).trials[0]
+    assert first.user_attrs["preset"] == "latency"
+    assert {k: first.params[k] for k in ("max-num-seqs", "max-num-batched-tokens")} == {
+        "max-num-seqs": 32, "max-num-batched-tokens": 2048}
+    assert first.user_attrs["measured"] and first.values[0] > 2, first.user_attrs
