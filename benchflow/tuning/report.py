@@ -150,7 +150,8 @@ def markdown(study: optuna.Study, charts: Mapping[str, str] | None = None,
     for t in study.trials:
         vals = ([f"{v:.4g}" for v in t.values] if t.values and t.user_attrs.get("measured")
                 else ["-"] * len(metrics))
-        note = _note(t.user_attrs.get("infeasible") or t.user_attrs.get("failed_reason") or "")
+        note = _note(t.user_attrs.get("infeasible") or t.user_attrs.get("failed_reason")
+                     or t.user_attrs.get("capacity_note") or "")
         state = "infeasible" if t.user_attrs.get("infeasible") else t.state.name.lower()
         lines.append(f"| {t.number} | {state} | " + " | ".join(_fmt(t.params.get(p, "-")) for p in spec.search_space)
                      + " | " + " | ".join(vals) + f" | {note} |")
@@ -252,7 +253,7 @@ def _answer(study: optuna.Study, spec: TuningSpec, best: list) -> dict[str, str]
 
 
 def _setup(spec: TuningSpec) -> list[str]:
-    fixed = " ".join(f"--{k} {v}" for k, v in (spec.backend.engine_args or {}).items()) or "(none)"
+    fixed = " ".join(f"--{k} {v}" for k, v in (spec.backend.effective_engine_args()).items()) or "(none)"
     lines = [f"model {spec.model.name}; backend {spec.backend.name} ({spec.backend.kind}), fixed engine args {fixed}"]
     for name, p in spec.search_space.items():
         d = p.model_dump(exclude_defaults=True)
@@ -289,7 +290,8 @@ def html_context(study: optuna.Study, charts: Mapping[str, str], footer: str = "
     trial_rows, trial_classes = [], []
     for t in study.trials:
         measured = kinds[t.number] in (tuning_charts.FEASIBLE, tuning_charts.INFEASIBLE)
-        note = _note(t.user_attrs.get("infeasible") or t.user_attrs.get("failed_reason") or "")
+        note = _note(t.user_attrs.get("infeasible") or t.user_attrs.get("failed_reason")
+                     or t.user_attrs.get("capacity_note") or "")
         trial_rows.append([t.number, kinds[t.number], *[t.params.get(p) for p in params],
                            *(list(t.values) if measured else [None] * len(metrics)), note])
         trial_classes.append("best" if t.number in best_numbers else "")
