@@ -84,3 +84,22 @@ def test_bad_quantization_search_spaces_are_reported_with_their_paths():
                               search_space={"kv-cache-dtype": {"type": "categorical", "choices": ["auto", "fp8"]}}))
     with pytest.raises(SpecError, match=r"backend.quantization.weights: kind sim does not take 'gptq'"):
         load_tuning_spec(data(backend={"name": "sim", "kind": "sim", "quantization": {"weights": "gptq"}}))
+
+
+def test_validate_reports_quantization_preset_and_capacity_problems_together_and_exits_2(tmp_path, capsys):
+    import yaml
+
+    from benchflow.cli import main
+
+    bad = data(backend={"name": "sim", "kind": "sim", "quantization": {"weights": "int8"}},
+               search_space={"max-num-seqs": {"type": "int", "low": 8, "high": 64}},
+               preset={"max-num-seqs": 4},
+               objective={"load_point": "c128", "metrics": {"slo_capacity": "maximize"}},
+               sampler={"name": "tpe", "seed": 1})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["validate", str(path)]) == 2
+    out = capsys.readouterr()
+    text = out.out + out.err
+    for where in ("backend.quantization.weights", "preset.max-num-seqs", "objective.metrics.slo_capacity"):
+        assert where in text, text
