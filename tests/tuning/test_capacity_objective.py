@@ -63,6 +63,12 @@ def test_the_study_finds_the_configuration_with_the_highest_capacity():
     assert best.params["max-num-seqs"] == max(feasible, key=feasible.get)
     assert best.values[0] == pytest.approx(max(feasible.values())), "the same code as the exhaustive evaluation"
     assert best.user_attrs["capacity"]["status"] == "found" and best.user_attrs["capacity"]["mean"] == best.values[0]
+    # the confirmation re-runs the search with 3 repetitions: each repetition's capacity is a sample
+    from benchflow.tuning.confirm import confirm_study
+
+    confirm = confirm_study(study, load_tuning_spec(data(confirm={"top_k": 2, "repetitions": 3})), virtual_steps())
+    assert confirm["verdict"] == "winner" and confirm["trials"][0]["trial"] == best.number
+    assert all(len(r["values"]) == 3 for r in confirm["trials"])
     for t in study.trials:  # every cell, the probes too, is stored and linked to its trial
         stored = cells[t.user_attrs["campaign_id"]]
         assert len(stored) >= 2 and t.user_attrs["cell_ids"] == stored
