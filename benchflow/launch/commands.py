@@ -28,6 +28,13 @@ def sim_engine_args(engine_args: dict[str, Any]) -> list[str]:
     return out
 
 
+def effective_engine_args(backend: Any) -> dict[str, Any]:
+    """The backend's engine args plus the native flags of its ``quantization`` field (a
+    backend-like record without that method: its ``engine_args``)."""
+    effective = getattr(backend, "effective_engine_args", None)
+    return dict(effective()) if callable(effective) else dict(getattr(backend, "engine_args", None) or {})
+
+
 def preset_command(kind: str, model: str, host: str, port: int) -> list[str]:
     """The default command of a backend kind, without engine flags."""
     if kind == "sim":
@@ -44,7 +51,7 @@ def preset_command(kind: str, model: str, host: str, port: int) -> list[str]:
 
 def render_process_command(backend: Any, model: str, host: str, port: int) -> list[str]:
     """The full argv that starts ``backend`` on ``host:port`` serving ``model``."""
-    flags = sim_engine_args(backend.engine_args) if backend.kind == "sim" else backend.render_engine_args()
+    flags = sim_engine_args(effective_engine_args(backend)) if backend.kind == "sim" else backend.render_engine_args()
     if not backend.command:
         return preset_command(backend.kind, model, host, port) + flags
     values = {"port": str(port), "host": host, "model": model}

@@ -40,7 +40,7 @@ from docker.types import DeviceRequest
 from benchflow.redact import REDACTED, is_secret_name, redact_command
 from benchflow.errors import SpecError
 from benchflow.spec.backends import render_engine_args
-from benchflow.launch.commands import ENGINE_ARGS_TOKEN, sim_engine_args
+from benchflow.launch.commands import ENGINE_ARGS_TOKEN, effective_engine_args, sim_engine_args
 
 MANAGED_LABEL = "benchflow.managed"
 CAMPAIGN_LABEL = "benchflow.campaign"
@@ -126,9 +126,9 @@ def native_flags(engine_args: Mapping[str, Any]) -> list[str]:
 
 def engine_flags(backend: Any) -> list[str]:
     """The backend's engine args rendered for its kind (``--engine-arg k=v`` for the simulator)."""
-    engine_args = dict(_attr(backend, "engine_args", {}))
     if _attr(backend, "kind") == "sim":
-        return sim_engine_args(engine_args)
+        return sim_engine_args(effective_engine_args(backend))
+    engine_args = dict(_attr(backend, "engine_args", {}))
     render = getattr(backend, "render_engine_args", None)
     return list(render()) if callable(render) else native_flags(engine_args)
 

@@ -35,6 +35,8 @@ _OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("--block-size", int, "tokens per KV-cache block (default 16)"),
     ("--scheduling-policy", str, "fcfs (default) or priority (request field 'priority', lower first)"),
     ("--max-model-len", int, "longest prompt + output (default: the profile's, 8192)"),
+    ("--quantization", str, "fp8: fp8 weights (less memory, faster decode steps); default none"),
+    ("--kv-cache-dtype", str, "auto (default) or fp8 (fp8_e4m3, fp8_e5m2): half the KV bytes per token"),
 )
 
 

@@ -58,6 +58,10 @@ class SimConfig(BaseModel):
     scheduling_policy: Literal["fcfs", "priority"] = Field("fcfs", description="waiting-queue order")
     max_model_len: int | None = Field(None, gt=0, description="longest prompt + output (default: profile's)")
     enable_prefix_caching: bool = Field(False, description="reuse the KV blocks of shared prompt prefixes")
+    quantization: Literal["fp8"] | None = Field(None, description="weight quantization (vLLM's --quantization): "
+                                                "fp8 weights take FP8_WEIGHTS_FACTOR of the memory, decode steps are faster")
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
+        "auto", description="KV-cache dtype (vLLM's --kv-cache-dtype): fp8 stores half the bytes per token")
 
     @field_validator("profile")
     @classmethod
@@ -190,17 +194,47 @@ class KvCachePlan(BaseModel):
     num_gpu_blocks: int = Field(..., description="KV-cache blocks (<= 0 means out of memory)")
 
 
+#: fp8 weights: the linear layers take half the bytes of bf16, the embeddings and the LM head stay in
+#: bf16 (Llama-3-8B: 14.96 GiB -> ~8.5 GiB), so the weights take about this share of their bf16 size.
+FP8_WEIGHTS_FACTOR = 0.55
+#: fp8 weights: a decode step is dominated by reading the weights (``step_overhead_s``); with half
+#: the bytes to read it takes this share of the bf16 step (not half: launch and non-GEMM costs stay).
+FP8_STEP_FACTOR = 0.75
+
+
+def weights_gib(config: SimConfig) -> float:
+    """The model weights' memory under ``config``'s quantization."""
+    w = config.gpu_profile.weights_gib
+    return w * FP8_WEIGHTS_FACTOR if config.quantization == "fp8" else w
+
+
+def kv_bytes_per_token(config: SimConfig) -> int:
+    """KV-cache bytes per token: the profile's (bf16), halved by an fp8 KV cache (1 byte per value).
+    Attention's cost per KV token is left as it is (vLLM: fp8 KV mainly doubles the cache's room)."""
+    b = config.gpu_profile.kv_bytes_per_token
+    return b // 2 if config.kv_cache_dtype.startswith("fp8") else b
+
+
+def step_costs(config: SimConfig) -> StepCosts:
+    """The profile's step costs under ``config``'s quantization."""
+    costs = config.gpu_profile.costs
+    if config.quantization == "fp8":
+        costs = costs.model_copy(update={"step_overhead_s": costs.step_overhead_s * FP8_STEP_FACTOR})
+    return costs
+
+
 def kv_cache_plan(config: SimConfig) -> KvCachePlan:
     """The memory split of ``config``; never raises (see :func:`build_engine_config`)."""
     profile = config.gpu_profile
     usable = profile.gpu_memory_gib * config.gpu_memory_utilization
     activation = profile.activation_gib(config.resolved_max_num_batched_tokens)
-    kv_gib = usable - profile.weights_gib - activation
-    block_bytes = config.block_size * profile.kv_bytes_per_token
+    weights = weights_gib(config)
+    kv_gib = usable - weights - activation
+    block_bytes = config.block_size * kv_bytes_per_token(config)
     blocks = math.floor(kv_gib * GIB / block_bytes) if kv_gib > 0 else 0
     return KvCachePlan(
         usable_gib=usable,
-        weights_gib=profile.weights_gib,
+        weights_gib=weights,
         activation_gib=activation,
         kv_cache_gib=kv_gib,
         num_gpu_blocks=blocks,
@@ -235,7 +269,7 @@ def build_engine_config(config: SimConfig) -> EngineConfig:
         enable_chunked_prefill=config.enable_chunked_prefill,
         scheduling_policy=config.scheduling_policy,
         max_model_len=max_len,
-        costs=config.gpu_profile.costs,
+        costs=step_costs(config),
         time_scale=config.time_scale,
         enable_prefix_caching=config.enable_prefix_caching,
     )

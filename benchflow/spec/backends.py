@@ -21,7 +21,8 @@ from benchflow.spec.types import Seconds, StrictModel, check_json_value, no_nul,
 __all__ = [
     "BackendSpec", "VllmBackend", "SglangBackend", "SimBackend", "OpenAIBackend", "Backend",
     "BACKEND_KINDS", "BACKEND_CLASSES", "DOCKER_ONLY_FIELDS", "LAUNCHED_ONLY_FIELDS", "DEFAULT_LAUNCHER",
-    "render_engine_args", "RouterSpec", "REPLICA_URLS",
+    "render_engine_args", "RouterSpec", "REPLICA_URLS", "Quantization", "QUANTIZATION_FLAGS",
+    "quantization_engine_args", "quantization_problems",
 ]
 
 BACKEND_KINDS = ("vllm", "sglang", "sim", "openai")
@@ -29,7 +30,7 @@ DEFAULT_LAUNCHER = {"vllm": "docker", "sglang": "docker", "sim": "process", "ope
 #: Fields that only mean something when the backend runs in a container.
 DOCKER_ONLY_FIELDS = ("image", "tag", "pull_policy", "shm_size", "ipc_mode", "network_mode", "publish_host")
 #: Fields that only mean something when benchflow starts the backend (not for kind openai).
-LAUNCHED_ONLY_FIELDS = (*DOCKER_ONLY_FIELDS, "command", "engine_args", "env", "gpus", "port", "restart",
+LAUNCHED_ONLY_FIELDS = (*DOCKER_ONLY_FIELDS, "command", "engine_args", "quantization", "env", "gpus", "port", "restart",
                         "ready_timeout_s", "startup_grace_s", "stop_grace_s", "replicas", "router")
 #: Operational settings that do not change what is measured; left out of ``content_hash``.
 _NOT_HASHED = {"name", "ready_timeout_s", "startup_grace_s", "stop_grace_s", "pull_policy", "gpu_slots"}
@@ -157,6 +158,74 @@ def render_engine_args(engine_args: dict[str, Any]) -> list[str]:
     return argv
 
 
+#: How the engine-neutral ``quantization`` field renders, per kind: ``{field: {value: native value}}``;
+#: the native flag is :data:`QUANTIZATION_ARGS` (``--quantization`` and ``--kv-cache-dtype`` in vLLM,
+#: SGLang and the simulator alike). ``weights: none`` and ``kv_cache: auto`` render nothing (the
+#: engine's default: the checkpoint's own dtype). A value missing for a kind is a validation error.
+QUANTIZATION_FLAGS: dict[str, dict[str, dict[str, str]]] = {
+    # vLLM: --quantization {fp8,awq,gptq,...}; --kv-cache-dtype {auto,fp8,fp8_e4m3,fp8_e5m2}.
+    "vllm": {"weights": {"fp8": "fp8", "awq": "awq", "gptq": "gptq"}, "kv_cache": {"fp8": "fp8"}},
+    # SGLang: --quantization {fp8,awq,gptq,w8a8_int8,...}; --kv-cache-dtype {auto,fp8_e5m2,fp8_e4m3,...}
+    # (no plain "fp8"; e4m3 is what vLLM's "fp8" means).
+    "sglang": {"weights": {"fp8": "fp8", "int8": "w8a8_int8", "awq": "awq", "gptq": "gptq"},
+               "kv_cache": {"fp8": "fp8_e4m3"}},
+    # The simulator models fp8 weights and an fp8 KV cache (benchflow.sim.config.kv_cache_plan).
+    "sim": {"weights": {"fp8": "fp8"}, "kv_cache": {"fp8": "fp8"}},
+}
+QUANTIZATION_ARGS = {"weights": "quantization", "kv_cache": "kv-cache-dtype"}
+#: Raw engine args that say the same as the ``quantization`` field (``-q`` is vLLM's short form).
+_QUANTIZATION_RAW = {"quantization": "weights", "q": "weights", "kv-cache-dtype": "kv_cache"}
+_NO_QUANTIZATION = {"weights": "none", "kv_cache": "auto"}
+_QUANTIZATION_HINTS = {("vllm", "int8"): " (vLLM has no int8 --quantization method; an int8 W8A8 checkpoint is read "
+                                         "as compressed-tensors from its own config: leave weights at none)"}
+
+
+class Quantization(StrictModel):
+    """Engine-neutral quantization, rendered to each engine's native flags (:data:`QUANTIZATION_FLAGS`)."""
+
+    weights: Literal["none", "fp8", "int8", "awq", "gptq"] = Field(
+        "none", description="weight quantization: fp8 (online), int8 (SGLang w8a8_int8), awq/gptq (a checkpoint "
+        "quantized that way); none: the checkpoint's dtype")
+    kv_cache: Literal["auto", "fp8"] = Field("auto", description="KV-cache dtype: auto (the model's) or fp8")
+
+
+def quantization_problems(kind: str, q: Quantization | None, engine_args: dict[str, Any], where: str) -> list[str]:
+    """``quantization`` values ``kind`` does not take, and engine args that set the same thing."""
+    if q is None or kind == "openai":
+        return []
+    problems = []
+    table = QUANTIZATION_FLAGS.get(kind, {})
+    for name in ("weights", "kv_cache"):
+        value = getattr(q, name)
+        if value != _NO_QUANTIZATION[name] and value not in table.get(name, {}):
+            takes = ", ".join([_NO_QUANTIZATION[name], *table.get(name, {})])
+            why = _QUANTIZATION_HINTS.get((kind, value), " (the simulator models only fp8)" if kind == "sim" else "")
+            problems.append(f"{where}.quantization.{name}: kind {kind} does not take {value!r}{why}; it takes: {takes}")
+    for raw in engine_args:
+        field = _QUANTIZATION_RAW.get(str(raw).lstrip("-").replace("_", "-"))
+        if field is not None:
+            problems.append(f"{where}.engine_args.{raw}: also set by quantization.{field}; give it in one place "
+                            "(quantization is rendered to the engine's own flags)")
+    return problems
+
+
+def quantization_engine_args(kind: str, q: Quantization | None) -> dict[str, str]:
+    """The native engine args of ``q`` for ``kind`` (``{}`` for none/auto); ValueError for a value
+    the kind does not take (the spec's validation reports it first)."""
+    if q is None:
+        return {}
+    out = {}
+    for name, flag in QUANTIZATION_ARGS.items():
+        value = getattr(q, name)
+        if value == _NO_QUANTIZATION[name]:
+            continue
+        native = QUANTIZATION_FLAGS.get(kind, {}).get(name, {}).get(value)
+        if native is None:
+            raise ValueError(f"quantization.{name}: kind {kind} does not take {value!r}")
+        out[flag] = native
+    return out
+
+
 #: The router command's placeholder for the replicas' URLs: a lone element expands to one argument
 #: per replica, inside a longer element they are joined with commas.
 REPLICA_URLS = "{replica_urls}"
@@ -195,6 +264,8 @@ class BackendSpec(StrictModel):
         None, min_length=1, max_length=4096, description="full command, replacing the default one"
     )
     engine_args: dict[FlagName, EngineArgValue] = Field(default_factory=dict, description="flags by native name")
+    quantization: Quantization | None = Field(
+        None, description="engine-neutral weights/KV-cache quantization, rendered to the engine's native flags")
     env: dict[EnvName, EnvValue] = Field(
         default_factory=dict, description="environment variables"
     )
@@ -260,9 +331,15 @@ class BackendSpec(StrictModel):
             return None
         return f"{self.image}@{self.tag}" if self.tag.startswith("sha256:") else f"{self.image}:{self.tag}"
 
+    def effective_engine_args(self) -> dict[str, Any]:
+        """``engine_args`` plus the native flags of ``quantization`` (what the engine is started with)."""
+        if self.quantization is None or self.kind == "openai":
+            return dict(self.engine_args)
+        return {**self.engine_args, **quantization_engine_args(self.kind, self.quantization)}
+
     def render_engine_args(self) -> list[str]:
-        """``engine_args`` as native flags (see :func:`render_engine_args`)."""
-        return render_engine_args(self.engine_args)
+        """``engine_args`` (and ``quantization``) as native flags (see :func:`render_engine_args`)."""
+        return render_engine_args(self.effective_engine_args())
 
     def content_hash(self) -> str:
         """sha256 of what defines this configuration: kind, launcher, image, command, engine args,

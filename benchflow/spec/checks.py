@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchflow.spec import limits as L
-from benchflow.spec.backends import DOCKER_ONLY_FIELDS, LAUNCHED_ONLY_FIELDS, BackendSpec
+from benchflow.spec.backends import DOCKER_ONLY_FIELDS, LAUNCHED_ONLY_FIELDS, BackendSpec, quantization_problems
 
 if TYPE_CHECKING:
     from benchflow.spec.models import CampaignSpec, WorkloadSpec
@@ -78,6 +78,7 @@ def _backend_problems(spec: CampaignSpec) -> list[str]:
             from benchflow.sim.config import engine_arg_problems
 
             problems += engine_arg_problems(b.engine_args, prefix=f"backends[{i}].engine_args")
+        problems += quantization_problems(b.kind, b.quantization, b.engine_args or {}, f"backends[{i}]")
         problems += _field_use_problems(i, b)
     return problems
 

@@ -49,6 +49,7 @@ def local_steps(results: Any, workdir: Path) -> Any:
             deploy=deploy, teardown=teardown, run_cell=run_cell,
             persist_cell=lambda c, row, summary, artifacts: results.persist_cell(cid, row, summary, artifacts),
             persist_backend_log=lambda name, text: results.persist_backend_log(cid, name, text.encode()),
+            persist_artifact=lambda name, data: results.persist_artifact(cid, name, data),
         )
 
     return steps_for

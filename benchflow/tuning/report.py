@@ -61,8 +61,10 @@ def winning_flags(study: optuna.Study) -> dict[str, Any]:
 
 def backend_block(study: optuna.Study) -> dict[str, Any]:
     spec = spec_of(study)
-    backend = spec.backend.model_dump(mode="json", exclude_unset=True)
-    backend["engine_args"] = winning_flags(study)
+    chosen = chosen_trial(study)
+    if chosen is None:
+        raise BenchflowError(f"study {study.study_name}: no feasible trial yet")
+    backend = spec.trial_backend(chosen.user_attrs.get("flags", chosen.params))
     backend["name"] = f"{backend.get('name', spec.backend.name)}-tuned"
     return backend
 
@@ -75,8 +77,11 @@ def serve_command(study: optuna.Study) -> str:
 
     from benchflow.launch.commands import sim_engine_args
 
+    from benchflow.spec import BACKEND_CLASSES
+
     spec = spec_of(study)
-    flags = winning_flags(study)
+    block = backend_block(study)  # the engine args with the quantization field rendered to native flags
+    flags = BACKEND_CLASSES[spec.backend.kind].model_validate(block).effective_engine_args()
     if spec.backend.kind == "sim":
         return shlex.join(["benchflow", "sim", "--model", spec.model.name, *sim_engine_args(flags)])
     argv = render_engine_args({k: v for k, v in flags.items() if v is not False})
@@ -145,7 +150,8 @@ def markdown(study: optuna.Study, charts: Mapping[str, str] | None = None,
     for t in study.trials:
         vals = ([f"{v:.4g}" for v in t.values] if t.values and t.user_attrs.get("measured")
                 else ["-"] * len(metrics))
-        note = _note(t.user_attrs.get("infeasible") or t.user_attrs.get("failed_reason") or "")
+        note = _note(t.user_attrs.get("infeasible") or t.user_attrs.get("failed_reason")
+                     or t.user_attrs.get("capacity_note") or "")
         state = "infeasible" if t.user_attrs.get("infeasible") else t.state.name.lower()
         lines.append(f"| {t.number} | {state} | " + " | ".join(_fmt(t.params.get(p, "-")) for p in spec.search_space)
                      + " | " + " | ".join(vals) + f" | {note} |")
@@ -247,7 +253,7 @@ def _answer(study: optuna.Study, spec: TuningSpec, best: list) -> dict[str, str]
 
 
 def _setup(spec: TuningSpec) -> list[str]:
-    fixed = " ".join(f"--{k} {v}" for k, v in (spec.backend.engine_args or {}).items()) or "(none)"
+    fixed = " ".join(f"--{k} {v}" for k, v in (spec.backend.effective_engine_args()).items()) or "(none)"
     lines = [f"model {spec.model.name}; backend {spec.backend.name} ({spec.backend.kind}), fixed engine args {fixed}"]
     for name, p in spec.search_space.items():
         d = p.model_dump(exclude_defaults=True)
@@ -284,7 +290,8 @@ def html_context(study: optuna.Study, charts: Mapping[str, str], footer: str = "
     trial_rows, trial_classes = [], []
     for t in study.trials:
         measured = kinds[t.number] in (tuning_charts.FEASIBLE, tuning_charts.INFEASIBLE)
-        note = _note(t.user_attrs.get("infeasible") or t.user_attrs.get("failed_reason") or "")
+        note = _note(t.user_attrs.get("infeasible") or t.user_attrs.get("failed_reason")
+                     or t.user_attrs.get("capacity_note") or "")
         trial_rows.append([t.number, kinds[t.number], *[t.params.get(p) for p in params],
                            *(list(t.values) if measured else [None] * len(metrics)), note])
         trial_classes.append("best" if t.number in best_numbers else "")

@@ -12,16 +12,21 @@ import importlib.util
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
 from benchflow.errors import SpecError
+from benchflow.metric_key import check_summary_metric
 from benchflow.spec import Backend, CampaignSpec, ModelSpec, WorkloadSpec, load_spec
-from benchflow.spec.models import SummaryMetric
 from benchflow.spec.backends import FlagName
 from benchflow.spec.types import Seconds, SloSeconds, StrictModel
 from benchflow.tuning.constraints import Constraint, ConstraintSyntaxError, parse_constraint
+from benchflow.tuning.presets import PRESETS, preset_problems
+from benchflow.tuning.spec_rules import (
+    CAPACITY_OBJECTIVE, QUANT_PREFIX, capacity_objective_problems, quantization_space_problems,
+)
 
-__all__ = ["TuningSpec", "load_tuning_spec", "is_tuning_spec", "IntRange", "FloatRange", "Categorical", "Bool"]
+__all__ = ["TuningSpec", "load_tuning_spec", "is_tuning_spec", "IntRange", "FloatRange", "Categorical", "Bool",
+           "PRESETS", "CAPACITY_OBJECTIVE"]
 
 SAMPLERS = ("grid", "random", "tpe", "gp", "nsga2")
 
@@ -56,6 +61,13 @@ class IntRange(StrictModel):
     def values(self) -> list[Any]:
         return list(range(self.low, self.high + 1, self.step))
 
+    def refuses(self, v: Any) -> str | None:
+        if not isinstance(v, int) or isinstance(v, bool):
+            return f"{v!r} is not an integer"
+        if not self.low <= v <= self.high or (v - self.low) % self.step:
+            return f"{v!r} is outside the range {self.low}..{self.high}" + (f" step {self.step}" if self.step != 1 else "")
+        return None
+
 
 class FloatRange(StrictModel):
     type: Literal["float"]
@@ -72,6 +84,14 @@ class FloatRange(StrictModel):
             raise ValueError("a log-scaled float range needs low > 0 and no step")
         return self
 
+    def refuses(self, v: Any) -> str | None:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return f"{v!r} is not a number"
+        off_step = self.step is not None and abs((v - self.low) / self.step - round((v - self.low) / self.step)) > 1e-9
+        if not self.low <= v <= self.high or off_step:
+            return f"{v!r} is outside the range {self.low:g}..{self.high:g}" + (f" step {self.step:g}" if self.step else "")
+        return None
+
     def values(self) -> list[Any]:
         if self.step is None:
             raise ValueError("a float range without a step has no grid; give it a step")
@@ -86,6 +106,10 @@ class Categorical(StrictModel):
     def values(self) -> list[Any]:
         return list(self.choices)
 
+    def refuses(self, v: Any) -> str | None:
+        same = [c for c in self.choices if c == v and isinstance(c, bool) == isinstance(v, bool)]
+        return None if same else f"{v!r} is not one of the choices {self.choices}"
+
 
 class Bool(StrictModel):
     type: Literal["bool"]
@@ -93,12 +117,24 @@ class Bool(StrictModel):
     def values(self) -> list[Any]:
         return [False, True]
 
+    def refuses(self, v: Any) -> str | None:
+        return None if isinstance(v, bool) else f"{v!r} is not true or false"
+
 
 Param = Annotated[Union[IntRange, FloatRange, Categorical, Bool], Field(discriminator="type")]
 
 
-#: An objective's metric: the campaign spec's summary-metric check (benchflow.metric_key).
-Metric = SummaryMetric
+def _check_metric(key: str) -> str:
+    """A summary metric, checked like a campaign spec's (benchflow.metric_key), or ``slo_capacity``."""
+    if key == CAPACITY_OBJECTIVE:
+        return key
+    try:
+        return check_summary_metric(key)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or {CAPACITY_OBJECTIVE} (at an slo_capacity load point)") from None
+
+
+Metric = Annotated[str, AfterValidator(_check_metric)]
 
 
 class Objective(StrictModel):
@@ -158,9 +194,27 @@ class TuningSpec(StrictModel):
     repetitions: int = Field(1, ge=1)
     confirm: ConfirmSpec | None = None
     parallel: int = Field(1, ge=1, le=64, description="trials at once; each on its own GPU lane (slot)")
+    preset: Union[str, dict[FlagName, Union[bool, int, float, str]]] | None = Field(
+        None, description="a named starting point (see PRESETS: throughput, latency) or a mapping of flag values; "
+        "its flags that are in search_space are measured first (the study's first trial)")
     placement: Literal["local", "pool"] = Field(
         "local", description="local: the trials run in this process; pool: each is a run of the tune-trial "
         "deployment on the GPU work pool (the Prefect flow only)")
+
+    @property
+    def capacity_objective(self) -> bool:
+        """The objective is the SLO capacity of an ``slo_capacity`` load point."""
+        return CAPACITY_OBJECTIVE in self.objective.metrics
+
+    def objective_load_point(self) -> Any:
+        return next(lp for lp in self.workload.load_points if lp.label == self.objective.load_point)
+
+    def preset_flags(self) -> dict[str, Any]:
+        """The preset's values of the searched flags (``{}`` without a preset)."""
+        if self.preset is None:
+            return {}
+        values = PRESETS[self.backend.kind][self.preset] if isinstance(self.preset, str) else self.preset
+        return {k: v for k, v in values.items() if k in self.search_space}
 
     @property
     def directions(self) -> list[str]:
@@ -180,9 +234,19 @@ class TuningSpec(StrictModel):
     def trial_campaign(self, flags: dict[str, Any], *, name: str | None = None,
                        repetitions: int | None = None) -> CampaignSpec:
         """A one-backend campaign spec: the base backend with ``flags`` added to its engine args."""
+        return load_spec(self._campaign_dict(self.trial_backend(flags), name or self.name,
+                                             repetitions or self.repetitions))
+
+    def trial_backend(self, flags: dict[str, Any]) -> dict[str, Any]:
+        """The base backend (a mapping) with ``flags``: engine flags go to its engine args, the
+        searched ``quantization.<field>`` values to its ``quantization``."""
         backend = self.backend.model_dump(mode="json", exclude_unset=True)
-        backend["engine_args"] = {**(self.backend.engine_args or {}), **flags}
-        return load_spec(self._campaign_dict(backend, name or self.name, repetitions or self.repetitions))
+        quant = {k[len(QUANT_PREFIX):]: v for k, v in flags.items() if k.startswith(QUANT_PREFIX)}
+        backend["engine_args"] = {**(self.backend.engine_args or {}),
+                                  **{k: v for k, v in flags.items() if not k.startswith(QUANT_PREFIX)}}
+        if quant:
+            backend["quantization"] = {**(backend.get("quantization") or {}), **quant}
+        return backend
 
     def _campaign_dict(self, backend: dict[str, Any], name: str, repetitions: int) -> dict[str, Any]:
         return {"name": name, "model": self.model.model_dump(mode="json", exclude_defaults=True),
@@ -226,6 +290,7 @@ def _cross_problems(data: dict[str, Any]) -> list[str]:
     for flag in space:
         if flag in fixed:
             problems.append(f"search_space.{flag}: also fixed in backend.engine_args; keep it in one place")
+    problems += quantization_space_problems(space, backend)
     constraints = data.get("constraints") if isinstance(data.get("constraints"), list) else []
     for i, text in enumerate(constraints):
         try:
@@ -235,6 +300,7 @@ def _cross_problems(data: dict[str, Any]) -> list[str]:
             continue
         problems += [f"constraints[{i}]: {flag!r} is not in search_space" for flag in c.flags if flag not in space]
     problems += _objective_problems(data)
+    problems += preset_problems(data, space, Param)
     if backend.get("kind") == "sim":
         problems += _sim_value_problems(space, fixed)
     return problems
@@ -244,14 +310,16 @@ def _objective_problems(data: dict[str, Any]) -> list[str]:
     objective = data.get("objective") if isinstance(data.get("objective"), dict) else {}
     problems: list[str] = []
     try:
-        labels = [lp.label for lp in WorkloadSpec.model_validate(data.get("workload"),
-                                                                 context={"base_dir": Path.cwd()}).load_points]
+        points = {lp.label: lp for lp in WorkloadSpec.model_validate(data.get("workload"),
+                                                                     context={"base_dir": Path.cwd()}).load_points}
     except (ValidationError, ValueError, TypeError):
-        labels = None
+        points = None
     point = objective.get("load_point")
-    if labels is not None and isinstance(point, str) and point not in labels:
-        problems.append(f"objective.load_point: {point!r} is not a workload load point (have: {', '.join(labels)})")
+    if points is not None and isinstance(point, str) and point not in points:
+        problems.append(f"objective.load_point: {point!r} is not a workload load point (have: {', '.join(points)})")
     metrics = objective.get("metrics") if isinstance(objective.get("metrics"), dict) else {}
+    if points is not None and isinstance(point, str) and point in points:
+        problems += capacity_objective_problems(points[point], metrics)
     for key in metrics:
         if key in ("goodput", "slo_attainment") and not data.get("slo"):
             problems.append(f"objective.metrics.{key}: needs an slo section")
@@ -269,7 +337,7 @@ def _sim_value_problems(space: dict[str, Any], fixed: dict[str, Any]) -> list[st
 
     problems: list[str] = []
     for flag, p in space.items():
-        if not isinstance(p, dict):
+        if not isinstance(p, dict) or flag.startswith(QUANT_PREFIX):
             continue
         probes = {"int": [p.get("low"), p.get("high")], "float": [p.get("low"), p.get("high")],
                   "bool": [False, True]}.get(p.get("type"), p.get("choices"))

@@ -31,7 +31,8 @@ from optuna.trial import TrialState
 from benchflow.campaign import slug
 from benchflow.engine import BackendSteps, run_backend
 from benchflow.launch.base import tail
-from benchflow.tuning.spec import TPE_OPTIONS, Bool, Categorical, FloatRange, IntRange, TuningSpec
+from benchflow.tuning.capacity import CAPACITY_CONSTRAINT, capacity_outcome, capacity_per_repetition
+from benchflow.tuning.spec import CAPACITY_OBJECTIVE, TPE_OPTIONS, Bool, Categorical, FloatRange, IntRange, TuningSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class Measurement:
     backend_log: str = ""
     cell_ids: list[str] = field(default_factory=list)
     started: bool = True
+    #: SLO capacities found (the aggregate rows of ``engine.dynamic``), by load point label.
+    capacities: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def reason(self) -> str:
         first = next((e for e in self.errors if e), "no completed cell at the objective load point")
@@ -152,6 +155,7 @@ def open_study(spec: TuningSpec, storage: str | optuna.storages.BaseStorage, stu
                                 load_if_exists=True)
     study.set_user_attr("spec", spec.model_dump(mode="json"))
     study.set_user_attr("objectives", list(spec.objective.metrics))
+    _enqueue_preset(study, spec)
     if _heartbeat_enabled(study):  # parallel: a RUNNING trial may be measured right now elsewhere
         _fail_stale(study)
         return study
@@ -162,6 +166,18 @@ def open_study(spec: TuningSpec, storage: str | optuna.storages.BaseStorage, stu
         log.warning("study %s: trial %d was left running by a crash: marked FAIL; its configuration is measured "
                     "again", study_id, t.number)
     return study
+
+
+def _enqueue_preset(study: optuna.Study, spec: TuningSpec) -> None:
+    """Enqueues the preset's configuration as the study's first trial, once: a resumed study (one
+    with trials, or whose preset was enqueued before) does not get it again."""
+    flags = spec.preset_flags()
+    if not flags or study.user_attrs.get("preset_enqueued") or study.get_trials(deepcopy=False):
+        return
+    name = spec.preset if isinstance(spec.preset, str) else "inline"
+    study.enqueue_trial(flags, user_attrs={"preset": name})
+    study.set_user_attr("preset_enqueued", name)
+    log.info("study %s: preset %s enqueued as the first trial: %s", study.study_name, name, flags)
 
 
 def _heartbeat_enabled(study: optuna.Study) -> bool:
@@ -203,12 +219,15 @@ def measure(spec: TuningSpec, flags: dict[str, Any], campaign_id: str, steps_for
     if place is not None:
         cspec = place(cspec)
     backend, cells = cspec.backends[0], cspec.cells()
-    m = Measurement(campaign_id, cell_ids=[c.id for c in cells])
+    # a dynamic load point's placeholder is never stored: its derived cells (probes) are, as they run
+    m = Measurement(campaign_id, cell_ids=[c.id for c in cells if not getattr(c.load_point, "dynamic", False)])
     steps = steps_for(cspec, campaign_id)
     persist_cell, persist_log = steps.persist_cell, steps.persist_backend_log
 
     def capture_cell(cell: Any, row: dict[str, Any], summary: dict[str, Any] | None, artifacts: dict) -> None:
         persist_cell(cell, row, summary, artifacts)
+        if cell.id not in m.cell_ids:
+            m.cell_ids.append(cell.id)
         if row.get("status") == "completed" and summary:
             m.summaries.setdefault(cell.load_point.label, []).append(summary)
         elif row.get("error"):
@@ -223,7 +242,9 @@ def measure(spec: TuningSpec, flags: dict[str, Any], campaign_id: str, steps_for
         on_campaign(campaign_id, cspec, "running")
     # A configuration whose backend dies is infeasible: no redeploy (the rest of its cells fail).
     result = run_backend(steps, cspec, backend, cells, max_redeploys=0)
-    m.started = not (result.never_ready or result.gave_up or result.failed)
+    m.capacities = {row["load_label"]: row for row in result.capacities}
+    # a failed probe of an SLO-capacity search is a rate that misses the SLO, not a broken configuration
+    m.started = not (result.never_ready or result.gave_up or (result.failed and not spec.capacity_objective))
     if on_campaign:
         on_campaign(campaign_id, cspec, "failed" if result.failed else "completed")
     return m
@@ -236,11 +257,15 @@ def metric_of(summary: dict[str, Any], key: str) -> float | None:
 
 
 def per_repetition(m: Measurement, spec: TuningSpec, key: str) -> list[float]:
+    if key == CAPACITY_OBJECTIVE:
+        return capacity_per_repetition(m, spec)
     vals = [metric_of(s, key) for s in m.summaries.get(spec.objective.load_point, [])]
     return [v for v in vals if v is not None]
 
 
 def constraint_keys(spec: TuningSpec) -> list[str]:
+    if spec.capacity_objective:  # the SLO is inside the capacity's definition
+        return [f"flags: {c}" for c in spec.constraints] + [CAPACITY_CONSTRAINT, "deployed"]
     return [f"flags: {c}" for c in spec.constraints] + [f"slo: {k}" for k in spec.slo_limits_ms()] + ["deployed"]
 
 
@@ -286,7 +311,9 @@ def _evaluate(study: optuna.Study, trial: optuna.Trial, spec: TuningSpec, steps_
         m = measure(spec, flags, cid, steps_for, on_campaign=on_campaign, place=place)
         trial.set_user_attr("cell_ids", m.cell_ids)
         per_metric = [per_repetition(m, spec, key) for key in spec.objective.metrics]
-        if not m.started or not all(per_metric):
+        if spec.capacity_objective and m.started:
+            values = capacity_outcome(trial, m, spec, cons)
+        elif not m.started or not all(per_metric):
             cons["deployed"] = 1.0
             trial.set_user_attr("infeasible", m.reason())
             log.warning("trial %d %s: infeasible: %s", trial.number, flags, m.reason().splitlines()[0])
@@ -309,6 +336,8 @@ def _evaluate(study: optuna.Study, trial: optuna.Trial, spec: TuningSpec, steps_
     if values is None:
         trial.set_user_attr("measured", False)
         values = _worst(study, spec)
+    elif spec.capacity_objective:
+        trial.set_user_attr("measured", True)
     for key, v in cons.items():
         trial.set_constraint(key, v)
     return values

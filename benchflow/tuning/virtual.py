@@ -70,7 +70,7 @@ def virtual_engine(backend: Any, model: str) -> EngineConfig:
     if backend.kind != "sim":
         raise BackendStartError(f"backend {backend.name}: only sim backends can be measured in virtual time")
     try:
-        config = load_sim_config({"model": model}, dict(backend.engine_args or {}))
+        config = load_sim_config({"model": model}, backend.effective_engine_args())
     except SpecError as e:
         raise BackendStartError(f"backend {backend.name}: the simulator rejects its flags: {'; '.join(e.problems)}",
                                 "\n".join(e.problems)) from e
@@ -300,7 +300,7 @@ def cached_steps(steps_for: Any, cache: dict[Any, Any]) -> Any:
 
     def wrapped(cspec: Any, cid: str) -> BackendSteps:
         steps = steps_for(cspec, cid)
-        key = tuple(sorted((k, repr(v)) for k, v in (cspec.backends[0].engine_args or {}).items()))
+        key = tuple(sorted((k, repr(v)) for k, v in cspec.backends[0].effective_engine_args().items()))
         deploy, run_cell = steps.deploy, steps.run_cell
 
         def cached_deploy(backend: Any) -> Any:
