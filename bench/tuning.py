@@ -22,8 +22,9 @@ batches break the TPOT SLO, chunk sizes trade TTFT for TPOT, and some configurat
    landscape is flat (a fifth of it is within 3% of the optimum), so it does not rank samplers.
 
 Writes bench/results/tuning.json and bench/results/tuning.md (the tables quoted in the README).
-GP (Optuna's GPSampler) needs torch, which benchflow does not install; it is reported as skipped
-unless torch is importable. Measured on 2 shared, busy cores: the 800-configuration sweep 214 s,
+GP (Optuna's GPSampler) needs torch: ``make bench`` installs it first (``BENCH_TORCH``, the CPU wheel
+torch==2.13.0 on this machine); run by hand without torch, GP is reported as skipped. GP costs most of
+the time: 20 seeds took about 25 minutes on a loaded machine. Measured on 2 shared, busy cores: the 800-configuration sweep 214 s,
 the samplers 250 s with --seeds 20 (the default is 5), the demo sweep (4) about 10 minutes at a load
 average of 16 (``--skip-demo`` leaves it out). ``--cache F`` saves the sweep for reruns.
 
