@@ -21,6 +21,7 @@ recorded with ``incomplete=True`` (their tokens delivered so far are kept in the
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import logging
@@ -233,6 +234,64 @@ async def _closed_loop(client: _Client, concurrency: int, total: int | None, fir
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+#: An open-loop send sleeps until this long before it is due, then yields to the event loop
+#: (``asyncio.sleep(0)``) until it is: asyncio's timers wake up to ~1 ms late (epoll's timeout is
+#: in whole milliseconds), and the other requests' responses are handled while it waits.
+SPIN_NS = 1_500_000
+#: With automatic garbage collection off during an open loop (:class:`_QuietGc`), the young
+#: generations are collected when the next send is at least this far away ...
+GC_SLACK_NS = 10_000_000
+#: ... or, on a schedule with no such gap, when this many allocations are pending anyway.
+GC_FORCE_COUNT = 20_000
+
+
+class _QuietGc:
+    """Keeps the garbage collector's pauses out of an open loop's send times: before the clock
+    starts, everything alive is collected and frozen (never scanned again), and automatic
+    collection is turned off; :meth:`idle` collects the young generations in the gaps of the
+    schedule. A full collection of a loaded process takes ~0.1 s, which would otherwise land on
+    some send. Undone when the loop ends (nested uses leave it to the outermost)."""
+
+    depth = 0
+
+    def __enter__(self) -> _QuietGc:
+        cls = type(self)
+        cls.depth += 1
+        if cls.depth == 1:
+            self.was_enabled = gc.isenabled()
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        cls = type(self)
+        cls.depth -= 1
+        if cls.depth == 0:
+            gc.unfreeze()
+            if getattr(self, "was_enabled", True):
+                gc.enable()
+
+    @staticmethod
+    def idle(slack_ns: int) -> None:
+        pending = gc.get_count()[0]
+        if pending > gc.get_threshold()[0] and (slack_ns >= GC_SLACK_NS or pending >= GC_FORCE_COUNT):
+            gc.collect(1)
+
+
+async def _until(due_ns: int, quiet: _QuietGc) -> None:
+    """Returns at ``due_ns`` (or at once when it has passed): sleeps until :data:`SPIN_NS` before
+    it, collecting garbage first when there is time, then yields to the loop until it is due."""
+    delay_ns = due_ns - perf_counter_ns()
+    if delay_ns > SPIN_NS:
+        quiet.idle(delay_ns)
+        delay_ns = due_ns - perf_counter_ns()
+        if delay_ns > SPIN_NS:
+            await asyncio.sleep((delay_ns - SPIN_NS) / 1e9)
+    while perf_counter_ns() < due_ns:
+        await asyncio.sleep(0)
+
+
 async def _open_loop(client: _Client, offsets_ns: list[int], cap: int | None, first: int = 0,
                      ids: list[int] | None = None, t0_ns: int | None = None) -> None:
     # ``ids``/``t0_ns``: this process's share of a schedule dealt out over processes (benchflow.clients)
@@ -250,26 +309,27 @@ async def _open_loop(client: _Client, offsets_ns: list[int], cap: int | None, fi
         finally:
             sem.release()
 
-    t0_ns = perf_counter_ns() if t0_ns is None else t0_ns
-    client.measured_since_ns = t0_ns
-    try:
-        for idx, offset in (enumerate(offsets_ns, start=first) if ids is None else zip(ids, offsets_ns)):
-            scheduled_ns = t0_ns + offset
-            delay_ns = scheduled_ns - perf_counter_ns()
-            await asyncio.sleep(delay_ns / 1e9 if delay_ns > 0 else 0)
-            queued_ns = perf_counter_ns()  # due now; with a cap it waits for a slot from here
-            coro = client.send(idx, scheduled_ns, queued_ns) if sem is None else capped(idx, scheduled_ns, queued_ns)
-            task = asyncio.create_task(coro)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        while tasks:
-            await asyncio.wait(set(tasks))
-    except asyncio.CancelledError:
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(set(tasks))
-        raise
+    with _QuietGc() as quiet:
+        t0_ns = perf_counter_ns() if t0_ns is None else t0_ns
+        client.measured_since_ns = t0_ns
+        try:
+            for idx, offset in (enumerate(offsets_ns, start=first) if ids is None else zip(ids, offsets_ns)):
+                scheduled_ns = t0_ns + offset
+                await _until(scheduled_ns, quiet)
+                queued_ns = perf_counter_ns()  # due now; with a cap it waits for a slot from here
+                coro = (client.send(idx, scheduled_ns, queued_ns) if sem is None
+                        else capped(idx, scheduled_ns, queued_ns))
+                task = asyncio.create_task(coro)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.wait(set(tasks))
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(set(tasks))
+            raise
 
 
 def _validate(prompts: Sequence[Prompt], load: Any, api: str, warmup_requests: int, max_requests: int | None,
