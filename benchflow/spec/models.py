@@ -20,13 +20,15 @@ from benchflow.spec.backends import Backend, BackendSpec
 from benchflow.spec.checks import cross_field_problems
 from benchflow.spec.driver import DriverSpec, driver_compare_defaults, driver_load_problems
 from benchflow.spec.dynamic import SloCapacityLoad, SloMap, SweepLoad
+from benchflow.spec.trace import TraceLoadPoint
 from benchflow.spec.types import Seconds, StrictModel, no_nul, sha256_hex
 from benchflow.agentic import AgenticSpec
 from benchflow.workload import parse_notation
 
 __all__ = [
     "CampaignSpec", "ModelSpec", "WorkloadSpec", "JsonlSource", "LimitsSpec", "SaturationSpec", "CompareSpec",
-    "HealthPolicy", "RegressionSpec", "ConcurrencyLoad", "RateLoad", "SweepLoad", "SloCapacityLoad", "LoadPoint",
+    "HealthPolicy", "RegressionSpec", "ConcurrencyLoad", "RateLoad", "SweepLoad", "SloCapacityLoad", "TraceLoadPoint",
+    "LoadPoint",
     "Cell",
     "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS",
 ]
@@ -91,7 +93,7 @@ class RateLoad(StrictModel):
         return self
 
 
-_LOAD_POINT_TAGS = ("concurrency", "rate", "sweep", "slo_capacity")
+_LOAD_POINT_TAGS = ("concurrency", "rate", "sweep", "slo_capacity", "trace")
 _LOAD_POINT_CLASSES: dict[str, type] = {}
 
 
@@ -103,16 +105,19 @@ def _load_point_tag(value: Any) -> str | None:
 
 LoadPoint = Annotated[
     Union[Annotated[ConcurrencyLoad, Tag("concurrency")], Annotated[RateLoad, Tag("rate")],
-          Annotated[SweepLoad, Tag("sweep")], Annotated[SloCapacityLoad, Tag("slo_capacity")]],
+          Annotated[SweepLoad, Tag("sweep")], Annotated[SloCapacityLoad, Tag("slo_capacity")],
+          Annotated[TraceLoadPoint, Tag("trace")]],
     Discriminator(
         _load_point_tag,
         custom_error_type="load_point",
         custom_error_message="a load point is {concurrency: N}, {rate: R, arrival: poisson|gamma|constant}, "
-                             "{sweep: {points: N}} or {slo_capacity: {min_rate: R, max_rate: R}}",
+                             "{sweep: {points: N}}, {slo_capacity: {min_rate: R, max_rate: R}} or "
+                             "{trace: {path: FILE}}",
     ),
 ]
-_LOAD_POINT_CLASSES.update(concurrency=ConcurrencyLoad, rate=RateLoad, sweep=SweepLoad, slo_capacity=SloCapacityLoad)
-AnyLoad = Union[ConcurrencyLoad, RateLoad, SweepLoad, SloCapacityLoad]
+_LOAD_POINT_CLASSES.update(concurrency=ConcurrencyLoad, rate=RateLoad, sweep=SweepLoad, slo_capacity=SloCapacityLoad,
+                           trace=TraceLoadPoint)
+AnyLoad = Union[ConcurrencyLoad, RateLoad, SweepLoad, SloCapacityLoad, TraceLoadPoint]
 
 
 class JsonlSource(StrictModel):
