@@ -279,6 +279,24 @@ class _QuietGc:
             gc.collect(1)
 
 
+#: Open loop: keep-alive connections opened (``GET /v1/models``) before the clock starts, at most,
+#: so that the first sends of a schedule do not each pay for a new connection.
+WARM_CONNECTIONS = 32
+_WARM_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+
+
+async def _warm_pool(session: aiohttp.ClientSession, root: str, n: int) -> None:
+    """Opens up to ``n`` pooled connections to ``root``; any failure only leaves fewer open."""
+    async def one() -> None:
+        try:
+            async with session.get(root + "/v1/models", timeout=_WARM_TIMEOUT) as resp:
+                await resp.read()
+        except Exception:  # noqa: BLE001 - a cold connection is no error; the requests will say what is wrong
+            pass
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
 async def _until(due_ns: int, quiet: _QuietGc) -> None:
     """Returns at ``due_ns`` (or at once when it has passed): sleeps until :data:`SPIN_NS` before
     it, collecting garbage first when there is time, then yields to the loop until it is due."""
@@ -406,6 +424,9 @@ async def run_load(
         client = _Client(session, url, bodies, [p.input_tokens for p in prompts[:n_bodies]], max_tokens,
                          warmup_requests, request_timeout_s)
         client.on_request = on_request
+        if offsets_ns and not warmup_requests:  # warm-up requests would have opened them
+            await _warm_pool(session, api_root(base_url), min(len(offsets_ns), load.max_concurrency or WARM_CONNECTIONS,
+                                                               WARM_CONNECTIONS))
         anchor_at = datetime.now(UTC)
         anchor_ns = perf_counter_ns()
         logger.info("load %s on %s: %s requests, duration bound %s s", load.label, url,
