@@ -111,8 +111,7 @@ LoadPoint = Annotated[
         _load_point_tag,
         custom_error_type="load_point",
         custom_error_message="a load point is {concurrency: N}, {rate: R, arrival: poisson|gamma|constant}, "
-                             "{sweep: {points: N}}, {slo_capacity: {min_rate: R, max_rate: R}} or "
-                             "{trace: {path: FILE}}",
+                             "{trace: {path: FILE}}, {sweep: {points: N}} or {slo_capacity: {min_rate: R, max_rate: R}}",
     ),
 ]
 _LOAD_POINT_CLASSES.update(concurrency=ConcurrencyLoad, rate=RateLoad, sweep=SweepLoad, slo_capacity=SloCapacityLoad,
