@@ -73,21 +73,23 @@ def main() -> None:
     try:
         for rate in (float(r) for r in args.rates.split(",")):
             trace = make_trace(args.requests, rate)
+            load_before = os.getloadavg()[0]
             run = asyncio.run(run_load(url, "sim-model", trace_prompts(trace, _WORDS), trace_load(trace),
                                        max_requests=len(trace), request_timeout_s=60))
             e = np.asarray(send_errors_ms(run.records))
             rows.append({"rate": rate, "requests": len(trace), "sent": int(e.size),
                          "ok": sum(r.succeeded for r in run.records),
                          "p50_ms": float(np.percentile(e, 50)), "p99_ms": float(np.percentile(e, 99)),
-                         "max_ms": float(e.max())})
+                         "max_ms": float(e.max()), "load_average": [load_before, os.getloadavg()[0]]})
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     print(f"trace replay send-time error, {args.requests} requests, simulator --time-scale 0.01, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print("| rate (req/s) | sent | ok | p50 (ms) | p99 (ms) | max (ms) |\n|---|---|---|---|---|---|")
+    print("| rate (req/s) | sent | ok | p50 (ms) | p99 (ms) | max (ms) | load average |\n|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['rate']:g} | {r['sent']} | {r['ok']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} |")
+        print(f"| {r['rate']:g} | {r['sent']} | {r['ok']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} "
+              f"| {r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |")
     out = ROOT / "bench" / "results" / "traces.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "cpu_count": os.cpu_count()}, indent=1) + "\n")

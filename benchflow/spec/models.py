@@ -243,6 +243,9 @@ class WorkloadSpec(StrictModel):
             data["dataset"] = {"jsonl_sha256": _file_sha256(self.dataset.jsonl), "max_tokens": self.dataset.max_tokens}
             if self.dataset.format != "prompts":
                 data["dataset"].update(format=self.dataset.format, block_size=self.dataset.block_size)
+        traces = sorted({str(p.trace.path) for p in self.load_points if isinstance(p, TraceLoadPoint)})
+        if traces:  # a trace's content is what its cells send (a changed file: new cells)
+            data["trace_sha256"] = {path: _file_sha256(Path(path)) for path in traces}
         return data
 
 

@@ -160,3 +160,12 @@ async def test_the_open_loop_never_sends_early_and_restores_the_garbage_collecto
 
     await cancelled()
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_changed_trace_file_gives_new_cell_ids(tmp_path):
+    _write(tmp_path / "t.jsonl", _rows(5))
+    path = _spec(tmp_path, "t.jsonl")
+    before = load_spec(path).cells()[0].id
+    assert load_spec(path).cells()[0].id == before
+    _write(tmp_path / "t.jsonl", _rows(5, step=20.0))
+    assert load_spec(path).cells()[0].id != before
