@@ -25,6 +25,7 @@ import gc
 import itertools
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, UTC
@@ -245,12 +246,18 @@ GC_SLACK_NS = 10_000_000
 GC_FORCE_COUNT = 20_000
 
 
+#: The interpreter's thread switch interval during an open loop (the default is 5 ms: a sampler
+#: thread parsing ``/metrics`` could hold the event loop's thread off a send that long).
+SWITCH_INTERVAL_S = 0.0005
+
+
 class _QuietGc:
     """Keeps the garbage collector's pauses out of an open loop's send times: before the clock
     starts, everything alive is collected and frozen (never scanned again), and automatic
     collection is turned off; :meth:`idle` collects the young generations in the gaps of the
     schedule. A full collection of a loaded process takes ~0.1 s, which would otherwise land on
-    some send. Undone when the loop ends (nested uses leave it to the outermost)."""
+    some send. Other threads get the GIL back sooner (:data:`SWITCH_INTERVAL_S`). Undone when the
+    loop ends (nested uses leave it to the outermost)."""
 
     depth = 0
 
@@ -259,6 +266,8 @@ class _QuietGc:
         cls.depth += 1
         if cls.depth == 1:
             self.was_enabled = gc.isenabled()
+            self.switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self.switch_interval, SWITCH_INTERVAL_S))
             gc.collect()
             gc.freeze()
             gc.disable()
@@ -269,7 +278,8 @@ class _QuietGc:
         cls.depth -= 1
         if cls.depth == 0:
             gc.unfreeze()
-            if getattr(self, "was_enabled", True):
+            sys.setswitchinterval(self.switch_interval)
+            if self.was_enabled:
                 gc.enable()
 
     @staticmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -146,6 +147,7 @@ async def test_the_open_loop_never_sends_early_and_restores_the_garbage_collecto
             sent.append((scheduled_ns, loadgen.perf_counter_ns()))
 
     assert gc.isenabled()
+    interval = sys.getswitchinterval()
     offsets = [0, 1_000_000, 1_200_000, 5_000_000, 5_000_000, 30_000_000]
     await loadgen._open_loop(Client(), offsets, cap=None)
     assert len(sent) == len(offsets) and all(actual >= due for due, actual in sent)
@@ -159,7 +161,7 @@ async def test_the_open_loop_never_sends_early_and_restores_the_garbage_collecto
             await task
 
     await cancelled()
-    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0 and sys.getswitchinterval() == interval
 
 
 def test_a_changed_trace_file_gives_new_cell_ids(tmp_path):
