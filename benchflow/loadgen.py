@@ -255,9 +255,11 @@ async def _open_loop(client: _Client, offsets_ns: list[int], cap: int | None, fi
         t0_ns = perf_counter_ns() if t0_ns is None else t0_ns
         client.measured_since_ns = t0_ns
         try:
+            previous_ns = None
             for idx, offset in (enumerate(offsets_ns, start=first) if ids is None else zip(ids, offsets_ns)):
                 scheduled_ns = t0_ns + offset
-                await _until(scheduled_ns, quiet)
+                await _until(scheduled_ns, quiet, None if previous_ns is None else scheduled_ns - previous_ns)
+                previous_ns = scheduled_ns
                 queued_ns = perf_counter_ns()  # due now; with a cap it waits for a slot from here
                 coro = (client.send(idx, scheduled_ns, queued_ns) if sem is None
                         else capped(idx, scheduled_ns, queued_ns))

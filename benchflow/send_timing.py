@@ -19,10 +19,12 @@ import aiohttp
 
 __all__ = ["SPIN_NS", "GC_SLACK_NS", "GC_FORCE_COUNT", "SWITCH_INTERVAL_S", "WARM_CONNECTIONS"]
 
-#: An open-loop send sleeps until this long before it is due, then yields to the event loop
-#: (``asyncio.sleep(0)``) until it is: asyncio's timers wake up to ~1 ms late (epoll's timeout is
-#: in whole milliseconds), and the other requests' responses are handled while it waits.
-SPIN_NS = 1_500_000
+#: An open-loop send sleeps until this long before it is due (at most a quarter of the gap since
+#: the previous send), then yields to the event loop (``asyncio.sleep(0)``) until it is: asyncio's
+#: timers wake up to ~1 ms late (epoll's timeout is in whole milliseconds), and the other requests'
+#: responses are handled while it waits. Longer windows cost CPU at high rates, which a loaded
+#: machine pays for in scheduling delay (bench/traces.py: 1.5 ms made p99 worse at 500 req/s).
+SPIN_NS = 1_000_000
 #: With automatic garbage collection off during an open loop (:class:`_QuietGc`), the young
 #: generations are collected when the next send is at least this far away ...
 GC_SLACK_NS = 10_000_000
@@ -91,14 +93,16 @@ async def _warm_pool(session: aiohttp.ClientSession, root: str, n: int) -> None:
     await asyncio.gather(*(one() for _ in range(n)))
 
 
-async def _until(due_ns: int, quiet: _QuietGc) -> None:
-    """Returns at ``due_ns`` (or at once when it has passed): sleeps until :data:`SPIN_NS` before
-    it, collecting garbage first when there is time, then yields to the loop until it is due."""
+async def _until(due_ns: int, quiet: _QuietGc, gap_ns: int | None = None) -> None:
+    """Returns at ``due_ns`` (or at once when it has passed): sleeps until the spin window before it
+    (:data:`SPIN_NS`, at most ``gap_ns // 4``: a quarter of the gap since the previous send),
+    collecting garbage first when there is time, then yields to the loop until it is due."""
+    spin_ns = SPIN_NS if gap_ns is None else min(SPIN_NS, gap_ns // 4)
     delay_ns = due_ns - perf_counter_ns()
-    if delay_ns > SPIN_NS:
+    if delay_ns > spin_ns:
         quiet.idle(delay_ns)
         delay_ns = due_ns - perf_counter_ns()
-        if delay_ns > SPIN_NS:
-            await asyncio.sleep((delay_ns - SPIN_NS) / 1e9)
+        if delay_ns > spin_ns:
+            await asyncio.sleep((delay_ns - spin_ns) / 1e9)
     while perf_counter_ns() < due_ns:
         await asyncio.sleep(0)
