@@ -6,11 +6,17 @@ tokens, short outputs, ``hash_ids`` sharing a first block among 7 groups, is rep
 ``benchflow bench --trace`` semantics (:func:`benchflow.loadgen.run_load` with a
 :class:`benchflow.trace_replay.TraceLoad`). The error of a request is its actual send time minus
 its recorded timestamp (both from the replay's start); the acceptance target is p99 <= 5 ms.
-Prints a markdown table and writes bench/results/traces.json. On a loaded machine the figure
-measures the machine's scheduling delay more than the load generator: on the shared 2-core
-development machine (load average 7-8, other test runs) 1,000 requests at 200 req/s gave p50
-1.4-3.3 ms and p99 18-22 ms on most runs, 50-313 ms when the process was descheduled mid-replay
-(consecutive requests late together); a quiet machine is needed for the 5 ms figure.
+Prints a markdown table (with the load average before and after each rate) and writes
+bench/results/traces.json. The send path is described in docs/metrics.md ("Trace replay:
+send-time error"). On a loaded machine the figure measures the machine's scheduling delay more
+than the load generator. On the shared 2-core development machine (two CI suites running), before
+the send-path work: p50 0.6-1.0 ms, p99 18-22 ms at load 7-8, and full garbage collections of
+~0.1 s landing on sends (p99 up to 300 ms, 500 req/s falling behind by 170 ms). After it
+(2026-11-29): p50 0.06-0.3 ms; p99 1.9 / 1.9 / 3.4 ms at 50 / 200 / 500 req/s (load 3.5-5) and
+7.5 / 5.0 / 5.8 ms (load 7-8), but single runs of either version at 7-30 ms (and outliers of
+100-270 ms) whenever the other suites took the cores: interleaved runs of the old and new send
+paths on this machine could not be told apart at p99, only at p50. A quiet machine is needed for
+the 5 ms figure.
 
     PYTHONPATH=. .venv/bin/python bench/traces.py [--requests N] [--rates 50,200,500]
 """
