@@ -6,11 +6,17 @@ tokens, short outputs, ``hash_ids`` sharing a first block among 7 groups, is rep
 ``benchflow bench --trace`` semantics (:func:`benchflow.loadgen.run_load` with a
 :class:`benchflow.trace_replay.TraceLoad`). The error of a request is its actual send time minus
 its recorded timestamp (both from the replay's start); the acceptance target is p99 <= 5 ms.
-Prints a markdown table and writes bench/results/traces.json. On a loaded machine the figure
-measures the machine's scheduling delay more than the load generator: on the shared 2-core
-development machine (load average 7-8, other test runs) 1,000 requests at 200 req/s gave p50
-1.4-3.3 ms and p99 18-22 ms on most runs, 50-313 ms when the process was descheduled mid-replay
-(consecutive requests late together); a quiet machine is needed for the 5 ms figure.
+Prints a markdown table (with the load average before and after each rate) and writes
+bench/results/traces.json. The send path is described in docs/metrics.md ("Trace replay:
+send-time error"). On a loaded machine the figure measures the machine's scheduling delay more
+than the load generator. On the shared 2-core development machine (two CI suites running), before
+the send-path work: p50 0.6-1.0 ms, p99 18-22 ms at load 7-8, and full garbage collections of
+~0.1 s landing on sends (p99 up to 300 ms, 500 req/s falling behind by 170 ms). After it
+(2026-11-29): p50 0.06-0.3 ms; p99 1.9 / 1.9 / 3.4 ms at 50 / 200 / 500 req/s (load 3.5-5) and
+7.5 / 5.0 / 5.8 ms (load 7-8), but single runs of either version at 7-30 ms (and outliers of
+100-270 ms) whenever the other suites took the cores: interleaved runs of the old and new send
+paths on this machine could not be told apart at p99, only at p50. A quiet machine is needed for
+the 5 ms figure.
 
     PYTHONPATH=. .venv/bin/python bench/traces.py [--requests N] [--rates 50,200,500]
 """
@@ -73,21 +79,23 @@ def main() -> None:
     try:
         for rate in (float(r) for r in args.rates.split(",")):
             trace = make_trace(args.requests, rate)
+            load_before = os.getloadavg()[0]
             run = asyncio.run(run_load(url, "sim-model", trace_prompts(trace, _WORDS), trace_load(trace),
                                        max_requests=len(trace), request_timeout_s=60))
             e = np.asarray(send_errors_ms(run.records))
             rows.append({"rate": rate, "requests": len(trace), "sent": int(e.size),
                          "ok": sum(r.succeeded for r in run.records),
                          "p50_ms": float(np.percentile(e, 50)), "p99_ms": float(np.percentile(e, 99)),
-                         "max_ms": float(e.max())})
+                         "max_ms": float(e.max()), "load_average": [load_before, os.getloadavg()[0]]})
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     print(f"trace replay send-time error, {args.requests} requests, simulator --time-scale 0.01, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print("| rate (req/s) | sent | ok | p50 (ms) | p99 (ms) | max (ms) |\n|---|---|---|---|---|---|")
+    print("| rate (req/s) | sent | ok | p50 (ms) | p99 (ms) | max (ms) | load average |\n|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['rate']:g} | {r['sent']} | {r['ok']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} |")
+        print(f"| {r['rate']:g} | {r['sent']} | {r['ok']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} "
+              f"| {r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |")
     out = ROOT / "bench" / "results" / "traces.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "cpu_count": os.cpu_count()}, indent=1) + "\n")

@@ -38,6 +38,7 @@ from benchflow.load_watch import LoadWatch
 from benchflow.records import LoadRun, Prompt, RequestRecord
 from benchflow.saturation import Sample, SaturationConfig, SaturationDetector, describe
 from benchflow.schedule import send_offsets_ns
+from benchflow.send_timing import WARM_CONNECTIONS, _QuietGc, _until, _warm_pool
 from benchflow.spec import ConcurrencyLoad, RateLoad
 from benchflow.sse import ERROR_MESSAGE_CHARS, StreamRecorder
 
@@ -250,26 +251,29 @@ async def _open_loop(client: _Client, offsets_ns: list[int], cap: int | None, fi
         finally:
             sem.release()
 
-    t0_ns = perf_counter_ns() if t0_ns is None else t0_ns
-    client.measured_since_ns = t0_ns
-    try:
-        for idx, offset in (enumerate(offsets_ns, start=first) if ids is None else zip(ids, offsets_ns)):
-            scheduled_ns = t0_ns + offset
-            delay_ns = scheduled_ns - perf_counter_ns()
-            await asyncio.sleep(delay_ns / 1e9 if delay_ns > 0 else 0)
-            queued_ns = perf_counter_ns()  # due now; with a cap it waits for a slot from here
-            coro = client.send(idx, scheduled_ns, queued_ns) if sem is None else capped(idx, scheduled_ns, queued_ns)
-            task = asyncio.create_task(coro)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        while tasks:
-            await asyncio.wait(set(tasks))
-    except asyncio.CancelledError:
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(set(tasks))
-        raise
+    with _QuietGc() as quiet:
+        t0_ns = perf_counter_ns() if t0_ns is None else t0_ns
+        client.measured_since_ns = t0_ns
+        try:
+            previous_ns = None
+            for idx, offset in (enumerate(offsets_ns, start=first) if ids is None else zip(ids, offsets_ns)):
+                scheduled_ns = t0_ns + offset
+                await _until(scheduled_ns, quiet, None if previous_ns is None else scheduled_ns - previous_ns)
+                previous_ns = scheduled_ns
+                queued_ns = perf_counter_ns()  # due now; with a cap it waits for a slot from here
+                coro = (client.send(idx, scheduled_ns, queued_ns) if sem is None
+                        else capped(idx, scheduled_ns, queued_ns))
+                task = asyncio.create_task(coro)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.wait(set(tasks))
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(set(tasks))
+            raise
 
 
 def _validate(prompts: Sequence[Prompt], load: Any, api: str, warmup_requests: int, max_requests: int | None,
@@ -346,6 +350,9 @@ async def run_load(
         client = _Client(session, url, bodies, [p.input_tokens for p in prompts[:n_bodies]], max_tokens,
                          warmup_requests, request_timeout_s)
         client.on_request = on_request
+        if offsets_ns and not warmup_requests:  # warm-up requests would have opened them
+            await _warm_pool(session, api_root(base_url), min(len(offsets_ns), load.max_concurrency or WARM_CONNECTIONS,
+                                                               WARM_CONNECTIONS))
         anchor_at = datetime.now(UTC)
         anchor_ns = perf_counter_ns()
         logger.info("load %s on %s: %s requests, duration bound %s s", load.label, url,

@@ -100,12 +100,32 @@ def sweep_table(cells: list[dict[str, Any]], aggregates: list[dict[str, Any]]) -
     return headers, rows
 
 
+def trace_lines(cells: list[dict[str, Any]]) -> list[str]:
+    """One line per trace-replay cell (its ``trace`` summary, :func:`benchflow.trace_replay.trace_summary`):
+    the requests sent over the span and the send-time error against the recorded times."""
+    lines = []
+    for c in cells:
+        t = c.get("trace") or (c.get("summary") or {}).get("trace")
+        if not isinstance(t, dict):
+            continue
+        e = t.get("send_error_ms") or {}
+        ms = ", ".join(f"{k} {format_sig(e[k])} ms" if isinstance(e.get(k), (int, float)) else f"{k} n/a"
+                       for k in ("p50", "p99", "max"))
+        lines.append(f"{c['backend_name']} {c['load_label']} rep {c.get('repetition')}: {t.get('sent')} of "
+                     f"{t.get('requests')} requests sent over {format_sig(t.get('span_s') or 0)} s "
+                     f"(time scale {t.get('time_scale')}); send-time error vs the recorded times: {ms}")
+    return lines
+
+
 def markdown_sections(cells: list[dict[str, Any]], aggregates: list[dict[str, Any]],
                       capacities: list[dict[str, Any]], table: Any) -> list[str]:
     """The "SLO capacity" and "Load sweeps" sections (none when the campaign has neither)."""
     parts: list[str] = []
     if capacities:
         parts += ["", "## SLO capacity", ""] + [f"- {line}" for line in capacity_lines(capacities)]
+    traces = trace_lines(cells)
+    if traces:
+        parts += ["", "## Trace replays", ""] + [f"- {line}" for line in traces]
     headers, rows = sweep_table(cells, aggregates)
     if rows:
         parts += ["", "## Load sweeps (latency–throughput curve; mean and 95% CI across repetitions)", "",
@@ -119,6 +139,9 @@ def text_sections(cells: list[dict[str, Any]], aggregates: list[dict[str, Any]],
     lines: list[str] = []
     if capacities:
         lines += ["", "SLO capacity:"] + [f"  {line.replace('**', '')}" for line in capacity_lines(capacities)]
+    traces = trace_lines(cells)
+    if traces:
+        lines += ["", "Trace replays:"] + [f"  {line}" for line in traces]
     headers, rows = sweep_table(cells, aggregates)
     if rows:
         lines += ["", "Load sweeps (latency-throughput curve; mean and 95% CI across repetitions):",

@@ -137,7 +137,19 @@ async def measure_cell(
             window_of=active_window_bounds, scrape_interval_s=scrape_interval_s, replica_urls=replica_urls)
         outcome.summary.update(_by_replica(outcome.server_samples))
         return outcome
-    prompts = make_prompts(wl, prompt_count(wl), cell.seed)
+    load, counts = cell.load_point, {"warmup_requests": wl.warmup_requests, "max_requests": wl.max_requests}
+    if getattr(load, "mode", None) == "trace":  # a recorded trace's prompts and send times (benchflow.trace_replay)
+        from benchflow.errors import SpecError
+        from benchflow.trace_replay import replay_of
+
+        try:
+            load, prompts = replay_of(cell.load_point, cell.seed)
+        except SpecError as e:
+            return CellOutcome(**base, status="failed", finished_at=datetime.now(UTC),
+                               error="trace: " + "; ".join(e.problems))
+        counts = {"warmup_requests": 0, "max_requests": len(prompts)}
+    else:
+        prompts = make_prompts(wl, prompt_count(wl), cell.seed)
     scrapers = [PrometheusScraper.for_endpoint(url, interval_s=scrape_interval_s, extra_labels={"replica": label})
                 for label, url in (replica_urls or {}).items()] or [
                 PrometheusScraper.for_endpoint(base_url, interval_s=scrape_interval_s)]
@@ -149,8 +161,7 @@ async def measure_cell(
             await stack.enter_async_context(gpu.running())
         load_fn = run_cell_load if getattr(wl, "agentic", None) is None else partial(run_agentic_load, spec=wl.agentic)
         run, client = await load_fn(
-            base_url, spec.model.name, prompts, cell.load_point, clients=getattr(wl, "clients", 1), api=wl.api,
-            warmup_requests=wl.warmup_requests, max_requests=wl.max_requests,
+            base_url, spec.model.name, prompts, load, clients=getattr(wl, "clients", 1), api=wl.api, **counts,
             max_duration_s=wl.max_duration_s, request_timeout_s=wl.request_timeout_s,
             temperature=wl.temperature, ignore_eos=wl.ignore_eos, seed=cell.seed,
             stall_after_s=stall_after_s(spec), should_stop=should_stop, saturation=saturation_config(spec),
@@ -159,6 +170,10 @@ async def measure_cell(
                           server_samples=_server_frame(scrapers), gpu_samples=gpu.frame() if gpu else None)
     outcome.summary = summarize_cell(spec, outcome)
     outcome.summary.update(client)  # client_bound + the client's evidence (benchflow.clients)
+    if load is not cell.load_point:  # the send-time error of a trace replay
+        from benchflow.trace_replay import trace_summary
+
+        outcome.summary["trace"] = trace_summary(run.records, cell.load_point.trace.path, load)
     outcome.status, outcome.error = _status(outcome, alive(), _max_error_rate(spec))
     return outcome
 

@@ -48,3 +48,35 @@ def send_errors_ms(records: Any) -> list[float]:
     """Per measured request sent: actual send time minus scheduled (recorded) time, in ms."""
     return [(r.start_ns - r.scheduled_ns) / 1e6 for r in records
             if not r.warmup and r.scheduled_ns is not None and r.start_ns]
+
+
+def send_error_stats(errors_ms: Any) -> dict[str, float | None]:
+    """p50, p99 and max of send-time errors (ms; ``None`` each when there is none)."""
+    import numpy as np
+
+    e = np.asarray(list(errors_ms), dtype=float)
+    if not e.size:
+        return {"p50": None, "p99": None, "max": None}
+    return {"p50": float(np.percentile(e, 50)), "p99": float(np.percentile(e, 99)), "max": float(e.max())}
+
+
+def trace_summary(records: Any, path: Any, load: TraceLoad) -> dict[str, Any]:
+    """A replay's ``trace`` summary: its settings, the requests sent, and the send-time error
+    (actual minus recorded send time, ms: :func:`send_errors_ms`) as p50/p99/max."""
+    errors = send_errors_ms(records)
+    return {"path": str(path), "requests": len(load.offsets_ms), "sent": len(errors),
+            "time_scale": load.time_scale, "span_s": load.offsets_ms[-1] * load.time_scale / 1e3,
+            "send_error_ms": send_error_stats(errors)}
+
+
+def replay_of(load_point: Any, seed: int) -> tuple[TraceLoad, list[Any]]:
+    """A spec's ``trace`` load point (:class:`benchflow.spec.trace.TraceLoadPoint`) as the load
+    generator's load and prompts (built from ``hash_ids`` with ``seed``, before any clock starts).
+    Raises :class:`SpecError` when the file is (now) bad."""
+    from benchflow.traces import trace_prompts
+    from benchflow.workload import _WORDS
+
+    t = load_point.trace
+    requests = load_point.requests()
+    load = trace_load(requests, t.time_scale, name=t.name or "trace", max_concurrency=t.max_concurrency)
+    return load, trace_prompts(requests, _WORDS, seed=seed, block_size=t.block_size)

@@ -110,6 +110,30 @@ def read_trace(path: str | Path) -> list[TraceRequest]:
     return sorted(out, key=lambda r: r.timestamp_ms)
 
 
+def read_trace_strict(path: str | Path) -> list[TraceRequest]:
+    """A trace to replay at its recorded times, in file order: like :func:`read_trace`, but a
+    timestamp below the previous line's is a problem too (a replay never reorders). Raises
+    :class:`SpecError` listing every bad line (with its number)."""
+    out, problems = [], []
+    prev: tuple[int, float] | None = None
+    for n, line in _lines(Path(path)):
+        try:
+            r = _trace_request(json.loads(line))
+        except (json.JSONDecodeError, ValueError) as e:
+            problems.append(f"line {n}: {e}")
+            continue
+        if prev is not None and r.timestamp_ms < prev[1]:
+            problems.append(f"line {n}: timestamp {r.timestamp_ms:g} ms is before line {prev[0]}'s "
+                            f"{prev[1]:g} ms (a replayed trace must be in time order)")
+        prev = (n, r.timestamp_ms)
+        out.append(r)
+    if not out and not problems:
+        problems.append(f"{path} holds no requests")
+    if problems:
+        _raise(problems, Path(path))
+    return out
+
+
 def _block(words: np.ndarray, seed: int, key: int, size: int) -> list[str]:
     rng = np.random.default_rng([seed, key & 0xFFFFFFFF, key >> 32 & 0xFFFFFFFF])
     return list(words[rng.integers(0, len(words), size=size)])

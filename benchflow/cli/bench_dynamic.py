@@ -319,16 +319,9 @@ def run_trace(args: argparse.Namespace) -> int:
 
 def trace_summary(records: Any, path: Any, load: Any) -> dict[str, Any]:
     """The replay's send-time error (actual minus recorded send time, ms) and its settings."""
-    import numpy as np
+    from benchflow.trace_replay import trace_summary as summary
 
-    from benchflow.trace_replay import send_errors_ms
-
-    errors = np.asarray(send_errors_ms(records), dtype=float)
-    stats = ({k: float(np.percentile(errors, q)) for k, q in (("p50", 50), ("p99", 99))} | {"max": float(errors.max())}
-             if errors.size else {"p50": None, "p99": None, "max": None})
-    return {"path": str(path), "requests": len(load.offsets_ms), "sent": int(errors.size),
-            "time_scale": load.time_scale, "span_s": load.offsets_ms[-1] * load.time_scale / 1e3,
-            "send_error_ms": stats}
+    return summary(records, path, load)
 
 
 def trace_line(t: dict[str, Any]) -> str:

@@ -56,7 +56,13 @@ def load(campaign_id: str | None) -> tuple:
     campaign = store.get_campaign(campaign_id)
     if campaign is None:
         raise BenchflowError(f"no campaign {campaign_id!r} in {results.describe()}")
-    return results, campaign, store.cells(campaign_id), store.aggregates(campaign_id), store.comparisons(campaign_id)
+    cells = store.cells(campaign_id)
+    if any("trace" in (c.get("load_point") or {}) for c in cells):  # a trace replay's send-time error
+        traces = {s["cell_id"]: (s.get("summary") or {}).get("trace") for s in store.summaries(campaign_id)}
+        for c in cells:
+            if traces.get(c["cell_id"]):
+                c["trace"] = traces[c["cell_id"]]
+    return results, campaign, cells, store.aggregates(campaign_id), store.comparisons(campaign_id)
 
 
 def print_json(campaign_id: str | None) -> None:

@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     print(_summary(spec))
+    for lp in spec.workload.load_points:
+        if getattr(lp, "mode", None) == "trace":  # benchflow.spec.trace: what the replay sends
+            print(f"  {lp.describe()}")
     if args.cells:
         print(f"{'#':>4}  {'cell id':<16}  {'backend':<20}  {'load':<22}  {'rep':>3}  seed")
         for c in spec.cells():

@@ -102,8 +102,15 @@ def _prompt_tokens(dataset: Any) -> float | None:
 
 def _workload_problems(w: WorkloadSpec, base_dir: Path | None, check_files: bool) -> list[str]:
     problems = []
-    if w.max_requests is None and w.max_duration_s is None:
+    points = w.load_points if isinstance(w.load_points, list) else []
+    traces = [(j, p) for j, p in enumerate(points) if getattr(p, "mode", None) == "trace"]
+    if w.max_requests is None and w.max_duration_s is None and len(traces) < len(points):  # a trace ends by itself
         problems.append("workload: set max_requests and/or max_duration_s (a cell needs a stop condition)")
+    if check_files:  # benchflow.spec.trace
+        from benchflow.spec.trace import trace_problems
+
+        for j, p in traces:
+            problems += trace_problems(f"workload.load_points[{j}]", p, base_dir)
     mean = _prompt_tokens(w.dataset)
     count = (w.max_requests if isinstance(w.max_requests, int) else 1000) + (
         w.warmup_requests if isinstance(w.warmup_requests, int) else 0)

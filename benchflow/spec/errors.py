@@ -18,13 +18,13 @@ __all__ = ["format_validation_error", "format_loc"]
 
 #: Union tags pydantic puts into ``loc`` after a list index of these fields, and after "dataset".
 _TAGGED_LISTS = {"backends": {"vllm", "sglang", "sim", "openai"}, "load_points": {"concurrency", "rate", "sweep",
-                                                                                   "slo_capacity"}}
+                                                                                   "slo_capacity", "trace"}}
 _DATASET_TAGS = {"notation", "file"}
 _HINTS = {
     "arrival": "a rate needs arrival: poisson, gamma or constant",
     "kind": "one of vllm, sglang, sim, openai",
     "load_points": "a list of {concurrency: N}, {rate: R, arrival: ...}, {sweep: {points: N}} and/or "
-                   "{slo_capacity: {min_rate: R, max_rate: R}}",
+                   "{slo_capacity: {min_rate: R, max_rate: R}} and/or {trace: {path: FILE}}",
 }
 
 

@@ -20,6 +20,7 @@ from benchflow.spec.backends import Backend, BackendSpec
 from benchflow.spec.checks import cross_field_problems
 from benchflow.spec.driver import DriverSpec, driver_compare_defaults, driver_load_problems
 from benchflow.spec.dynamic import SloCapacityLoad, SloMap, SweepLoad
+from benchflow.spec.trace import TraceLoadPoint
 from benchflow.spec.types import Seconds, StrictModel, no_nul, sha256_hex
 from benchflow.agentic import AgenticSpec
 from benchflow.metric_key import SUMMARY_DISTRIBUTIONS, SUMMARY_SCALARS, SUMMARY_STATS, check_summary_metric
@@ -27,7 +28,8 @@ from benchflow.workload import parse_notation
 
 __all__ = [
     "CampaignSpec", "ModelSpec", "WorkloadSpec", "JsonlSource", "LimitsSpec", "SaturationSpec", "CompareSpec",
-    "HealthPolicy", "RegressionSpec", "ConcurrencyLoad", "RateLoad", "SweepLoad", "SloCapacityLoad", "LoadPoint",
+    "HealthPolicy", "RegressionSpec", "ConcurrencyLoad", "RateLoad", "SweepLoad", "SloCapacityLoad", "TraceLoadPoint",
+    "LoadPoint",
     "Cell",
     "SUMMARY_DISTRIBUTIONS", "SUMMARY_STATS", "SUMMARY_SCALARS", "SLO_METRICS", "SLO_STATS", "SummaryMetric",
 ]
@@ -83,7 +85,7 @@ class RateLoad(StrictModel):
         return self
 
 
-_LOAD_POINT_TAGS = ("concurrency", "rate", "sweep", "slo_capacity")
+_LOAD_POINT_TAGS = ("concurrency", "rate", "sweep", "slo_capacity", "trace")
 _LOAD_POINT_CLASSES: dict[str, type] = {}
 
 
@@ -95,16 +97,18 @@ def _load_point_tag(value: Any) -> str | None:
 
 LoadPoint = Annotated[
     Union[Annotated[ConcurrencyLoad, Tag("concurrency")], Annotated[RateLoad, Tag("rate")],
-          Annotated[SweepLoad, Tag("sweep")], Annotated[SloCapacityLoad, Tag("slo_capacity")]],
+          Annotated[SweepLoad, Tag("sweep")], Annotated[SloCapacityLoad, Tag("slo_capacity")],
+          Annotated[TraceLoadPoint, Tag("trace")]],
     Discriminator(
         _load_point_tag,
         custom_error_type="load_point",
         custom_error_message="a load point is {concurrency: N}, {rate: R, arrival: poisson|gamma|constant}, "
-                             "{sweep: {points: N}} or {slo_capacity: {min_rate: R, max_rate: R}}",
+                             "{trace: {path: FILE}}, {sweep: {points: N}} or {slo_capacity: {min_rate: R, max_rate: R}}",
     ),
 ]
-_LOAD_POINT_CLASSES.update(concurrency=ConcurrencyLoad, rate=RateLoad, sweep=SweepLoad, slo_capacity=SloCapacityLoad)
-AnyLoad = Union[ConcurrencyLoad, RateLoad, SweepLoad, SloCapacityLoad]
+_LOAD_POINT_CLASSES.update(concurrency=ConcurrencyLoad, rate=RateLoad, sweep=SweepLoad, slo_capacity=SloCapacityLoad,
+                           trace=TraceLoadPoint)
+AnyLoad = Union[ConcurrencyLoad, RateLoad, SweepLoad, SloCapacityLoad, TraceLoadPoint]
 
 
 class JsonlSource(StrictModel):
@@ -231,6 +235,9 @@ class WorkloadSpec(StrictModel):
             data["dataset"] = {"jsonl_sha256": _file_sha256(self.dataset.jsonl), "max_tokens": self.dataset.max_tokens}
             if self.dataset.format != "prompts":
                 data["dataset"].update(format=self.dataset.format, block_size=self.dataset.block_size)
+        traces = sorted({str(p.trace.path) for p in self.load_points if isinstance(p, TraceLoadPoint)})
+        if traces:  # a trace's content is what its cells send (a changed file: new cells)
+            data["trace_sha256"] = {path: _file_sha256(Path(path)) for path in traces}
         return data
 
 
