@@ -52,16 +52,37 @@ def die_with_parent(*, poll_s: float = PARENT_POLL_S, grace_s: float = ORPHAN_GR
     def watch() -> None:
         while getppid() == parent and parent != 1:
             sleep(poll_s)
-        log.error("process %d: its parent process %d (the worker) is gone; stopping (SIGTERM, then SIGKILL "
-                  "after %.0fs)", me, parent, grace_s)
-        kill(me, signal.SIGTERM)
-        sleep(grace_s)
-        log.error("process %d: still running %.0fs after SIGTERM; SIGKILL", me, grace_s)
-        kill(me, signal.SIGKILL)
+        # the worker read our stdout/stderr pipes: now broken, and a console handler that meets a
+        # broken pipe may raise SystemExit (rich does) in whichever thread logs next, e.g. in the
+        # engine's crash handling before it reports Crashed. Nobody reads them any more: /dev/null.
+        try:
+            _quietly(_silence_stdio)
+            kill(me, signal.SIGTERM)
+            _quietly(log.error, "process %d: its parent process %d (the worker) is gone; stopping (SIGTERM, "
+                     "then SIGKILL after %.0fs)", me, parent, grace_s)
+            sleep(grace_s)
+        finally:
+            kill(me, signal.SIGKILL)
 
     thread = threading.Thread(target=watch, name="benchflow-die-with-parent", daemon=True)
     thread.start()
     return thread
+
+
+def _silence_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _quietly(fn: Callable[..., object], *args: object) -> None:
+    try:
+        fn(*args)
+    except BaseException:  # noqa: BLE001 - SystemExit from a console handler on a broken pipe included
+        pass
 
 
 def stale_after(heartbeat_s: float | None, missed: int = MISSED_HEARTBEATS) -> float:
