@@ -23,7 +23,7 @@ from tests.deploy.test_prefect_server import create_run
 
 pytestmark = pytest.mark.integration
 
-CELLS = 8
+CELLS = 5
 
 
 def _poll(fn, timeout_s: float, what: str, diag=lambda: ""):
