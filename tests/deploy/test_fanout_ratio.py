@@ -21,15 +21,17 @@ from tests.deploy.test_prefect_server import create_run
 pytestmark = pytest.mark.integration
 
 BACKENDS = 4
-REPETITIONS = 2
+REPETITIONS = 4
 WORKERS = 3
 HOLD = re.compile(r"backend (\S+): holding GPU slot\(s\) (\S+) ")
 RELEASE = re.compile(r"backend (\S+): released GPU slot\(s\) (\S+)$")
 
 
 def _spec(name: str, placement: str) -> dict:
-    # time-scale 1: a cell mostly waits on the simulator's paced tokens, as on a real GPU
-    spec = tiny_spec(name, repetitions=REPETITIONS, placement=placement, parallel=BACKENDS, time_scale=1.0)
+    # time-scale 1 and 256 output tokens: a cell (~6 s) mostly waits on the simulator's paced tokens,
+    # as on a real GPU, so a backend's work (~30 s) outweighs starting its child flow run (~10-60 s)
+    spec = tiny_spec(name, repetitions=REPETITIONS, placement=placement, parallel=BACKENDS, time_scale=1.0,
+                     output_tokens=256)
     first = spec["backends"][0]
     spec["backends"] = [{**first, "name": f"sim-{i}", "gpu_slots": [i % 2], "engine_args": dict(first["engine_args"])}
                         for i in range(BACKENDS)]

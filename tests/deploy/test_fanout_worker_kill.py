@@ -153,8 +153,28 @@ def test_the_bootstrap_s_zombie_automation_crashes_a_run_whose_heartbeats_stoppe
                         "resource": {"prefect.resource.id": f"prefect.flow-run.{run['id']}"},
                         "related": [{"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"}]}
                 assert client.post("/events", json=[beat]).status_code == 204
+                # what the campaign run reads of a child for its own bound (ChildWatch): that heartbeat
+                from flows.campaign_backend import last_heartbeat
+
+                seen = _poll(lambda: last_heartbeat(run["id"]), 60, "the heartbeat readable from the API")
+                assert abs(seen - datetime.fromisoformat(beat["occurred"]).timestamp()) < 1
                 final = _poll(lambda: (fr := client.get(f"/flow_runs/{run['id']}").json())["state"]["type"] == "CRASHED"
                               and fr, 120, "the silent run marked Crashed by the automation")
         finally:
             pc.delete_automation(automation_id)
     assert "no heartbeat for 10s" in final["state"]["message"], final["state"]
+
+
+def test_the_campaign_run_marks_a_silent_child_crashed_through_the_api(prefect_stack):
+    """ChildWatch's verdict is applied with flows.campaign_backend.mark_crashed: forced, final."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.campaign_backend import _state_of, mark_crashed
+
+    with prefect_stack.client() as client:
+        flow = client.post("/flows/", json={"name": "silent-probe"}).json()
+        run = client.post("/flow_runs/", json={"flow_id": flow["id"], "state": {"type": "RUNNING"}}).json()
+        with temporary_settings({PREFECT_API_URL: prefect_stack.api_url}):
+            mark_crashed(run["id"], "run x: no heartbeat for 700s (bound 720s)")
+            state = _state_of(run["id"])
+    assert state.type.value == "CRASHED" and state.message == "run x: no heartbeat for 700s (bound 720s)"
