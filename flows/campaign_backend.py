@@ -180,8 +180,24 @@ def child_watch(env: dict[str, str] | None = None) -> ChildWatch:
     from prefect.settings import get_current_settings
 
     env = dict(os.environ if env is None else env)
-    stale = float(env.get(STALE_ENV) or stale_after(get_current_settings().flows.heartbeat_frequency))
-    return ChildWatch(heartbeat_of=last_heartbeat, stale_s=stale, pickup_s=float(env.get(PICKUP_ENV) or PICKUP_S))
+    stale = _seconds(env, STALE_ENV, stale_after(get_current_settings().flows.heartbeat_frequency))
+    return ChildWatch(heartbeat_of=last_heartbeat, stale_s=stale, pickup_s=_seconds(env, PICKUP_ENV, PICKUP_S))
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    from benchflow.errors import BenchflowError
+    from benchflow.units import parse_duration_s
+
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = parse_duration_s(raw, allow_bare=True)
+    except Exception as e:  # noqa: BLE001 - said in one line below
+        raise BenchflowError(f"{name}: expected a duration in seconds (e.g. 600 or 10m), got {raw!r}") from e
+    if value <= 0:
+        raise BenchflowError(f"{name}: must be > 0, got {raw!r}")
+    return value
 
 
 def last_heartbeat(run_id: Any) -> float | None:

@@ -37,7 +37,8 @@ PARENT_POLL_S = 1.0
 ORPHAN_GRACE_S = 30.0
 #: Heartbeats a running child may miss before the parent marks it Crashed.
 MISSED_HEARTBEATS = 3
-#: Seconds a child may wait for a worker to pick it up (Scheduled/Pending) before the parent gives up.
+#: Seconds a child may wait for a worker to pick it up (Scheduled/Pending) before the parent gives up
+#: (counted from its start, or from the last time a sibling ended).
 PICKUP_S = 600.0
 
 
@@ -108,8 +109,13 @@ class ChildWatch:
         self._started[run_id] = self.clock()
 
     def forget(self, run_id: object) -> None:
+        """``run_id`` ended. Its siblings still waiting for a worker wait anew: a pool whose
+        concurrency limit is below ``parallel`` takes them only as others end."""
         self._started.pop(run_id, None)
         self._running_since.pop(run_id, None)
+        now = self.clock()
+        for waiting in [r for r in self._started if r not in self._running_since]:
+            self._started[waiting] = now
 
     def verdict(self, run_id: object, kind: str) -> tuple[str, str] | None:
         """None while ``run_id`` (in the non-final state ``kind``) is within its bound; else

@@ -97,6 +97,19 @@ def test_a_child_no_worker_picks_up_is_stopped_and_fails_with_its_name():
     assert out["b"] == ("COMPLETED", "")
 
 
+def test_a_child_waiting_behind_its_siblings_waits_anew_when_one_ends():
+    clock = _Clock()
+    watch = ChildWatch(heartbeat_of=lambda rid: clock.now, stale_s=60, pickup_s=30, clock=clock)
+    watch.started("a"), watch.started("b")
+    assert watch.verdict("a", "RUNNING") is None
+    clock.now += 25
+    watch.forget("a")  # a sibling ended: the pool had room again only now
+    clock.now += 25
+    assert watch.verdict("b", "SCHEDULED") is None, "50 s since its start, 25 s since a sibling ended"
+    clock.now += 10
+    assert watch.verdict("b", "PENDING")[0] == "FAILED"
+
+
 def test_heartbeats_keep_a_long_child_alive():
     clock = _Clock()
     watch = ChildWatch(heartbeat_of=lambda rid: clock.now - 5, stale_s=60, clock=clock)
