@@ -7,7 +7,12 @@
   the config file, or this host (``--gpus N``, else counted by NVML);
 - Prefect Variables for non-secret settings (``benchflow_artifacts``: the artifact location);
 - Secret blocks whose values come from environment variables of the process running the
-  bootstrap (never from a file): ``benchflow-database-url`` <- ``BENCHFLOW_DATABASE_URL``, ...
+  bootstrap (never from a file): ``benchflow-database-url`` <- ``BENCHFLOW_DATABASE_URL``, ...;
+- the automation ``benchflow-crash-zombie-flow-runs``: Prefect's documented "zombie flow"
+  automation (a proactive trigger on missing ``prefect.flow-run.heartbeat`` events that sets the
+  run Crashed), limited to runs tagged ``benchflow``; ``within`` is ``missed`` heartbeats of the
+  workers' ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` (``zombie_flow_runs.heartbeat_s``, 180 by default
+  as in Prefect; set both to 30 for detection within 90 s).
 
 The config file (``infra/bootstrap.yaml`` is an example) overrides any of these.
 """
@@ -75,6 +80,21 @@ def _default_pools() -> list[PoolConfig]:
     ]
 
 
+class ZombieConfig(StrictModel):
+    """Prefect's zombie-flow automation: a run tagged ``benchflow`` that stops sending heartbeats is Crashed."""
+
+    enabled: bool = Field(True, description="create the automation")
+    name: str = Field("benchflow-crash-zombie-flow-runs", min_length=1, description="the automation's name")
+    heartbeat_s: int = Field(180, ge=30, le=86400,
+                             description="the workers' PREFECT_FLOWS_HEARTBEAT_FREQUENCY (Prefect's default: 180)")
+    missed: int = Field(3, ge=2, le=100, description="heartbeats missed before a run is marked Crashed")
+    tag: str = Field("benchflow", min_length=1, description="only flow runs with this tag")
+
+    @property
+    def within_s(self) -> int:
+        return self.heartbeat_s * self.missed
+
+
 class InfraConfig(StrictModel):
     """The bootstrap config file."""
 
@@ -91,6 +111,8 @@ class InfraConfig(StrictModel):
         default_factory=lambda: dict(DEFAULT_SECRETS_FROM_ENV),
         description="Secret block name -> environment variable; skipped when the variable is unset",
     )
+    zombie_flow_runs: ZombieConfig = Field(default_factory=ZombieConfig,
+                                           description="Prefect's zombie-flow automation (missing heartbeats -> Crashed)")
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,7 @@ class BootstrapPlan:
     gpu_limits: list[str] = field(default_factory=list)
     variables: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, SecretStr] = field(default_factory=dict)
+    zombie: ZombieConfig | None = None
 
     def describe(self) -> list[str]:
         lines = [f"work pool {p.name} ({p.type}), queues {', '.join(q.name for q in p.queues) or '-'}"
@@ -117,6 +140,9 @@ class BootstrapPlan:
         lines.append(f"GPU slots (limit 1 each): {', '.join(self.gpu_limits) or 'none'}")
         lines += [f"variable {k} = {v!r}" for k, v in sorted(self.variables.items())]
         lines += [f"secret block {k} (value from the environment)" for k in sorted(self.secrets)]
+        if self.zombie is not None:
+            lines.append(f"automation {self.zombie.name}: a flow run tagged {self.zombie.tag} without a heartbeat for "
+                         f"{self.zombie.within_s}s is marked Crashed")
         return lines
 
 
@@ -190,4 +216,5 @@ def build_plan(config: InfraConfig, base_dir: Path, *, local_host: HostConfig | 
     variables: dict[str, Any] = {k: env[v] for k, v in config.variables_from_env.items() if env.get(v)}
     variables.update(config.variables)
     secrets = {k: SecretStr(env[v]) for k, v in config.secrets_from_env.items() if env.get(v)}
-    return BootstrapPlan(pools=pools, gpu_limits=limits, variables=variables, secrets=secrets)
+    zombie = config.zombie_flow_runs if config.zombie_flow_runs.enabled else None
+    return BootstrapPlan(pools=pools, gpu_limits=limits, variables=variables, secrets=secrets, zombie=zombie)

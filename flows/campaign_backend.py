@@ -13,9 +13,15 @@ Faults:
 
 - a child that ends Failed/Crashed/Cancelled is named with its state message in the parent's
   message, and the campaign ends ``failed``;
-- a child that ends ``Crashed`` (its process died: Prefect's crash detection, or the server's
-  zombie detection of a run whose heartbeats stopped) is started once more: its finished cells are
-  stored, so the new run measures only the rest;
+- a child that ends ``Crashed`` is started once more: its finished cells are stored, so the new
+  run measures only the rest. A child ends Crashed when its process dies (Prefect's engine reports
+  it), when its worker is SIGKILLed (the child's process notices, :func:`die_with_parent`, and
+  stops itself with SIGTERM, which Prefect's engine reports as Crashed), when the server's zombie
+  automation (``benchflow infra bootstrap``) sees its heartbeats stop, or when the parent itself
+  sees no heartbeat for ``stale_after(PREFECT_FLOWS_HEARTBEAT_FREQUENCY)`` seconds and marks it
+  Crashed (:class:`benchflow.engine.liveness.ChildWatch`);
+- a child that no worker picks up within ``$BENCHFLOW_POOL_PICKUP_S`` (600 s) is cancelled and
+  named in the parent's failure: the parent never waits without a bound;
 - a cancel of the parent (noticed by the campaign's cancel watcher, or the parent's process being
   stopped by its worker) sets every child still in flight to ``Cancelling``; the on_cancellation
   hook :func:`cancel_children` does the same from the worker.
@@ -33,6 +39,7 @@ from benchflow import engine
 from benchflow.campaign import failure_summary
 from benchflow.engine import CampaignResult, FinishSteps, StopCheck
 from benchflow.engine.fanout import MAX_CRASH_RETRIES, POLL_S, backends_to_run, dispatch  # noqa: F401
+from benchflow.engine.liveness import PICKUP_S, ChildWatch, die_with_parent, stale_after
 from benchflow.errors import CampaignCancelled, ResultsNotStoredError, StorageError
 from benchflow.redact import install_log_redaction
 from benchflow.spec import CampaignSpec, Cell, load_spec
@@ -44,7 +51,10 @@ from tasks.persist import open_results
 
 #: The deployment each backend of a ``placement: pool`` campaign runs as.
 BACKEND_DEPLOYMENT = "campaign-backend/backend"
-#: How often a child that crashed is started again.
+#: Seconds a child may wait for a worker (Scheduled/Pending) before the parent cancels it and fails.
+PICKUP_ENV = "BENCHFLOW_POOL_PICKUP_S"
+#: Seconds a running child may go without a heartbeat before the parent marks it Crashed.
+STALE_ENV = "BENCHFLOW_POOL_STALE_S"
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,7 @@ def campaign_backend(spec: Union[CampaignSpec, str], campaign_id: str, backend: 
         backend: the name of the backend of the spec to run.
     """
     install_log_redaction()
+    die_with_parent()  # a SIGKILLed worker takes this run (and so its backend and clients) with it
     logger = get_run_logger()
     spec_obj = spec if isinstance(spec, CampaignSpec) else load_spec(spec)
     summary: dict[str, Any] = {"campaign_id": campaign_id, "backend": backend}
@@ -142,7 +153,7 @@ def fan_out(spec: CampaignSpec, cid: str, cells: list[Cell], finish: FinishSteps
     logger.info("campaign %s: %d backends on the work pool, at most %d at once", cid, len(names), spec.parallel)
     try:
         outcomes = dispatch(names, spec.parallel, start, _state_of, cancel, cancel_runs, logger=logger,
-                            poll_s=poll_s)
+                            poll_s=poll_s, watch=child_watch(), mark_crashed=mark_crashed)
         result = engine.finish_campaign(spec, cid, finish)
     except CampaignCancelled as e:
         return engine.end_campaign(finish, cid, "cancelled",
@@ -159,6 +170,62 @@ def fan_out(spec: CampaignSpec, cid: str, cells: list[Cell], finish: FinishSteps
             message += f" | {result.message}"
         return engine.end_campaign(finish, cid, "failed", message)
     return result
+
+
+def child_watch(env: dict[str, str] | None = None) -> ChildWatch:
+    """The parent's bound on its children: ``$BENCHFLOW_POOL_PICKUP_S`` (default 600) to be picked up,
+    ``$BENCHFLOW_POOL_STALE_S`` (default: 4 heartbeats of ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``) of silence."""
+    import os
+
+    from prefect.settings import get_current_settings
+
+    env = dict(os.environ if env is None else env)
+    stale = _seconds(env, STALE_ENV, stale_after(get_current_settings().flows.heartbeat_frequency))
+    return ChildWatch(heartbeat_of=last_heartbeat, stale_s=stale, pickup_s=_seconds(env, PICKUP_ENV, PICKUP_S))
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    from benchflow.errors import BenchflowError
+    from benchflow.units import parse_duration_s
+
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = parse_duration_s(raw, allow_bare=True)
+    except Exception as e:  # noqa: BLE001 - said in one line below
+        raise BenchflowError(f"{name}: expected a duration in seconds (e.g. 600 or 10m), got {raw!r}") from e
+    if value <= 0:
+        raise BenchflowError(f"{name}: must be > 0, got {raw!r}")
+    return value
+
+
+def last_heartbeat(run_id: Any) -> float | None:
+    """Epoch seconds of the newest ``prefect.flow-run.heartbeat`` event of the run (None: none, or no API)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
+
+    flt = EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                      resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]), order=EventOrder.DESC)
+    try:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(filter=flt, limit=1)
+    except Exception as e:  # noqa: BLE001 - a blip: the bound is long, ask again next time
+        log.debug("reading heartbeats of flow run %s: %s", run_id, e)
+        return None
+    return page.events[0].occurred.timestamp() if page.events else None
+
+
+def mark_crashed(run_id: Any, message: str) -> None:
+    """Sets a child run whose heartbeats stopped to Crashed (forced: nobody else will)."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+    except Exception as e:  # noqa: BLE001 - it is started again either way
+        log.warning("could not mark backend run %s crashed: %s", run_id, e)
 
 
 def _state_of(run_id: Any) -> Any:

@@ -16,7 +16,7 @@ from prefect.client.schemas.actions import (
 )
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from benchflow.bootstrap import BootstrapPlan, PoolPlan
+from benchflow.bootstrap import BootstrapPlan, PoolPlan, ZombieConfig
 from benchflow.errors import BenchflowError
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # work-pool, work-queue, concurrency-limit, variable, secret
+    kind: str  # work-pool, work-queue, concurrency-limit, variable, secret, automation
     name: str
     action: str  # created, updated, unchanged
     detail: str = ""
@@ -114,6 +114,65 @@ def ensure_secret(name: str, value: str) -> Change:
     return Change("secret", name, "created" if current is None else "updated")
 
 
+def zombie_automation(config: ZombieConfig) -> Any:
+    """Prefect's documented zombie-flow automation (docs: "How to detect and respond to zombie flows"),
+    limited to flow runs tagged ``config.tag``: after a heartbeat, no heartbeat and no final state
+    within ``config.within_s`` seconds sets the run Crashed."""
+    from datetime import timedelta
+
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    message = (f"no heartbeat for {config.within_s}s: its process or host is gone "
+               f"(automation {config.name}, from benchflow infra bootstrap)")
+    return AutomationCore(
+        name=config.name,
+        description="benchflow: crash flow runs whose heartbeats stopped (a worker or host died), so that "
+                    "a fanned-out campaign starts their backend again",
+        enabled=True,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.role": "tag",
+                                                 "prefect.resource.id": f"prefect.tag.{config.tag}"}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=config.within_s),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=message)],
+    )
+
+
+def ensure_automation(client: Any, config: ZombieConfig) -> Change:
+    """The zombie-flow automation, created or brought in line (one automation of that name)."""
+    wanted = zombie_automation(config)
+    current = client.read_automations_by_name(config.name)
+    if not current:
+        client.create_automation(wanted)
+        return Change("automation", config.name, "created", f"within {config.within_s}s")
+    keep = {"name", "description", "enabled", "trigger", "actions"}
+    have = _canon(current[0].model_dump(mode="json", include=keep))
+    if have == _canon(wanted.model_dump(mode="json", include=keep)):
+        return Change("automation", config.name, "unchanged")
+    client.update_automation(current[0].id, wanted)
+    return Change("automation", config.name, "updated", f"within {config.within_s}s")
+
+
+def _canon(value: Any) -> Any:
+    """A JSON value with its lists of strings sorted (the trigger's sets come back in any order)."""
+    if isinstance(value, dict):
+        return {k: _canon(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_canon(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
+    return value
+
+
 def apply_plan(client: Any, plan: BootstrapPlan) -> list[Change]:
     """Applies every object of ``plan``; returns what happened to each."""
     changes: list[Change] = []
@@ -123,6 +182,8 @@ def apply_plan(client: Any, plan: BootstrapPlan) -> list[Change]:
     changes += [ensure_gpu_limit(client, name) for name in plan.gpu_limits]
     changes += [ensure_variable(client, name, value) for name, value in sorted(plan.variables.items())]
     changes += [ensure_secret(name, value.get_secret_value()) for name, value in sorted(plan.secrets.items())]
+    if plan.zombie is not None:
+        changes.append(ensure_automation(client, plan.zombie))
     for change in changes:
         if change.action != "unchanged":
             log.info("%s", change)
@@ -145,6 +206,9 @@ def snapshot(client: Any, plan: BootstrapPlan) -> dict[str, Any]:
         state[f"limit:{name}"] = limit.model_dump(mode="json", exclude={"active_slots", "slot_decay_per_second"})
     for name in plan.variables:
         state[f"variable:{name}"] = client.read_variable_by_name(name).model_dump(mode="json")
+    if plan.zombie is not None:
+        for automation in client.read_automations_by_name(plan.zombie.name):
+            state[f"automation:{automation.id}"] = automation.model_dump(mode="json")
     for name in plan.secrets:
         doc = client.read_block_document_by_name(name, block_type_slug="secret", include_secrets=False)
         state[f"secret:{name}"] = {"id": str(doc.id), "updated": str(getattr(doc, "updated", ""))}

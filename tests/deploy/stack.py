@@ -112,3 +112,35 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.procs)
+
+
+# -- dedicated pools for the fan-out tests: their workers are the only ones that can take a child ------
+
+
+def pool_with_backend_deployment(client: httpx.Client, pool: str, name: str,
+                                 source: str = "campaign-backend/backend") -> str:
+    """A process work pool ``pool`` and a copy of the ``source`` deployment on it, named ``name``
+    (``campaign-backend/<name>``): children sent there reach only the workers a test starts on ``pool``."""
+    import json
+
+    if client.get(f"/work_pools/{pool}").status_code == 404:
+        template = json.loads((REPO / "deployments/work-pools/process.json").read_text())
+        response = client.post("/work_pools/", json={"name": pool, "type": "process", "base_job_template": template})
+        assert response.status_code in (200, 201), response.text
+    flow, dep = source.split("/")
+    src = client.get(f"/deployments/name/{flow}/{dep}").json()
+    body = {k: src[k] for k in ("flow_id", "entrypoint", "pull_steps", "parameter_openapi_schema",
+                                "enforce_parameter_schema", "job_variables", "path", "tags") if k in src}
+    response = client.post("/deployments/", json={**body, "name": name, "work_pool_name": pool})
+    assert response.status_code in (200, 201), response.text
+    return f"{flow}/{name}"
+
+
+def start_worker(stack: Stack, pool: str, name: str, **env: str) -> Proc:
+    """A process worker on ``pool`` (its own BENCHFLOW_HOME and working folder) with ``env`` added."""
+    workdir = stack.tmp / f"{name}-cwd"
+    workdir.mkdir(exist_ok=True)
+    worker_env = stack.env(BENCHFLOW_HOME=str(stack.tmp / f"{name}-home"), PREFECT_WORKER_QUERY_SECONDS="1",
+                           PREFECT_WORKER_PREFETCH_SECONDS="5", **env)
+    return start(name, [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
+                        "--name", name], worker_env, workdir, stack.tmp)
