@@ -21,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
     update_progress_artifact
 from prefect.runtime import flow_run as current_run
 
+from benchflow.engine.liveness import die_with_parent
 from benchflow.tuning import report
 from benchflow.tuning.confirm import confirm_study
 from benchflow.tuning.local import reap_study_leftovers
@@ -68,6 +69,7 @@ def tune_trial(spec: Union[TuningSpec, str], study_id: str, lane: int = 0) -> di
         study_id: the study, in the results database's Optuna storage.
         lane: the GPU lane of this trial (0..parallel-1): which of the host's GPUs it uses.
     """
+    die_with_parent()  # a SIGKILLed worker takes this trial (its backend, its heartbeat) with it
     tspec = spec if isinstance(spec, TuningSpec) else load_tuning_spec(spec)
     results = open_results()
     storage = heartbeat_storage(prepare_storage(results.config.database_url))
