@@ -213,17 +213,20 @@ class WorkloadSpec(StrictModel):
     @classmethod
     def _unique_load_points(cls, points: list[AnyLoad]) -> list[AnyLoad]:
         seen: dict[Any, int] = {}
-        labels = {p.label: i for i, p in reversed(list(enumerate(points))) if not p.dynamic}
+        labels: dict[str, int] = {}
         for i, p in enumerate(points):
             key = (type(p).__name__, repr(p.model_dump()))
             if key in seen:
                 raise ValueError(f"load_points[{i}] ({p.label}) repeats load_points[{seen[key]}]")
             seen[key] = i
-            if p.dynamic:  # its label names the cells it derives: it must be the only one
-                if p.label in labels:
-                    raise ValueError(f"load_points[{i}] has the label {p.label!r} of load_points[{labels[p.label]}]; "
-                                     "give it another name (e.g. name: sweep_b)")
-                labels[p.label] = i
+            # the label keys the cells, aggregates and comparisons: two different load points with one
+            # label (two traces with one name, two gamma rates differing only in burstiness) would mix
+            if p.label in labels:
+                named = [q for q in (p, points[labels[p.label]]) if q.dynamic or q.mode == "trace"]
+                hint = "give it another name (e.g. name: sweep_b)" if named else "they would share cells and aggregates"
+                raise ValueError(f"load_points[{i}] has the label {p.label!r} of load_points[{labels[p.label]}]; "
+                                 f"{hint}")
+            labels[p.label] = i
         return points
 
     def measurement_fields(self) -> dict[str, Any]:
