@@ -25,7 +25,8 @@ test: install
 test-unit: install
 	$(PY) -m pytest -q -m "not integration and not docker" $(PYTEST_ARGS)
 
-## Measures the load generator and orchestration overhead, several client processes, the SLO-capacity
+## Measures the load generator and orchestration overhead, several client processes (throughput and the TTFT
+## the client adds: bench/clients.py, bench/client_ttft.py), the SLO-capacity
 ## search's interval coverage (bench/capacity.py) and the tuning samplers against an exhaustive optimum
 ## (bench/tuning.py); the last two run in virtual time. Figures go into README.md and docs/metrics.md.
 ## GP (Optuna's GPSampler) needs PyTorch: BENCH_TORCH is installed first (2.13.0 is the CPU wheel this
@@ -35,6 +36,7 @@ bench: install
 	$(if $(BENCH_TORCH),$(PY) -m pip install -q '$(BENCH_TORCH)')
 	$(PY) bench/run_all.py
 	PYTHONPATH=. $(PY) bench/clients.py
+	PYTHONPATH=. $(PY) bench/client_ttft.py
 	PYTHONPATH=. $(PY) bench/capacity.py
 	PYTHONPATH=. $(PY) bench/tuning.py
 	PYTHONPATH=. $(PY) bench/traces.py

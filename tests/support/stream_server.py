@@ -70,6 +70,10 @@ class StreamServerConfig:
     send_usage: bool = True
     #: Keep the JSON bodies received (``StreamServer.bodies``, at most 1000).
     record_bodies: bool = False
+    #: Keep, per prompt, when its handler started and when its first output message was written
+    #: (``perf_counter_ns``: CLOCK_MONOTONIC, the same clock in every process on Linux), served at
+    #: ``GET /first_writes``: how bench/client_ttft.py takes the server's own time out of the TTFT.
+    record_first_writes: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.behaviours) - set(BEHAVIOURS)
@@ -95,6 +99,8 @@ class StreamServer:
         self.requests = 0
         #: ``(perf_counter_ns() after the write, output tokens written)``, one per write of output.
         self.written: list[tuple[int, int]] = []
+        #: prompt -> (handler start, first output written), with ``record_first_writes``.
+        self.first_writes: dict[str, tuple[int, int]] = {}
         self.url: str | None = None
         self._cycle = itertools.cycle(self.config.behaviours)
         self._runner: web.AppRunner | None = None
@@ -105,6 +111,7 @@ class StreamServer:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/first_writes", self._first_writes)
         return app
 
     async def start(self) -> str:
@@ -137,6 +144,9 @@ class StreamServer:
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def _first_writes(self, request: web.Request) -> web.Response:
+        return web.json_response({k: list(v) for k, v in self.first_writes.items()})
+
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=False)
 
@@ -146,6 +156,7 @@ class StreamServer:
     async def _serve(self, request: web.Request, chat: bool) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        start_ns = perf_counter_ns()
         body = await request.json()
         self.requests += 1
         if self.config.record_bodies and len(self.bodies) < 1000:
@@ -169,10 +180,12 @@ class StreamServer:
             return resp
         if head:
             await resp.write(head)
-        return await self._stream(request, resp, msgs, behaviour, t0, loop)
+        key = _prompt_key(body, chat) if self.config.record_first_writes else None
+        return await self._stream(request, resp, msgs, behaviour, t0, loop, (key, start_ns))
 
     async def _stream(self, request: web.Request, resp: web.StreamResponse, msgs: _Messages, behaviour: str,
-                      t0: float, loop: asyncio.AbstractEventLoop) -> web.StreamResponse:
+                      t0: float, loop: asyncio.AbstractEventLoop,
+                      first: tuple[str | None, int] = (None, 0)) -> web.StreamResponse:
         cfg = self.config
         if cfg.keepalive:
             await resp.write(b": ping\n\n")
@@ -186,6 +199,8 @@ class StreamServer:
             out = msgs.output(k)
             await resp.write(out[:-2] if behaviour == "no_done" and k == n - 1 else out)
             self.written.append((perf_counter_ns(), msgs.tokens_in(k)))
+            if k == 0 and first[0] is not None:
+                self.first_writes[first[0]] = (first[1], self.written[-1][0])
         if behaviour == "no_done":
             await resp.write_eof()
             return resp
@@ -203,6 +218,12 @@ async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float, spin_s:
         await asyncio.sleep(delay - spin_s)
     while loop.time() < deadline:
         await asyncio.sleep(0)
+
+
+def _prompt_key(body: dict[str, Any], chat: bool) -> str:
+    if chat:
+        return " ".join(str(m.get("content", "")) for m in body.get("messages", []))
+    return str(body.get("prompt", ""))
 
 
 def precise_loop() -> asyncio.AbstractEventLoop:
@@ -284,18 +305,19 @@ def _cli_args(config: StreamServerConfig, port: int) -> list[str]:
     return ["--port", str(port), "--ttft-ms", repr(config.ttft_s * 1e3), "--gap-ms", repr(config.gap_s * 1e3),
             "--tokens-per-message", str(config.tokens_per_message), "--behaviours", ",".join(config.behaviours),
             "--spin-ms", repr(config.spin_s * 1e3), "--stall-s", repr(config.stall_s),
-            "--cut-after", str(config.cut_after)]
+            "--cut-after", str(config.cut_after)] + (["--record-first-writes"] if config.record_first_writes else [])
 
 
 @contextlib.contextmanager
 def serve_in_process(config: StreamServerConfig | None = None, port: int | None = None,
-                     startup_timeout_s: float = 20.0) -> Iterator[str]:
-    """Runs a server in a separate Python process (its own loop and GIL); yields its base URL."""
+                     startup_timeout_s: float = 20.0, epoll: bool = False) -> Iterator[str]:
+    """Runs a server in a separate Python process (its own loop and GIL); yields its base URL.
+    ``epoll``: the default event loop, for more than ~1000 connections (see ``main``)."""
     config = config or StreamServerConfig()
     if port is None:
         port = free_port()
     root = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "-m", "tests.support.stream_server", *_cli_args(config, port)]
+    cmd = [sys.executable, "-m", "tests.support.stream_server", *_cli_args(config, port), *(["--epoll"] if epoll else [])]
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -334,12 +356,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--spin-ms", type=float, default=StreamServerConfig.spin_s * 1e3)
     p.add_argument("--stall-s", type=float, default=StreamServerConfig.stall_s)
     p.add_argument("--cut-after", type=int, default=StreamServerConfig.cut_after)
+    p.add_argument("--record-first-writes", action="store_true", help="serve GET /first_writes")
+    p.add_argument("--epoll", action="store_true", help="the default event loop (select() takes ~1000 sockets at most; "
+                   "epoll timers wake up to 1 ms late)")
     a = p.parse_args(argv)
     config = StreamServerConfig(ttft_s=a.ttft_ms / 1e3, gap_s=a.gap_ms / 1e3, tokens_per_message=a.tokens_per_message,
                                 behaviours=tuple(a.behaviours.split(",")), spin_s=a.spin_ms / 1e3,
-                                stall_s=a.stall_s, cut_after=a.cut_after)
+                                stall_s=a.stall_s, cut_after=a.cut_after, record_first_writes=a.record_first_writes)
+    loop = asyncio.new_event_loop() if a.epoll else precise_loop()
     web.run_app(StreamServer(config).app(), host="127.0.0.1", port=a.port, access_log=None, print=None,
-                handler_cancellation=True, shutdown_timeout=1.0, backlog=1000, loop=precise_loop())
+                handler_cancellation=True, shutdown_timeout=1.0, backlog=4096, loop=loop)
 
 
 if __name__ == "__main__":
