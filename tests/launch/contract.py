@@ -116,10 +116,26 @@ def test_stop_kills_a_backend_that_ignores_sigterm_after_the_grace(launcher_harn
     launcher.stop(1)
 
 
+def health_status(url: str) -> int | None:
+    """The HTTP status ``/health`` answers, or None when it does not answer within 10 s."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as resp:  # noqa: S310 - loopback only
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
 def test_never_ready_raises_with_the_log_tail(launcher_harness):
     launcher = launcher_harness.make("slow", **{"startup-delay-s": 600})
     launcher.start()
     wait_for(lambda: "Uvicorn running on" in launcher_harness.server_log(launcher), what="the server to listen")
+    # answering at all (its first request can take longer than the 1 s below on a busy machine; the
+    # last probe's reason, a 503, is what the message must carry)
+    servers = list(getattr(launcher, "replica_urls", {}).values()) or [launcher.url]  # a router starts after them
+    wait_for(lambda: all(health_status(u) is not None for u in servers), READY_S,
+             what="the loading server to answer /health")
     with pytest.raises(BackendStartError) as info:
         launcher.ready(1.0)
     assert "not ready after 1s" in str(info.value) and "503" in str(info.value), str(info.value)
