@@ -196,9 +196,12 @@ class ReplicatedHarness(Harness):
                                          registry_dir=self.registry_dir, owner=self.owner, run_id=self.run_id))
 
     def is_exit(self, reason: str | None, code: int) -> bool:
-        # "replica 0 (b-r0, http://...): exit code 1; last log line: ..."
-        return bool(reason) and reason.startswith("replica ") and f": {self.exited(code)}" in reason and (
-            reason.split(": ", 1)[1].split(";", 1)[0] == self.exited(code))
+        # "replica 0 (b-r0, http://...): exit code 1; last log line: ..."; a signal is named after the
+        # code: "exit code -9 (killed by signal 9, SIGKILL)"
+        if not reason or not reason.startswith("replica ") or ": " not in reason:
+            return False
+        cause = reason.split(": ", 1)[1].split(";", 1)[0]
+        return cause == self.exited(code) or cause.startswith(f"{self.exited(code)} (killed by signal ")
 
     def server_log(self, launcher: Launcher) -> str:
         """The replicas' log once every replica listens ("" before: tests wait for all of them)."""
