@@ -38,6 +38,7 @@ from prefect.runtime import flow_run as current_run
 from benchflow import engine
 from benchflow.campaign import failure_summary
 from benchflow.engine import CampaignResult, FinishSteps, StopCheck
+from benchflow.engine.campaign import cells_to_run
 from benchflow.engine.fanout import MAX_CRASH_RETRIES, POLL_S, backends_to_run, dispatch  # noqa: F401
 from benchflow.engine.liveness import PICKUP_S, ChildWatch, die_with_parent, stale_after
 from benchflow.errors import CampaignCancelled, ResultsNotStoredError, StorageError
@@ -88,7 +89,7 @@ def campaign_backend(spec: Union[CampaignSpec, str], campaign_id: str, backend: 
         done = results.store.completed_cell_ids(campaign_id)
     except StorageError as e:
         return failed(f"backend {backend}: not started, the results store is unreachable: {e}", summary)
-    todo = [c for c in spec_obj.cells() if c.backend == backend and c.id not in done]
+    todo = cells_to_run(spec_obj.cells(), backend, done)
     summary["cells"] = len(todo)
     if not todo:
         logger.info("campaign %s backend %s: every cell already completed; nothing to run", campaign_id, backend)

@@ -62,6 +62,11 @@ def completed_among(cells: list[Cell], completed_ids: set[str]) -> set[str]:
     return completed_ids & {c.id for c in cells}
 
 
+def cells_to_run(cells: list[Cell], backend: str, done: set[str] | frozenset[str]) -> list[Cell]:
+    """``backend``'s cells that are not stored as completed (what a resume still measures)."""
+    return [c for c in cells if c.backend == backend and c.id not in done]
+
+
 def run_campaign(spec: CampaignSpec, campaign_id: str, cells: list[Cell], steps: BackendSteps, finish: FinishSteps, *,
                  done: set[str] | frozenset[str] = frozenset(), workdir: Path | None = None) -> CampaignResult:
     """Runs every backend's cells that are not in ``done``, then finishes the campaign."""
@@ -69,7 +74,7 @@ def run_campaign(spec: CampaignSpec, campaign_id: str, cells: list[Cell], steps:
     backends: list[BackendResult] = []
     try:
         for backend in spec.backends:
-            todo = [c for c in cells if c.backend == backend.name and c.id not in done]
+            todo = cells_to_run(cells, backend.name, done)
             if not todo:
                 logger.info("backend %s: every cell already completed; skipped", backend.name)
                 continue

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchflow.engine.campaign import cells_to_run
 from benchflow.engine.liveness import ChildWatch
 from benchflow.engine.steps import StopCheck
 from benchflow.errors import CampaignCancelled
@@ -24,7 +25,7 @@ POLL_S = 2.0
 
 
 def backends_to_run(spec: CampaignSpec, cells: list[Cell], done: set[str] | frozenset[str]) -> list[str]:
-    return [b.name for b in spec.backends if any(c.backend == b.name and c.id not in done for c in cells)]
+    return [b.name for b in spec.backends if cells_to_run(cells, b.name, done)]
 
 
 def dispatch(names: list[str], parallel: int, start: Callable[[str], Any], state_of: Callable[[Any], Any],
