@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
+
+from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -144,3 +147,40 @@ def start_worker(stack: Stack, pool: str, name: str, **env: str) -> Proc:
                            PREFECT_WORKER_PREFETCH_SECONDS="5", **env)
     return start(name, [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
                         "--name", name], worker_env, workdir, stack.tmp)
+
+
+# -- a worker's process tree, for the worker-kill tests ------------------------------------------------
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process below ``pid`` (its flow-run processes, their backends and load clients); [] once it is gone."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def still_alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``procs`` still running: not exited, not a zombie, and not a new process that reused the pid
+    (``is_running()`` compares the creation time too)."""
+    def alive(p: psutil.Process) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+    return [p for p in procs if alive(p)]
+
+
+def wait_tree_gone(tree: list[psutil.Process], timeout_s: float = 90) -> None:
+    """Waits (bounded) until no process of ``tree`` is left; fails naming those still there."""
+    def names() -> str:
+        out = []
+        for p in still_alive(tree):
+            try:
+                out.append(f"{p.pid} {' '.join(p.cmdline())[:200]}")
+            except psutil.Error:
+                pass
+        return "still running: " + "; ".join(out)
+
+    wait_for(lambda: not still_alive(tree), timeout_s, interval_s=0.5, what="the killed worker's processes gone",
+             detail=names)

@@ -8,32 +8,21 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from datetime import datetime
 
-import psutil
 import pytest
 
 from benchflow.spec import load_spec
 from benchflow.store.db import ResultStore
 from tests.deploy.conftest import tiny_spec, wait_final
-from tests.deploy.stack import pool_with_backend_deployment, start_worker
+from tests.deploy.stack import descendants, pool_with_backend_deployment, start_worker, wait_tree_gone
 from tests.deploy.test_prefect_server import create_run
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
 CELLS = 5
-
-
-def _poll(fn, timeout_s: float, what: str, diag=lambda: ""):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not reached after {timeout_s:g}s\n{diag()}"
-        time.sleep(0.5)
 
 
 def _children(client, parent_id: str) -> list[dict]:
@@ -46,20 +35,6 @@ def _completed(store: ResultStore, cid: str) -> dict[str, dict]:
         return {c["cell_id"]: c for c in store.cells(cid) if c["status"] == "completed"}
     except Exception:  # noqa: BLE001 - the schema may not exist yet
         return {}
-
-
-def _tree(proc: psutil.Process) -> list[psutil.Process]:
-    try:
-        return proc.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:  # is_running() compares the create time too: a reused pid is not "still running"
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_a_sigkilled_worker_s_backend_is_finished_by_another_worker(prefect_stack):
@@ -77,12 +52,12 @@ def test_a_sigkilled_worker_s_backend_is_finished_by_another_worker(prefect_stac
             diag = lambda: prefect_stack.logs()[-4000:] + "".join(w.tail(3000) for w in workers)  # noqa: E731
             run = create_run(client, "campaign/adhoc", {"spec": spec, "campaign_id": cid,
                                                         "backend_deployment": deployment})
-            _poll(lambda: _completed(store, cid), 300, "a first stored cell", diag)
+            wait_for(lambda: _completed(store, cid), 300, 0.5, what="a first stored cell", detail=diag)
             # the worker whose tree holds the child's flow-run process (only one child runs at a time)
-            victim = _poll(lambda: next((w for w in workers if _tree(psutil.Process(w.popen.pid))), None), 60,
-                           "the worker running the backend", diag)
+            victim = wait_for(lambda: next((w for w in workers if descendants(w.popen.pid)), None), 60, 0.5,
+                              what="the worker running the backend", detail=diag)
             survivor = next(w for w in workers if w is not victim)
-            tree = _tree(psutil.Process(victim.popen.pid))
+            tree = descendants(victim.popen.pid)
             before = _completed(store, cid)
             assert len(before) < CELLS, "the backend finished before the kill: make its cells longer"
             first_child = _children(client, run["id"])[0]
@@ -117,9 +92,7 @@ def test_a_sigkilled_worker_s_backend_is_finished_by_another_worker(prefect_stac
     assert store.get_campaign(cid)["status"] == "completed"
 
     assert tree, "the killed worker had a flow-run process"
-    left = _poll(lambda: not [p for p in tree if _alive(p)] or None, 90, "the killed worker's processes gone",
-                 lambda: str([(p.pid, p.cmdline()) for p in tree if _alive(p)]))
-    assert left is True
+    wait_tree_gone(tree)
     print(f"\nkilled worker's tree: {len(tree)} processes, all gone; {len(by_first)} cells kept, "
           f"{len(by_second)} measured by the other worker")
 
@@ -156,10 +129,10 @@ def test_the_bootstrap_s_zombie_automation_crashes_a_run_whose_heartbeats_stoppe
                 # what the campaign run reads of a child for its own bound (ChildWatch): that heartbeat
                 from flows.campaign_backend import last_heartbeat
 
-                seen = _poll(lambda: last_heartbeat(run["id"]), 60, "the heartbeat readable from the API")
+                seen = wait_for(lambda: last_heartbeat(run["id"]), 60, 0.5, what="the heartbeat readable from the API")
                 assert abs(seen - datetime.fromisoformat(beat["occurred"]).timestamp()) < 1
-                final = _poll(lambda: (fr := client.get(f"/flow_runs/{run['id']}").json())["state"]["type"] == "CRASHED"
-                              and fr, 120, "the silent run marked Crashed by the automation")
+                final = wait_for(lambda: (fr := client.get(f"/flow_runs/{run['id']}").json())["state"]["type"] == "CRASHED"
+                                 and fr, 120, 0.5, what="the silent run marked Crashed by the automation")
         finally:
             pc.delete_automation(automation_id)
     assert "no heartbeat for 10s" in final["state"]["message"], final["state"]

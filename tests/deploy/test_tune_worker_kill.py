@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 
 import psutil
@@ -17,8 +16,9 @@ import pytest
 
 from benchflow.tuning.study import storage_url
 from tests.deploy.conftest import wait_final
-from tests.deploy.stack import pool_with_backend_deployment, start_worker
+from tests.deploy.stack import descendants, pool_with_backend_deployment, start_worker, wait_tree_gone
 from tests.deploy.test_prefect_server import create_run
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,30 +36,6 @@ SPEC = {"name": "kill-tune", "model": {"name": "sim-model"}, "allow_simulated": 
 HEARTBEAT = {"BENCHFLOW_TUNE_HEARTBEAT_S": "2", "BENCHFLOW_TUNE_GRACE_S": "8"}
 
 
-def _poll(fn, timeout_s: float, what: str, diag=lambda: ""):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not reached after {timeout_s:g}s\n{diag()}"
-        time.sleep(0.5)
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:  # is_running() compares the create time too: a reused pid is not "still running"
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _measuring(pid: int) -> bool:
     """The worker's tree holds a flow-run process and the simulator it deployed."""
     def is_sim(p: psutil.Process) -> bool:
@@ -67,7 +43,7 @@ def _measuring(pid: int) -> bool:
             return any("benchflow.sim" in part or part == "sim" for part in p.cmdline())
         except psutil.Error:
             return False
-    return any(is_sim(p) for p in _tree(pid))
+    return any(is_sim(p) for p in descendants(pid))
 
 
 def test_a_sigkilled_worker_s_trial_is_failed_by_the_heartbeat_and_retried_on_the_other(prefect_stack):
@@ -90,13 +66,13 @@ def test_a_sigkilled_worker_s_trial_is_failed_by_the_heartbeat_and_retried_on_th
 
             run = create_run(client, "tune/adhoc", {"spec": SPEC, "study_id": sid, "trial_deployment": deployment})
             # the parent creates the study (and Optuna's schema) before it starts its first trial run
-            _poll(lambda: client.post("/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {
-                "operator": "and_", "any_": [run["id"]]}}}).json(), 300, "a first trial run", diag)
-            killed = _poll(running_trial, 300, "a running trial", diag)
-            victim = _poll(lambda: next((w for w in workers if _measuring(w.popen.pid)), None), 120,
-                           "the worker measuring the trial", diag)
+            wait_for(lambda: client.post("/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {
+                "operator": "and_", "any_": [run["id"]]}}}).json(), 300, 0.5, what="a first trial run", detail=diag)
+            killed = wait_for(running_trial, 300, 0.5, what="a running trial", detail=diag)
+            victim = wait_for(lambda: next((w for w in workers if _measuring(w.popen.pid)), None), 120, 0.5,
+                              what="the worker measuring the trial", detail=diag)
             survivor = next(w for w in workers if w is not victim)
-            tree = _tree(victim.popen.pid)
+            tree = descendants(victim.popen.pid)
             assert running_trial() is not None and running_trial().number == killed.number, \
                 "the trial ended before the kill: make its cells longer"
             os.kill(victim.popen.pid, signal.SIGKILL)  # the worker only, not its process group
@@ -123,8 +99,6 @@ def test_a_sigkilled_worker_s_trial_is_failed_by_the_heartbeat_and_retried_on_th
         "the other worker measured the retried configuration"
 
     assert tree, "the killed worker had a flow-run process"
-    left = _poll(lambda: not [p for p in tree if _alive(p)] or None, 90, "the killed worker's processes gone",
-                 lambda: str([(p.pid, p.cmdline()) for p in tree if _alive(p)]))
-    assert left is True
+    wait_tree_gone(tree)
     print(f"\ntrial {killed.number} killed with its worker: FAIL; retried as trial {retried[0].number} on the "
           f"other worker; {len(tree)} processes of the killed worker's tree gone")
