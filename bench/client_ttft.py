@@ -1,8 +1,10 @@
 """Client-added TTFT (`make bench`): what benchflow's load generator adds to a server's own TTFT,
 with 1, 2 and 4 client processes, at closed-loop concurrency 256 and 1024.
 
-The server is the streaming test server (tests/support/stream_server.py) in a SEPARATE process,
-paced like an engine: first output 50 ms after its handler starts, then a token every 10 ms
+The server is the lean streaming server (tests/support/lean_server.py: a bare asyncio protocol, so
+that the server's own queueing adds as little as it can to the request path; ``--aiohttp``: the
+aiohttp test server, tests/support/stream_server.py) in a SEPARATE process, paced like an engine:
+first output 50 ms after its handler starts, then a token every 10 ms
 (16 tokens). It records, per prompt, when its handler started (``h``) and when it wrote the first
 output message (``w``), on ``perf_counter_ns`` (CLOCK_MONOTONIC: one clock for every process on
 Linux; benchflow moves each client process's records onto the parent's clock as well). Every
@@ -19,7 +21,7 @@ epoll loop (select() takes about 1000 sockets), whose timers wake up to 1 ms lat
 is in ``w - h`` and so taken out. On a 2-core machine the server and the clients share the cores,
 so the request path includes the server's own queueing when it is busy.
 
-    PYTHONPATH=. .venv/bin/python bench/client_ttft.py [--quick] [--clients 1,2,4] [--concurrency 256,1024]
+    PYTHONPATH=. .venv/bin/python bench/client_ttft.py [--quick] [--aiohttp] [--clients 1,2,4] [--concurrency 256,1024]
 
 Writes bench/results/client_ttft.json and prints a markdown table.
 """
@@ -45,6 +47,7 @@ from benchflow import SCHEMA_VERSION  # noqa: E402
 from benchflow.clients import run_cell_load  # noqa: E402
 from benchflow.records import Prompt  # noqa: E402
 from benchflow.spec import ConcurrencyLoad  # noqa: E402
+from tests.support.lean_server import serve_lean_in_process  # noqa: E402
 from tests.support.stream_server import StreamServerConfig, serve_in_process  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "client_ttft.json"
@@ -93,13 +96,14 @@ async def _cell(url: str, clients: int, concurrency: int, requests: int, tag: st
             "clock_error_bound_ns": (verdict["client"].get("clock") or {}).get("error_bound_ns")}
 
 
-async def _main(clients: list[int], concurrencies: list[int], quick: bool) -> list[dict]:
+async def _main(clients: list[int], concurrencies: list[int], quick: bool, aiohttp: bool = False) -> list[dict]:
     rows = []
     config = StreamServerConfig(ttft_s=TTFT_MS / 1e3, gap_s=GAP_MS / 1e3, record_first_writes=True)
+    serve = serve_in_process if aiohttp else serve_lean_in_process
     for c in concurrencies:
         requests = (2 if quick else 6) * c
         for n in clients:
-            with serve_in_process(config, epoll=c > 900) as url:  # a fresh server: its table holds one cell
+            with serve(config, epoll=c > 900) as url:  # a fresh server: its table holds one cell
                 row = await _cell(url, n, c, requests, f"c{c}n{n}")
             rows.append(row)
             a = row["client_added_ms"]
@@ -126,16 +130,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="2 x concurrency requests per cell instead of 6 x")
     ap.add_argument("--clients", default="1,2,4")
     ap.add_argument("--concurrency", default="256,1024")
+    ap.add_argument("--aiohttp", action="store_true", help="the aiohttp test server instead of the lean one")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     load0 = os.getloadavg()[0]
     rows = asyncio.run(_main([int(x) for x in args.clients.split(",")],
-                             [int(x) for x in args.concurrency.split(",")], args.quick))
+                             [int(x) for x in args.concurrency.split(",")], args.quick, args.aiohttp))
     result = {"schema_version": SCHEMA_VERSION, "benchmark": "client_ttft",
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_average_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)]},
-              "server": f"tests/support/stream_server.py in another process, TTFT {TTFT_MS:g} ms, "
+              "server": f"tests/support/{'stream_server.py (aiohttp)' if args.aiohttp else 'lean_server.py'} in another process, TTFT {TTFT_MS:g} ms, "
                         f"a token every {GAP_MS:g} ms, {TOKENS} tokens",
               "command": "PYTHONPATH=. .venv/bin/python bench/client_ttft.py " + " ".join(argv or sys.argv[1:]),
               "rows": rows}

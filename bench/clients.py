@@ -1,15 +1,17 @@
 """Load-generator scale-out (`make bench`): the most requests per second 1 vs 2 client processes drive.
 
 Closed loop at concurrency 128, 16-token streams, against a server in a SEPARATE process: by
-default the zero-delay streaming test server (tests/support/stream_server.py), with ``--sim`` the
-simulator (``benchflow.sim``) with a fast profile (``--time-scale 0.001``). Each figure is the
+default the lean zero-delay server (tests/support/lean_server.py: a bare asyncio protocol that writes
+one cached answer per request, so that the server is not what limits the rate), with ``--aiohttp``
+the aiohttp test server (tests/support/stream_server.py, about as costly per request as the client),
+with ``--sim`` the simulator (``benchflow.sim``) with a fast profile (``--time-scale 0.001``). Each figure is the
 cell's ``request_throughput`` (successful requests / measurement window) with ``clients: 1`` and
 ``clients: 2`` (``benchflow.clients``), the better of two runs, and whether the cell was marked
 ``client_bound``. Prints the command, a markdown table and the ratio; writes
 bench/results/clients.json. On a 2-core machine the server shares the two cores with the clients,
 so the ratio is a lower bound on what a second client process gives on a bigger machine.
 
-    .venv/bin/python bench/clients.py [--quick] [--sim]
+    .venv/bin/python bench/clients.py [--quick] [--sim | --aiohttp]
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,13 +43,30 @@ DATASET = "D(32,16)"
 CONCURRENCY = 128
 
 
+def _server_cpu_s() -> float:
+    """CPU seconds used so far by this process's child processes that serve (the server under test)."""
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if any(m in " ".join(child.cmdline()) for m in ("lean_server", "stream_server", "benchflow.sim")):
+                t = child.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 async def _cell(url: str, model: str, clients: int, requests: int) -> dict:
     prompts = parse_dataset(DATASET).generate(500, 0)
+    cpu0 = _server_cpu_s()
     run, verdict = await run_cell_load(url, model, prompts, ConcurrencyLoad(concurrency=CONCURRENCY),
                                        clients=clients, warmup_requests=CONCURRENCY, max_requests=requests,
                                        max_duration_s=120, request_timeout_s=20.0)
+    server_cpu = _server_cpu_s() - cpu0
     s = summarize(run)
+    done = len(run.records)
     return {"clients": clients, "requests": requests, "request_throughput": s["request_throughput"],
+            "server_cpu_us_per_request": round(server_cpu / done * 1e6, 1) if done else None,
             "failed": s["failed"], "incomplete": s["incomplete"], "client_bound": verdict["client_bound"],
             "evidence": verdict["client"]["evidence"],
             "clock_error_bound_ns": (verdict["client"].get("clock") or {}).get("error_bound_ns")}
@@ -62,8 +83,11 @@ async def _measure(url: str, model: str, requests: int, runs: int) -> list[dict]
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, one run each (about 30 s)")
-    parser.add_argument("--sim", action="store_true", help="the simulator (fast profile) instead of the "
-                                                           "zero-delay streaming server")
+    server_kind = parser.add_mutually_exclusive_group()
+    server_kind.add_argument("--sim", action="store_true", help="the simulator (fast profile) instead of the "
+                                                                "lean zero-delay server")
+    server_kind.add_argument("--aiohttp", action="store_true", help="the aiohttp test server "
+                                                                    "(tests/support/stream_server.py) instead")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output (default: %(default)s)")
     args = parser.parse_args(argv)
     command = shlex.join([Path(sys.executable).name, "bench/clients.py", *(argv if argv is not None else sys.argv[1:])])
@@ -78,12 +102,19 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             sim.stop()
         server = "benchflow.sim --time-scale 0.001, separate process"
-    else:
+    elif args.aiohttp:
         from tests.support.stream_server import StreamServerConfig, serve_in_process
 
         with serve_in_process(StreamServerConfig(ttft_s=0.0, gap_s=0.0)) as url:
             cells = asyncio.run(_measure(url, "bench", requests, runs))
-        server = "tests/support/stream_server.py, zero delay, separate process"
+        server = "tests/support/stream_server.py (aiohttp), zero delay, separate process"
+    else:
+        from tests.support.lean_server import serve_lean_in_process
+        from tests.support.stream_server import StreamServerConfig
+
+        with serve_lean_in_process(StreamServerConfig(ttft_s=0.0, gap_s=0.0)) as url:
+            cells = asyncio.run(_measure(url, "bench", requests, runs))
+        server = "tests/support/lean_server.py (asyncio protocol), zero delay, separate process"
     one, two = (c["request_throughput"] or 0.0 for c in cells)
     ratio = two / one if one else None
     result = {"schema_version": SCHEMA_VERSION, "benchmark": "clients", "command": command,
@@ -92,9 +123,10 @@ def main(argv: list[str] | None = None) -> dict:
                           "platform": platform.platform(), "load_average": os.getloadavg()},
               "server": server, "dataset": DATASET, "concurrency": CONCURRENCY, "cells": cells,
               "ratio_2_over_1": ratio}
-    rows = [(c["clients"], round(c["request_throughput"] or 0.0, 1), c["failed"],
+    rows = [(c["clients"], round(c["request_throughput"] or 0.0, 1), c["failed"], c["server_cpu_us_per_request"],
              "yes" if c["client_bound"] else "no", "; ".join(c["evidence"]) or "-") for c in cells]
-    print(render_table(rows, ["clients", "req/s", "failed", "client_bound", "evidence"], markdown=True))
+    print(render_table(rows, ["clients", "req/s", "failed", "server CPU µs/request", "client_bound", "evidence"],
+                       markdown=True))
     print(f"\n2 clients / 1 client: {ratio:.2f}x" if ratio else "\nno ratio: 1 client completed nothing")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
