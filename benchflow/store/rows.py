@@ -224,15 +224,22 @@ def campaign_fields_from_spec(spec: Any) -> dict[str, Any]:
     return out
 
 
+def _effective_engine_args(backend: Any) -> dict[str, Any]:
+    effective = getattr(backend, "effective_engine_args", None)
+    return dict(effective()) if callable(effective) else dict(backend.engine_args)
+
+
 def backend_row(backend: Any) -> BackendRow:
     """The ``backends`` row of one BackendSpec.
 
     ``command`` is the spec's full command when it has one, else the rendered engine flags.
+    ``engine_args`` are the effective ones: the spec's plus the native flags of its ``quantization``
+    (what the engine was started with, and what the report's setup lines show).
     """
     command = backend.command if getattr(backend, "command", None) else backend.render_engine_args()
     image = getattr(backend, "image_ref", None) if backend.launcher == "docker" else None
     return BackendRow(name=backend.name, kind=backend.kind, launcher=backend.launcher, image=image,
-                      engine_args=json_safe(redact_mapping(dict(backend.engine_args))),
+                      engine_args=json_safe(redact_mapping(_effective_engine_args(backend))),
                       command=redact_command([str(a) for a in command]),
                       content_hash=backend.content_hash())
 

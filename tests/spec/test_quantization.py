@@ -94,3 +94,18 @@ def test_the_simulator_models_fp8_kv_cache_and_fp8_weights():
     assert as_flags == as_args and as_flags.quantization == "fp8" and as_flags.kv_cache_dtype == "fp8"
     with pytest.raises(SpecError, match="quantization"):
         load_sim_config({}, {"quantization": "awq"})
+
+
+def test_the_stored_backend_row_and_the_report_s_setup_show_the_quantization_flags():
+    """What a reader of the report sees is what the engine was started with, quantization included."""
+    from benchflow.report_tables import setup_lines
+    from benchflow.store.rows import backend_rows_from_spec
+
+    spec = load_spec(campaign({"name": "q8", "kind": "vllm", "engine_args": {"max-num-seqs": 8},
+                               "quantization": {"weights": "fp8", "kv_cache": "fp8"}},
+                              {"name": "plain", "kind": "vllm", "engine_args": {"max-num-seqs": 8}}))
+    rows = {r["name"]: r for r in backend_rows_from_spec(spec)}
+    assert rows["q8"]["engine_args"] == {"max-num-seqs": 8, "quantization": "fp8", "kv-cache-dtype": "fp8"}
+    assert rows["plain"]["engine_args"] == {"max-num-seqs": 8}
+    lines = setup_lines({"spec": {}}, list(rows.values()))
+    assert "backend q8 (vllm): engine args --kv-cache-dtype fp8 --max-num-seqs 8 --quantization fp8" in lines
