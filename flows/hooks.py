@@ -17,14 +17,36 @@ FlowRunId = Union[UUID, str, None]
 
 @contextmanager
 def running_campaign(flow_run_id: FlowRunId, results: Results, campaign_id: str) -> Iterator[None]:
-    """Marks the campaign ``cancelled`` when a worker stops the flow's process to cancel it (Prefect's
-    runner sends SIGTERM with a cancel intent; the engine has torn the backend down by then)."""
+    """Never leaves the campaign ``running`` when the flow's process is stopped from outside:
+
+    - a worker stopping it to cancel it (Prefect's runner sends SIGTERM with a cancel intent), and
+    - ``benchflow run`` stopped by Ctrl-C (SIGINT) or a process manager's SIGTERM (``timeout``, systemd)
+
+    both mark it ``cancelled``, with the cause in the log; the engine has torn the backend down and
+    stored every measured cell by then, so the same command resumes it."""
     try:
         yield
     except BaseException as e:
-        if not isinstance(e, Exception) and _cancel_intent():
-            _set_cancelled(results, campaign_id, flow_run_id)
+        if not isinstance(e, Exception):
+            why = "cancel requested" if _cancel_intent() else _signal_name(e)
+            if why is not None:
+                _set_cancelled(results, campaign_id, flow_run_id, why)
         raise
+
+
+def _signal_name(e: BaseException) -> str | None:
+    """The stop signal behind ``e``: SIGINT (KeyboardInterrupt), or Prefect's TerminationSignal."""
+    import signal
+
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted (SIGINT)"
+    number = getattr(e, "signal", None)
+    if isinstance(number, int):
+        try:
+            return f"stopped by {signal.Signals(number).name}"
+        except ValueError:
+            return f"stopped by signal {number}"
+    return None
 
 
 def _cancel_intent() -> bool:
@@ -35,10 +57,12 @@ def _cancel_intent() -> bool:
     return get_intent() == "cancel"
 
 
-def _set_cancelled(results: Results, campaign_id: str, flow_run_id: FlowRunId) -> None:
+def _set_cancelled(results: Results, campaign_id: str, flow_run_id: FlowRunId,
+                   why: str = "cancel requested") -> None:
     try:
         results.finish_campaign(campaign_id, "cancelled")
-        log.warning("campaign %s cancelled (flow run %s); measured cells are stored", campaign_id, flow_run_id)
+        log.warning("campaign %s cancelled: %s (flow run %s); measured cells are stored, the same command "
+                    "resumes it", campaign_id, why, flow_run_id)
     except Exception as e:  # noqa: BLE001 - never raise from clean-up
         log.warning("campaign %s: could not mark it cancelled: %s", campaign_id, e)
 

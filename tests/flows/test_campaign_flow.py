@@ -191,7 +191,10 @@ def test_resume_with_a_changed_spec_is_refused_naming_the_difference(tmp_path, h
     assert "refusing to resume" in state.message and "max-num-seqs" in state.message
 
 
-def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, home):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, home, sig):
+    """A process manager's SIGTERM (or Ctrl-C) of ``benchflow run``: no process is left, the measured
+    cells are kept, and the campaign is not left ``running`` (it is ``cancelled``: the same command resumes it)."""
     path = write_spec(tmp_path, [sim_backend("victim", **{"max-num-seqs": 1, "seed": 4711})], repetitions=6,
                       max_requests=6, name="sigterm-test")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -205,7 +208,7 @@ def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, 
         backend = processes_running("seed=4711")
         assert len(group) >= 2 and len(backend) == 1, "benchflow run, its Prefect server and the simulator run"
         children = [pid for pid in group if pid != proc.pid] + backend
-        proc.send_signal(signal.SIGTERM)  # only the CLI process, as a process manager would
+        proc.send_signal(sig)  # only the CLI process, as a process manager (or a terminal's Ctrl-C) would
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
@@ -219,7 +222,10 @@ def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, 
              and open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z"]
     assert not alive, "the simulator and the ephemeral Prefect server are gone after SIGTERM"
     assert proc.returncode != 0
-    assert 1 <= len(Results.from_env().store.completed_cell_ids("sigterm-1")) < 6, "measured cells are kept"
+    store = Results.from_env().store
+    cells = [(c["cell_id"][:6], c["status"], c["finished_at"]) for c in store.cells("sigterm-1")]
+    assert 1 <= len(store.completed_cell_ids("sigterm-1")) < 6, f"measured cells are kept: {cells}"
+    assert store.get_campaign("sigterm-1")["status"] == "cancelled", "not left running"
 
 
 def _gpu_spec(tmp_path, on_unhealthy: str, name: str):
