@@ -23,15 +23,13 @@ import argparse
 import asyncio
 import contextlib
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
 from benchflow.launch.process import free_port
-from tests.support.stream_server import StreamServerConfig, _Messages, _prompt_key, _wait_ready, precise_loop
+from tests.support.stream_server import StreamServerConfig, _Messages, _prompt_key, precise_loop, server_process
 
 _REASONS = {200: b"OK", 404: b"Not Found", 400: b"Bad Request"}
 
@@ -182,23 +180,12 @@ def serve_lean_in_process(config: StreamServerConfig | None = None, port: int | 
     for a paced server (microsecond timers); a zero-delay server always runs on epoll."""
     config = config or StreamServerConfig()
     port = free_port() if port is None else port
-    root = Path(__file__).resolve().parents[2]
     cmd = [sys.executable, "-m", "tests.support.lean_server", "--port", str(port), "--ttft-ms",
            repr(config.ttft_s * 1e3), "--gap-ms", repr(config.gap_s * 1e3), "--tokens-per-message",
            str(config.tokens_per_message), *(["--record-first-writes"] if config.record_first_writes else []),
            *(["--epoll"] if epoll else [])]
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc, startup_timeout_s)
+    with server_process(cmd, port, startup_timeout_s) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def main(argv: list[str] | None = None) -> None:

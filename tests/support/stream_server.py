@@ -316,8 +316,16 @@ def serve_in_process(config: StreamServerConfig | None = None, port: int | None 
     config = config or StreamServerConfig()
     if port is None:
         port = free_port()
-    root = Path(__file__).resolve().parents[2]
     cmd = [sys.executable, "-m", "tests.support.stream_server", *_cli_args(config, port), *(["--epoll"] if epoll else [])]
+    with server_process(cmd, port, startup_timeout_s) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def server_process(cmd: list[str], port: int, startup_timeout_s: float = 20.0) -> Iterator[str]:
+    """Runs ``cmd`` (a server listening on 127.0.0.1:``port``) from the repository root until its
+    ``/health`` answers; yields its base URL and stops it afterwards."""
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
