@@ -85,7 +85,9 @@ class PostgresServer:
                   "--locale=C.UTF-8", "--no-sync", "--no-instructions")
 
     def start(self) -> None:
-        opts = f"-F -p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=50"
+        # the deploy tests' session runs a Prefect server, workers and flow-run processes against this one
+        # server, each with its own connection pool: Postgres's default of 100, not fewer
+        opts = f"-F -p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=100"
         self._run("pg_ctl", "-D", str(self.datadir), "-o", opts, "-l", str(self.logfile), "-w", "-t", "30", "start")
 
     def stop(self) -> None:
