@@ -37,6 +37,7 @@ bench: install
 	$(PY) bench/run_all.py
 	PYTHONPATH=. $(PY) bench/clients.py
 	PYTHONPATH=. $(PY) bench/client_ttft.py
+	PYTHONPATH=. $(PY) bench/client_ttft.py --tokens 8-40 --out bench/results/client_ttft_varied.json
 	PYTHONPATH=. $(PY) bench/capacity.py
 	PYTHONPATH=. $(PY) bench/tuning.py
 	PYTHONPATH=. $(PY) bench/traces.py

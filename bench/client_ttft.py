@@ -5,7 +5,8 @@ The server is the lean streaming server (tests/support/lean_server.py: a bare as
 that the server's own queueing adds as little as it can to the request path; ``--aiohttp``: the
 aiohttp test server, tests/support/stream_server.py) in a SEPARATE process, paced like an engine:
 first output 50 ms after its handler starts, then a token every 10 ms
-(16 tokens). It records, per prompt, when its handler started (``h``) and when it wrote the first
+(16 tokens; ``--tokens 8-40`` draws each request's length instead: with equal lengths every slot of
+the closed loop answers at the same instant and sends its next request in the same wave). It records, per prompt, when its handler started (``h``) and when it wrote the first
 output message (``w``), on ``perf_counter_ns`` (CLOCK_MONOTONIC: one clock for every process on
 Linux; benchflow moves each client process's records onto the parent's clock as well). Every
 request has its own prompt, so each client record (send ``s``, first token read ``f``) is matched
@@ -21,7 +22,8 @@ epoll loop (select() takes about 1000 sockets), whose timers wake up to 1 ms lat
 is in ``w - h`` and so taken out. On a 2-core machine the server and the clients share the cores,
 so the request path includes the server's own queueing when it is busy.
 
-    PYTHONPATH=. .venv/bin/python bench/client_ttft.py [--quick] [--aiohttp] [--clients 1,2,4] [--concurrency 256,1024]
+    PYTHONPATH=. .venv/bin/python bench/client_ttft.py [--quick] [--aiohttp] [--tokens 16 | --tokens 8-40]
+        [--clients 1,2,4] [--concurrency 256,1024] [--out FILE]
 
 Writes bench/results/client_ttft.json and prints a markdown table.
 """
@@ -54,8 +56,17 @@ RESULTS = ROOT / "bench" / "results" / "client_ttft.json"
 TTFT_MS, GAP_MS, TOKENS = 50.0, 10.0, 16
 
 
-def _prompts(n: int, tag: str) -> list[Prompt]:
-    return [Prompt(text=f"{tag}-{k} hello world", input_tokens=3, max_tokens=TOKENS) for k in range(n)]
+def _prompts(n: int, tag: str, tokens: tuple[int, int] = (TOKENS, TOKENS)) -> list[Prompt]:
+    """``n`` distinct prompts; output lengths drawn uniformly from ``tokens`` (seeded), or all equal."""
+    import random
+
+    rng = random.Random(0)
+    return [Prompt(text=f"{tag}-{k} hello world", input_tokens=3, max_tokens=rng.randint(*tokens)) for k in range(n)]
+
+
+def _token_range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    return int(lo), int(hi or lo)
 
 
 def _pct(values: list[float]) -> dict[str, float | None]:
@@ -66,14 +77,16 @@ def _pct(values: list[float]) -> dict[str, float | None]:
             "max": round(float(a.max()), 3)}
 
 
-async def _cell(url: str, clients: int, concurrency: int, requests: int, tag: str) -> dict:
-    prompts = _prompts(concurrency + requests, tag)
+async def _cell(url: str, clients: int, concurrency: int, requests: int, tag: str,
+                tokens: tuple[int, int] = (TOKENS, TOKENS)) -> dict:
+    prompts = _prompts(concurrency + requests, tag, tokens)
     run, verdict = await run_cell_load(url, "stream-test", prompts, ConcurrencyLoad(concurrency=concurrency),
                                        clients=clients, warmup_requests=concurrency, max_requests=requests,
                                        max_duration_s=300, request_timeout_s=60.0)
     with urllib.request.urlopen(url + "/first_writes", timeout=30) as r:
         server = json.loads(r.read())
     added, request_path, response_path, server_ttft, client_ttft = [], [], [], [], []
+    steady: list[tuple[int, float]] = []  # (send time, added) to leave out the measured phase's first wave
     for rec in run.records:
         if rec.warmup or not rec.chunks or rec.error_class:
             continue
@@ -83,20 +96,26 @@ async def _cell(url: str, clients: int, concurrency: int, requests: int, tag: st
         h, w = hw
         s, f = rec.start_ns, rec.chunks[0][0]
         added.append(((f - s) - (w - h)) / 1e6)
+        steady.append((s, added[-1]))
         request_path.append((h - s) / 1e6)
         response_path.append((f - w) / 1e6)
         server_ttft.append((w - h) / 1e6)
         client_ttft.append((f - s) / 1e6)
     return {"clients": clients, "concurrency": concurrency, "matched": len(added),
             "measured": sum(1 for r in run.records if not r.warmup),
-            "client_added_ms": _pct(added), "request_path_ms": _pct(request_path),
+            "client_added_ms": _pct(added),
+            # the measured phase starts with every slot sending at once (after the warm-up's last answer):
+            # the same figure without that first wave of ``concurrency`` requests
+            "client_added_after_first_wave_ms": _pct([a for _, a in sorted(steady)[concurrency:]]),
+            "request_path_ms": _pct(request_path),
             "response_path_ms": _pct(response_path), "server_first_write_ms": _pct(server_ttft),
             "client_ttft_ms": _pct(client_ttft), "client_bound": verdict["client_bound"],
             "evidence": verdict["client"]["evidence"],
             "clock_error_bound_ns": (verdict["client"].get("clock") or {}).get("error_bound_ns")}
 
 
-async def _main(clients: list[int], concurrencies: list[int], quick: bool, aiohttp: bool = False) -> list[dict]:
+async def _main(clients: list[int], concurrencies: list[int], quick: bool, aiohttp: bool = False,
+                tokens: tuple[int, int] = (TOKENS, TOKENS)) -> list[dict]:
     rows = []
     config = StreamServerConfig(ttft_s=TTFT_MS / 1e3, gap_s=GAP_MS / 1e3, record_first_writes=True)
     serve = serve_in_process if aiohttp else serve_lean_in_process
@@ -104,7 +123,7 @@ async def _main(clients: list[int], concurrencies: list[int], quick: bool, aioht
         requests = (2 if quick else 6) * c
         for n in clients:
             with serve(config, epoll=c > 900) as url:  # a fresh server: its table holds one cell
-                row = await _cell(url, n, c, requests, f"c{c}n{n}")
+                row = await _cell(url, n, c, requests, f"c{c}n{n}", tokens)
             rows.append(row)
             a = row["client_added_ms"]
             print(f"  c{c}, {n} client(s): added p50 {a['p50']} ms, p99 {a['p99']} ms "
@@ -113,13 +132,15 @@ async def _main(clients: list[int], concurrencies: list[int], quick: bool, aioht
 
 
 def _table(rows: list[dict]) -> str:
-    head = ("| concurrency | clients | client-added TTFT p50 / p99 (ms) | request path p50 / p99 (ms) | "
-            "response path p50 / p99 (ms) | server's own first write p50 / p99 (ms) | client_bound |")
-    lines = [head, "|---:|---:|---|---|---|---|---|"]
+    head = ("| concurrency | clients | client-added TTFT p50 / p99 (ms) | after the first wave p50 / p99 (ms) | "
+            "request path p50 / p99 (ms) | response path p50 / p99 (ms) | server's own first write p50 / p99 (ms) | "
+            "client_bound |")
+    lines = [head, "|---:|---:|---|---|---|---|---|---|"]
     for r in rows:
         def pp(k: str) -> str:
             return f"{r[k]['p50']} / {r[k]['p99']}"
-        lines.append(f"| {r['concurrency']} | {r['clients']} | {pp('client_added_ms')} | {pp('request_path_ms')} | "
+        lines.append(f"| {r['concurrency']} | {r['clients']} | {pp('client_added_ms')} | "
+                     f"{pp('client_added_after_first_wave_ms')} | {pp('request_path_ms')} | "
                      f"{pp('response_path_ms')} | {pp('server_first_write_ms')} | "
                      f"{'yes' if r['client_bound'] else 'no'} |")
     return "\n".join(lines)
@@ -131,17 +152,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--clients", default="1,2,4")
     ap.add_argument("--concurrency", default="256,1024")
     ap.add_argument("--aiohttp", action="store_true", help="the aiohttp test server instead of the lean one")
+    ap.add_argument("--tokens", default=str(TOKENS), help="output tokens per request: N, or LO-HI drawn uniformly "
+                    "(equal lengths keep a closed loop's slots in lockstep: every wave sends at once)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     load0 = os.getloadavg()[0]
     rows = asyncio.run(_main([int(x) for x in args.clients.split(",")],
-                             [int(x) for x in args.concurrency.split(",")], args.quick, args.aiohttp))
+                             [int(x) for x in args.concurrency.split(",")], args.quick, args.aiohttp,
+                             _token_range(args.tokens)))
     result = {"schema_version": SCHEMA_VERSION, "benchmark": "client_ttft",
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_average_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)]},
               "server": f"tests/support/{'stream_server.py (aiohttp)' if args.aiohttp else 'lean_server.py'} in another process, TTFT {TTFT_MS:g} ms, "
-                        f"a token every {GAP_MS:g} ms, {TOKENS} tokens",
+                        f"a token every {GAP_MS:g} ms, {args.tokens} output tokens",
               "command": "PYTHONPATH=. .venv/bin/python bench/client_ttft.py " + " ".join(argv or sys.argv[1:]),
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
