@@ -79,10 +79,14 @@ def _pct(values: list[float]) -> dict[str, float | None]:
 
 async def _cell(url: str, clients: int, concurrency: int, requests: int, tag: str,
                 tokens: tuple[int, int] = (TOKENS, TOKENS)) -> dict:
+    from bench.clients import _server_cpu_s
+
     prompts = _prompts(concurrency + requests, tag, tokens)
+    cpu0, t0 = _server_cpu_s(), time.monotonic()
     run, verdict = await run_cell_load(url, "stream-test", prompts, ConcurrencyLoad(concurrency=concurrency),
                                        clients=clients, warmup_requests=concurrency, max_requests=requests,
                                        max_duration_s=300, request_timeout_s=60.0)
+    server_busy = (_server_cpu_s() - cpu0) / max(time.monotonic() - t0, 1e-9)
     with urllib.request.urlopen(url + "/first_writes", timeout=30) as r:
         server = json.loads(r.read())
     added, request_path, response_path, server_ttft, client_ttft = [], [], [], [], []
@@ -110,6 +114,9 @@ async def _cell(url: str, clients: int, concurrency: int, requests: int, tag: st
             "request_path_ms": _pct(request_path),
             "response_path_ms": _pct(response_path), "server_first_write_ms": _pct(server_ttft),
             "client_ttft_ms": _pct(client_ttft), "client_bound": verdict["client_bound"],
+            "server_cpu_of_a_core": round(server_busy, 2),
+            "client_cpu_of_a_core": [round(max(p.get("cpu_share") or 0.0, p.get("process_cpu_share") or 0.0), 2)
+                                     for p in verdict["client"]["processes"]],
             "evidence": verdict["client"]["evidence"],
             "clock_error_bound_ns": (verdict["client"].get("clock") or {}).get("error_bound_ns")}
 
@@ -134,14 +141,15 @@ async def _main(clients: list[int], concurrencies: list[int], quick: bool, aioht
 def _table(rows: list[dict]) -> str:
     head = ("| concurrency | clients | client-added TTFT p50 / p99 (ms) | after the first wave p50 / p99 (ms) | "
             "request path p50 / p99 (ms) | response path p50 / p99 (ms) | server's own first write p50 / p99 (ms) | "
-            "client_bound |")
-    lines = [head, "|---:|---:|---|---|---|---|---|---|"]
+            "server CPU (cores) | each client's CPU (cores) | client_bound |")
+    lines = [head, "|---:|---:|---|---|---|---|---|---:|---|---|"]
     for r in rows:
         def pp(k: str) -> str:
             return f"{r[k]['p50']} / {r[k]['p99']}"
         lines.append(f"| {r['concurrency']} | {r['clients']} | {pp('client_added_ms')} | "
                      f"{pp('client_added_after_first_wave_ms')} | {pp('request_path_ms')} | "
-                     f"{pp('response_path_ms')} | {pp('server_first_write_ms')} | "
+                     f"{pp('response_path_ms')} | {pp('server_first_write_ms')} | {r['server_cpu_of_a_core']} | "
+                     f"{', '.join(str(c) for c in r['client_cpu_of_a_core'])} | "
                      f"{'yes' if r['client_bound'] else 'no'} |")
     return "\n".join(lines)
 
