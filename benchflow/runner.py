@@ -174,8 +174,28 @@ async def measure_cell(
         from benchflow.trace_replay import trace_summary
 
         outcome.summary["trace"] = trace_summary(run.records, cell.load_point.trace.path, load)
-    outcome.status, outcome.error = _status(outcome, alive(), _max_error_rate(spec))
+    outcome.status, outcome.error = _status(outcome, await _settled_alive(alive, run), _max_error_rate(spec))
     return outcome
+
+
+#: How long a cell whose requests failed at the connection level waits for its backend's death to show.
+SETTLE_S = 3.0
+
+
+async def _settled_alive(alive: Callable[[], str | None], run: LoadRun, wait_s: float = SETTLE_S) -> str | None:
+    """``alive()`` at the end of a cell. When some requests failed at the connection level (refused,
+    reset) and the backend still looks alive, it asks again for up to ``wait_s``: a process that has just
+    exited (a crash, an OOM kill) closes its sockets before it can be reaped, and its cell must say that
+    the backend died, with its exit code and log tail, not only that requests were refused."""
+    dead = alive()
+    if dead is not None or not any(r.error_class in ("connection", "stream_interrupted") for r in run.records):
+        return dead
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while dead is None and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        dead = alive()
+    return dead
 
 
 def stop_when_dead(should_stop: Callable[[], str | None], alive: Callable[[], str | None],

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     # The throwaway server has nothing to report home, and often no network to do it with.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     _exit_cleanly_on_sigterm()
+    _interrupt_on_sigint()
     from tasks.local_server import start_local_server
 
     start_local_server()  # before the flow, in this thread: a clear line if it cannot start
@@ -153,6 +154,21 @@ def _exit_cleanly_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _interrupt_on_sigint() -> None:
+    """Ctrl-C raises KeyboardInterrupt wherever the main thread is, also inside a cell's event loop.
+
+    ``asyncio.run`` replaces Python's default SIGINT handler by one that cancels its main task; the
+    load generator ends a cancelled cell like a stopped one, and the campaign went on to its next
+    cell (a loaded test run exited 0 after Ctrl-C). ``asyncio.run`` keeps a handler that is not the
+    default one, so this one, which raises as the default does, stays in force: the interrupt ends the
+    flow as SIGTERM does (backend torn down, campaign marked ``cancelled``), and ``main`` exits 130.
+    """
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
 
 
 def _state_data(state) -> dict:

@@ -129,7 +129,10 @@ def test_a_backend_that_crashes_mid_cell_keeps_the_cells_before_and_names_the_de
     assert [c["status"] for c in sorted(cells, key=lambda c: c["repetition"])] == ["completed", "failed"]
     failed = next(c for c in cells if c["status"] == "failed")
     assert "backend died during the cell" in failed["error"] and "exit code 1" in failed["error"]
-    assert "connection refused" in failed["error"], "the requests' dominant error is named"
+    # the requests' dominant error is named: refused once the process is gone, reset when it died with
+    # requests in flight (which one dominates depends on timing)
+    assert re.search(r"requests failed with ['\"](connection refused|connection reset by peer|server disconnected)",
+                     failed["error"]), failed["error"]
     completed = next(c for c in cells if c["status"] == "completed")
     assert any(s["cell_id"] == completed["cell_id"] for s in outcome.summaries("crashy")), "its summary is stored"
     assert (outcome.home.artifacts / "campaigns" / CID / "cells" / failed["cell_id"] / "requests.parquet").exists(), \
