@@ -38,8 +38,10 @@ def _signal_name(e: BaseException) -> str | None:
     """The stop signal behind ``e``: SIGINT (KeyboardInterrupt), or Prefect's TerminationSignal."""
     import signal
 
-    if isinstance(e, KeyboardInterrupt):
-        return "interrupted (SIGINT)"
+    import os
+
+    if isinstance(e, KeyboardInterrupt) or os.environ.get("BENCHFLOW_STOP_SIGNAL") == "SIGINT":
+        return "interrupted (SIGINT)"  # benchflow run delivers Ctrl-C as SIGTERM (benchflow/cli/run.py)
     number = getattr(e, "signal", None)
     if isinstance(number, int):
         try:

@@ -157,18 +157,27 @@ def _exit_cleanly_on_sigterm() -> None:
 
 
 def _interrupt_on_sigint() -> None:
-    """Ctrl-C raises KeyboardInterrupt wherever the main thread is, also inside a cell's event loop.
+    """Ctrl-C stops ``benchflow run`` the way SIGTERM does.
 
-    ``asyncio.run`` replaces Python's default SIGINT handler by one that cancels its main task; the
-    load generator ends a cancelled cell like a stopped one, and the campaign went on to its next
-    cell (a loaded test run exited 0 after Ctrl-C). ``asyncio.run`` keeps a handler that is not the
-    default one, so this one, which raises as the default does, stays in force: the interrupt ends the
-    flow as SIGTERM does (backend torn down, campaign marked ``cancelled``), and ``main`` exits 130.
+    A KeyboardInterrupt can land anywhere in the main thread, and some places do not let it through:
+    ``asyncio.run`` turns SIGINT into a cancellation of its main task, and a loaded test run saw
+    ``benchflow run`` finish the campaign and exit 0 after Ctrl-C. SIGTERM has one reliable path:
+    during the flow Prefect's handler turns it into a crash (backend torn down, campaign marked
+    ``cancelled``), outside it :func:`_exit_cleanly_on_sigterm` exits. So the first Ctrl-C sends this
+    process SIGTERM (the campaign's log names SIGINT); a second one raises KeyboardInterrupt at once.
     """
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        if os.environ.get(STOP_SIGNAL_ENV) == "SIGINT":
+            raise KeyboardInterrupt
+        os.environ[STOP_SIGNAL_ENV] = "SIGINT"
+        os.kill(os.getpid(), signal.SIGTERM)
 
     signal.signal(signal.SIGINT, handler)
+
+
+#: Set to the name of the signal that is stopping ``benchflow run`` when it is not the one Prefect
+#: reports (Ctrl-C is delivered as SIGTERM): what the campaign's "cancelled" log line names.
+STOP_SIGNAL_ENV = "BENCHFLOW_STOP_SIGNAL"
 
 
 def _state_data(state) -> dict:
