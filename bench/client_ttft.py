@@ -4,9 +4,10 @@ with 1, 2 and 4 client processes, at closed-loop concurrency 256 and 1024.
 The server is the lean streaming server (tests/support/lean_server.py: a bare asyncio protocol, so
 that the server's own queueing adds as little as it can to the request path; ``--aiohttp``: the
 aiohttp test server, tests/support/stream_server.py) in a SEPARATE process, paced like an engine:
-first output 50 ms after its handler starts, then a token every 10 ms
-(16 tokens; ``--tokens 8-40`` draws each request's length instead: with equal lengths every slot of
-the closed loop answers at the same instant and sends its next request in the same wave). It records, per prompt, when its handler started (``h``) and when it wrote the first
+first output 50 ms after its handler starts, then a token every 10 ms (16 tokens; ``--tokens 8-40``
+draws each request's length instead: with equal lengths every slot of the closed loop answers at the
+same instant and sends its next request in the same wave). It records, per prompt, when its handler
+started (``h``) and when it wrote the first
 output message (``w``), on ``perf_counter_ns`` (CLOCK_MONOTONIC: one clock for every process on
 Linux; benchflow moves each client process's records onto the parent's clock as well). Every
 request has its own prompt, so each client record (send ``s``, first token read ``f``) is matched
@@ -35,6 +36,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import sys
 import time
 import urllib.request
@@ -58,8 +60,6 @@ TTFT_MS, GAP_MS, TOKENS = 50.0, 10.0, 16
 
 def _prompts(n: int, tag: str, tokens: tuple[int, int] = (TOKENS, TOKENS)) -> list[Prompt]:
     """``n`` distinct prompts; output lengths drawn uniformly from ``tokens`` (seeded), or all equal."""
-    import random
-
     rng = random.Random(0)
     return [Prompt(text=f"{tag}-{k} hello world", input_tokens=3, max_tokens=rng.randint(*tokens)) for k in range(n)]
 
@@ -79,14 +79,14 @@ def _pct(values: list[float]) -> dict[str, float | None]:
 
 async def _cell(url: str, clients: int, concurrency: int, requests: int, tag: str,
                 tokens: tuple[int, int] = (TOKENS, TOKENS)) -> dict:
-    from bench.clients import _server_cpu_s
+    from bench.clients import server_cpu_s
 
     prompts = _prompts(concurrency + requests, tag, tokens)
-    cpu0, t0 = _server_cpu_s(), time.monotonic()
+    cpu0, t0 = server_cpu_s(), time.monotonic()
     run, verdict = await run_cell_load(url, "stream-test", prompts, ConcurrencyLoad(concurrency=concurrency),
                                        clients=clients, warmup_requests=concurrency, max_requests=requests,
                                        max_duration_s=300, request_timeout_s=60.0)
-    server_busy = (_server_cpu_s() - cpu0) / max(time.monotonic() - t0, 1e-9)
+    server_busy = (server_cpu_s() - cpu0) / max(time.monotonic() - t0, 1e-9)
     with urllib.request.urlopen(url + "/first_writes", timeout=30) as r:
         server = json.loads(r.read())
     added, request_path, response_path, server_ttft, client_ttft = [], [], [], [], []
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_average_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)]},
-              "server": f"tests/support/{'stream_server.py (aiohttp)' if args.aiohttp else 'lean_server.py'} in another process, TTFT {TTFT_MS:g} ms, "
+              "server": f"tests/support/{'stream_server.py (aiohttp)' if args.aiohttp else 'lean_server.py'} "
+                        f"in another process, TTFT {TTFT_MS:g} ms, "
                         f"a token every {GAP_MS:g} ms, {args.tokens} output tokens",
               "command": "PYTHONPATH=. .venv/bin/python bench/client_ttft.py " + " ".join(argv or sys.argv[1:]),
               "rows": rows}

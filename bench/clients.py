@@ -43,7 +43,7 @@ DATASET = "D(32,16)"
 CONCURRENCY = 128
 
 
-def _server_cpu_s() -> float:
+def server_cpu_s() -> float:
     """CPU seconds used so far by this process's child processes that serve (the server under test)."""
     total = 0.0
     for child in psutil.Process().children(recursive=True):
@@ -58,11 +58,11 @@ def _server_cpu_s() -> float:
 
 async def _cell(url: str, model: str, clients: int, requests: int) -> dict:
     prompts = parse_dataset(DATASET).generate(500, 0)
-    cpu0 = _server_cpu_s()
+    cpu0 = server_cpu_s()
     run, verdict = await run_cell_load(url, model, prompts, ConcurrencyLoad(concurrency=CONCURRENCY),
                                        clients=clients, warmup_requests=CONCURRENCY, max_requests=requests,
                                        max_duration_s=120, request_timeout_s=20.0)
-    server_cpu = _server_cpu_s() - cpu0
+    server_cpu = server_cpu_s() - cpu0
     s = summarize(run)
     done = len(run.records)
     return {"clients": clients, "requests": requests, "request_throughput": s["request_throughput"],

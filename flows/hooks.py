@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Union
 from uuid import UUID
 
+from benchflow.cli.run import STOP_SIGNAL_ENV
 from benchflow.store.results import Results
 
 log = logging.getLogger(__name__)
@@ -36,11 +39,7 @@ def running_campaign(flow_run_id: FlowRunId, results: Results, campaign_id: str)
 
 def _signal_name(e: BaseException) -> str | None:
     """The stop signal behind ``e``: SIGINT (KeyboardInterrupt), or Prefect's TerminationSignal."""
-    import signal
-
-    import os
-
-    if isinstance(e, KeyboardInterrupt) or os.environ.get("BENCHFLOW_STOP_SIGNAL") == "SIGINT":
+    if isinstance(e, KeyboardInterrupt) or os.environ.get(STOP_SIGNAL_ENV) == "SIGINT":
         return "interrupted (SIGINT)"  # benchflow run delivers Ctrl-C as SIGTERM (benchflow/cli/run.py)
     number = getattr(e, "signal", None)
     if isinstance(number, int):

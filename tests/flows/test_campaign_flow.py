@@ -163,9 +163,9 @@ def test_resume_measures_only_the_missing_cells(tmp_path, home, sim_server):
     per_cell = 6 + 1  # measured + warm-up
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "benchflow", "run", str(path), "--campaign-id", "resume-1"],
-                            env=env, stdout=(tmp_path / "cli.log").open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with (tmp_path / "cli.log").open("wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "benchflow", "run", str(path), "--campaign-id", "resume-1"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_for_completed_cells("resume-1", 2)
         os.killpg(proc.pid, signal.SIGKILL)  # a crash of the whole run (and its Prefect server): no clean-up
@@ -196,17 +196,16 @@ def test_resume_with_a_changed_spec_is_refused_naming_the_difference(tmp_path, h
 # with Ctrl-C as a second case, both loaded CI runs of 2026-11-30 saw Ctrl-C exit 0 (before the SIGTERM
 # path), and after it one of five runs of the pair under artificial load exited 0 (which case, not known).
 # The cause is not found yet (see the README's reliability matrix).
-@pytest.mark.parametrize("sig", [signal.SIGTERM], ids=["sigterm"])
-def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, home, sig):
+def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, home):
     """A process manager's SIGTERM of ``benchflow run``: no process is left, the measured cells are
     kept, and the campaign is not left ``running`` (it is ``cancelled``: the same command resumes it)."""
     path = write_spec(tmp_path, [sim_backend("victim", **{"max-num-seqs": 1, "seed": 4711})], repetitions=6,
                       max_requests=6, name="sigterm-test")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "benchflow", "run", str(path), "--campaign-id", "sigterm-1"],
-                            env=env, stdout=(tmp_path / "cli.log").open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with (tmp_path / "cli.log").open("wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "benchflow", "run", str(path), "--campaign-id", "sigterm-1"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_for_completed_cells("sigterm-1", 1)
         group = [int(p) for p in subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True,
@@ -214,7 +213,7 @@ def test_sigterm_mid_campaign_leaves_no_backend_and_no_prefect_server(tmp_path, 
         backend = processes_running("seed=4711")
         assert len(group) >= 2 and len(backend) == 1, "benchflow run, its Prefect server and the simulator run"
         children = [pid for pid in group if pid != proc.pid] + backend
-        proc.send_signal(sig)  # only the CLI process, as a process manager (or a terminal's Ctrl-C) would
+        proc.send_signal(signal.SIGTERM)  # only the CLI process, as a process manager would
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
