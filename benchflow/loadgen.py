@@ -24,7 +24,6 @@ import asyncio
 import itertools
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, UTC
 from time import perf_counter_ns
@@ -33,6 +32,7 @@ from typing import Any
 import aiohttp
 import yarl
 
+from benchflow.asyncrun import run_sync
 from benchflow.errors import EndpointUnreachableError, SpecError
 from benchflow.load_watch import LoadWatch
 from benchflow.records import LoadRun, Prompt, RequestRecord
@@ -389,28 +389,6 @@ async def _phases(client: _Client, load: ConcurrencyLoad | RateLoad, warmup: int
         await _open_loop(client, offsets_ns, load.max_concurrency, first=warmup)
 
 
-def _run_sync(coro: Any) -> Any:
-    """``asyncio.run`` that also works when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as e:  # re-raised in the caller's thread
-            box["error"] = e
-
-    thread = threading.Thread(target=target, name="benchflow-loadgen")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def run_load_sync(
     base_url: str, model: str, prompts: Sequence[Prompt], load: ConcurrencyLoad | RateLoad, *,
     api: str = "completions", warmup_requests: int = 0, max_requests: int | None = None,
@@ -420,7 +398,7 @@ def run_load_sync(
     saturation: SaturationConfig | None = None,
 ) -> LoadRun:
     """Blocking :func:`run_load` (runs its own event loop; safe to call from a worker thread)."""
-    return _run_sync(run_load(
+    return run_sync(run_load(
         base_url, model, prompts, load, api=api, warmup_requests=warmup_requests, max_requests=max_requests,
         max_duration_s=max_duration_s, request_timeout_s=request_timeout_s, temperature=temperature,
         ignore_eos=ignore_eos, seed=seed, extra_body=extra_body, stall_after_s=stall_after_s,
@@ -468,4 +446,4 @@ def _connect_reason(exc: BaseException) -> str:
 
 def check_endpoint_sync(base_url: str, timeout_s: float = 5.0) -> None:
     """Blocking :func:`check_endpoint`."""
-    _run_sync(check_endpoint(base_url, timeout_s))
+    run_sync(check_endpoint(base_url, timeout_s))

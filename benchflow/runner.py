@@ -32,6 +32,7 @@ import pandas as pd
 
 from benchflow import SCHEMA_VERSION
 from benchflow.agentic import agentic_summary, tasks_frame
+from benchflow.asyncrun import run_sync
 from benchflow.errors import EndpointUnreachableError
 from benchflow.records import LoadRun, dominant_error, records_to_frame
 from benchflow.saturation import SaturationConfig, describe
@@ -377,32 +378,7 @@ def _status(outcome: CellOutcome, backend_dead: str | None,
 
 
 def measure_cell_sync(*args: Any, **kwargs: Any) -> CellOutcome:
-    """:func:`measure_cell` from synchronous code (a Prefect task thread, the CLI).
-
-    A termination signal (Prefect raises a ``BaseException`` from its SIGTERM handler) that lands
-    inside one of asyncio's own callbacks would be logged and swallowed by the loop, and the cell
-    would run on. The loop's exception handler cancels the cell instead and re-raises it.
-    """
-    return asyncio.run(_propagating_fatal(measure_cell(*args, **kwargs)))
-
-
-async def _propagating_fatal(coro: Any) -> Any:
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    fatal: list[BaseException] = []
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if exc is not None and not isinstance(exc, Exception):
-            fatal.append(exc)
-            main.cancel()
-        else:
-            loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
-    try:
-        return await coro
-    except asyncio.CancelledError:
-        if fatal:
-            raise fatal[0] from None
-        raise
+    """:func:`measure_cell` from synchronous code (a Prefect task thread, the CLI). A termination
+    signal that lands anywhere in the cell's event loop stops the cell and is raised from here
+    (:func:`benchflow.asyncrun.run_sync`)."""
+    return run_sync(measure_cell(*args, **kwargs))

@@ -57,7 +57,10 @@ async def test_duration_bound_counts_tokens_of_requests_in_flight(per_message):
     async with srv as url:
         run = await run_load(url, "m", _prompts(lengths), ConcurrencyLoad(concurrency=8), max_duration_s=1.0)
     served, counted, summary = _served_and_counted(srv, run)
-    assert counted == pytest.approx(served, rel=0.02)
+    # The cut leaves tokens the server wrote but the client had not read yet (its loop's lag, tens
+    # of ms on a loaded machine: 2% was exceeded there). Not counting the requests in flight at the
+    # cut would miss 18% (3 tokens per message) to 57% (1) of them here, far outside 5%.
+    assert counted == pytest.approx(served, rel=0.05), f"counted {counted:.0f} of {served} served tokens"
     assert run.stop_reason == "max_duration"
     cut = [r for r in run.records if r.incomplete]
     assert cut and any(r.chunks for r in cut)
