@@ -139,14 +139,15 @@ def pool_with_backend_deployment(client: httpx.Client, pool: str, name: str,
     return f"{flow}/{name}"
 
 
-def start_worker(stack: Stack, pool: str, name: str, **env: str) -> Proc:
-    """A process worker on ``pool`` (its own BENCHFLOW_HOME and working folder) with ``env`` added."""
+def start_worker(stack: Stack, pool: str, name: str, limit: int | None = None, **env: str) -> Proc:
+    """A process worker on ``pool`` (its own BENCHFLOW_HOME and working folder) with ``env`` added;
+    ``limit``: at most that many flow runs at once (``--limit``, one per GPU of its host)."""
     workdir = stack.tmp / f"{name}-cwd"
     workdir.mkdir(exist_ok=True)
     worker_env = stack.env(BENCHFLOW_HOME=str(stack.tmp / f"{name}-home"), PREFECT_WORKER_QUERY_SECONDS="1",
                            PREFECT_WORKER_PREFETCH_SECONDS="5", **env)
     return start(name, [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
-                        "--name", name], worker_env, workdir, stack.tmp)
+                        "--name", name, *(["--limit", str(limit)] if limit else [])], worker_env, workdir, stack.tmp)
 
 
 # -- a worker's process tree, for the worker-kill tests ------------------------------------------------
