@@ -61,11 +61,10 @@ def _is_fatal(exc: BaseException | None) -> bool:
     return exc is not None and not isinstance(exc, (Exception, asyncio.CancelledError))
 
 
-async def _propagating_fatal(coro: Coroutine[Any, Any, T], fatal: list[BaseException] | None = None) -> T:
+async def _propagating_fatal(coro: Coroutine[Any, Any, T], fatal: list[BaseException]) -> T:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
-    fatal = [] if fatal is None else fatal
 
     def stop(exc: BaseException) -> None:
         fatal.append(exc)
@@ -79,7 +78,10 @@ async def _propagating_fatal(coro: Coroutine[Any, Any, T], fatal: list[BaseExcep
             loop.default_exception_handler(context)
 
     def watch(task: asyncio.Future) -> None:
-        if not task.cancelled() and _is_fatal(task.exception()):
+        # peeks: task.exception() would mark an ordinary error as retrieved, and asyncio would no
+        # longer log "Task exception was never retrieved" for a task nobody awaits
+        exc = None if task.cancelled() else getattr(task, "_exception", None)
+        if _is_fatal(exc):
             stop(task.exception())
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:

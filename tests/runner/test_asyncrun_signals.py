@@ -106,6 +106,19 @@ def test_ordinary_errors_in_callbacks_and_tasks_are_only_logged(caplog):
     assert "ZeroDivisionError" in caplog.text
 
 
+def test_an_ordinary_error_in_a_task_nobody_awaits_is_still_reported(caplog):
+    async def cell():
+        async def failing():
+            raise ValueError("an ordinary bug in a dropped task")
+
+        asyncio.ensure_future(failing())  # not kept: asyncio reports it when the task is collected
+        await asyncio.sleep(0.05)
+        return "finished"
+
+    assert run_sync(cell()) == "finished"
+    assert "Task exception was never retrieved" in caplog.text and "an ordinary bug" in caplog.text
+
+
 def test_inside_a_running_loop_it_runs_in_a_thread_and_still_raises():
     async def outer():
         async def cell():
