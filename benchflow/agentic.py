@@ -17,6 +17,7 @@ and :func:`agentic_summary` derives tasks/min and steps/s, whole-run and in the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -135,14 +136,12 @@ class AgenticRun(LoadRun):
 
 
 class _Agents:
-    def __init__(self, session: Any, url: str, model: str, prompts: Sequence[Prompt], spec: AgenticSpec, *,
+    def __init__(self, pool: Any, model: str, prompts: Sequence[Prompt], spec: AgenticSpec, *,
                  api: str, temperature: float, ignore_eos: bool, request_timeout_s: float,
                  max_requests: int | None, seed: int):
-        import aiohttp
-
-        self.session, self.url, self.model, self.prompts, self.spec = session, url, model, prompts, spec
+        self.pool, self.model, self.prompts, self.spec = pool, model, prompts, spec
         self.api, self.temperature, self.ignore_eos = api, temperature, ignore_eos
-        self.timeout = aiohttp.ClientTimeout(total=request_timeout_s)
+        self.timeout_s = request_timeout_s
         self.max_requests = max_requests
         self.rng = np.random.default_rng(seed)
         self.turns = parse_turns(spec.turns)
@@ -222,35 +221,13 @@ class _Agents:
         return body
 
     async def _send(self, body: dict[str, Any], input_tokens: int) -> RequestRecord:
-        import aiohttp
-
-        from benchflow.sse import StreamRecorder
+        from benchflow.loadgen import exchange_into
 
         rec = RequestRecord(request_id=len(self.records), warmup=False, start_ns=perf_counter_ns(),
                             input_tokens=input_tokens)
         self.records.append(rec)
-        try:
-            async with self.session.post(self.url, json=body, timeout=self.timeout) as resp:
-                rec.status = resp.status
-                if 200 <= resp.status < 300:
-                    stream = StreamRecorder(rec, max_tokens=body.get("max_tokens"))
-                    async for data in resp.content.iter_any():
-                        stream.feed(data, perf_counter_ns())
-                    rec.end_ns = perf_counter_ns()
-                    stream.close(rec.end_ns)
-                else:
-                    rec.error_class = "http_5xx" if resp.status >= 500 else "http_4xx"
-                    rec.error_message = (await resp.text())[:500]
-        except asyncio.CancelledError:
-            rec.incomplete = True
-            raise
-        except TimeoutError:
-            rec.error_class, rec.error_message = "timeout", "no complete response in time"
-        except (aiohttp.ClientError, OSError) as e:
-            rec.error_class = "connection" if rec.status is None else "stream_interrupted"
-            rec.error_message = str(e)[:500]
-        finally:
-            rec.end_ns = rec.end_ns or perf_counter_ns()
+        request = self.pool.request(json.dumps(body, separators=(",", ":")).encode())
+        await exchange_into(self.pool, request, rec, body.get("max_tokens"), self.timeout_s)
         return rec
 
 
@@ -262,7 +239,7 @@ async def run_agents(
 ) -> AgenticRun:
     """Runs ``concurrency`` agents until the tasks, ``max_requests`` or ``max_duration_s`` run
     out (or ``should_stop`` gives a reason); requests in flight then are recorded incomplete."""
-    import aiohttp
+    from benchflow.loadgen import api_root, open_pool
 
     if not prompts:
         raise ValueError("agentic workload: no prompts")
@@ -270,11 +247,8 @@ async def run_agents(
         raise ValueError("agentic workload: set agentic.tasks, max_requests or max_duration_s")
     path = "/v1/chat/completions" if api == "chat" else "/v1/completions"
     anchor_ns, anchor_at = perf_counter_ns(), datetime.now(UTC)
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        root = base_url.strip().rstrip("/")
-        root = root[:-3] if root.endswith("/v1") else root
-        agents = _Agents(session, root + path, model, prompts, spec, api=api, temperature=temperature,
+    async with open_pool(api_root(base_url) + path) as pool:
+        agents = _Agents(pool, model, prompts, spec, api=api, temperature=temperature,
                          ignore_eos=ignore_eos, request_timeout_s=request_timeout_s, max_requests=max_requests,
                          seed=seed)
         work = asyncio.gather(*(agents.agent(i) for i in range(concurrency)))

@@ -1,7 +1,7 @@
 """One cell's load over several client processes, and the client's own health (is it the bottleneck?).
 
 ``workload.clients: N`` (``benchflow bench --clients N``) splits one cell over N processes
-(multiprocessing, ``spawn``), each with its own event loop, aiohttp session and core:
+(multiprocessing, ``spawn``), each with its own event loop, connection pool and core:
 
 - closed loop: process ``i`` runs its share of the concurrency (``c // N``, the first ``c % N``
   one more); the request ids come from one counter in shared memory, so the N processes together
@@ -411,16 +411,11 @@ def _child_main(plan: _Plan, index: int, ipc: _Ipc) -> None:  # pragma: no cover
 
 
 async def _child_run(plan: _Plan, i: int, ipc: _Ipc) -> dict[str, Any]:  # pragma: no cover - in the child
-    import aiohttp
-
-    from benchflow.loadgen import _Client
+    from benchflow.loadgen import _Client, open_pool
 
     clock0 = measure_offset()
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
-        client = _Client(session, plan.url, plan.bodies, plan.input_tokens, plan.max_tokens, plan.warmup,
-                         plan.request_timeout_s)
+    async with open_pool(plan.url) as pool:
+        client = _Client(pool, plan.bodies, plan.input_tokens, plan.max_tokens, plan.warmup, plan.request_timeout_s)
 
         def ended(rec: RequestRecord) -> None:
             ipc.ended[2 * i] += 1

@@ -1,7 +1,8 @@
 """The streaming load generator: drives an OpenAI-compatible endpoint and records raw facts.
 
-One :func:`run_load` call is one measured run (one cell). It opens ONE aiohttp session with a
-connection pool, sends streaming ``/v1/completions`` or ``/v1/chat/completions`` requests in a
+One :func:`run_load` call is one measured run (one cell). It opens ONE pool of keep-alive
+connections (:mod:`benchflow.http_stream`: a lean HTTP/1.1 client, each read timestamped and parsed
+where it arrives), sends streaming ``/v1/completions`` or ``/v1/chat/completions`` requests in a
 closed loop (N workers) or an open loop (a pre-computed schedule, :mod:`benchflow.schedule`),
 and returns a :class:`~benchflow.records.LoadRun` holding one
 :class:`~benchflow.records.RequestRecord` per request sent. Metrics are derived later by
@@ -21,16 +22,17 @@ recorded with ``incomplete=True`` (their tokens delivered so far are kept in the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime, UTC
 from time import perf_counter_ns
 from typing import Any
 
 import aiohttp
-import yarl
 
 from benchflow.asyncrun import run_sync
 from benchflow.errors import EndpointUnreachableError, SpecError
@@ -38,17 +40,20 @@ from benchflow.load_watch import LoadWatch
 from benchflow.records import LoadRun, Prompt, RequestRecord
 from benchflow.saturation import Sample, SaturationConfig, SaturationDetector, describe
 from benchflow.schedule import send_offsets_ns
-from benchflow.send_timing import WARM_CONNECTIONS, _QuietGc, _until, _warm_pool
+from benchflow.http_stream import ConnectError, HttpError, Pool, Sink
+from benchflow.send_timing import WARM_CONNECTIONS, _QuietGc, _until
 from benchflow.spec import ConcurrencyLoad, RateLoad
 from benchflow.sse import ERROR_MESSAGE_CHARS, StreamRecorder
 
-__all__ = ["run_load", "run_load_sync", "check_endpoint", "check_endpoint_sync", "build_body", "api_root"]
+__all__ = ["run_load", "run_load_sync", "check_endpoint", "check_endpoint_sync", "build_body", "api_root",
+           "open_pool", "exchange_into"]
 
 logger = logging.getLogger(__name__)
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 _PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 _ERROR_BODY_CHARS = ERROR_MESSAGE_CHARS
+_ERROR_BODY_LIMIT = 4 * _ERROR_BODY_CHARS  # bytes of an error answer's body read for its message
 
 
 def api_root(base_url: str) -> str:
@@ -80,41 +85,107 @@ def build_body(
     return body
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, rec: RequestRecord, client: _Client,
-                       max_tokens: int | None) -> None:
-    stream = StreamRecorder(rec, max_tokens=max_tokens)
-    chunks = rec.chunks
-    async for data in resp.content.iter_any():
-        t_ns = perf_counter_ns()
+class _Answer(Sink):
+    """Turns one answer into its request's record as it is read: a 2xx stream through
+    :class:`~benchflow.sse.StreamRecorder` (each read timestamped where it arrived), an error
+    answer's body kept (its first :data:`_ERROR_BODY_LIMIT` bytes) for its message."""
+
+    __slots__ = ("rec", "client", "max_tokens", "stream", "error_body", "reason")
+
+    def __init__(self, rec: RequestRecord, client: _Client | None, max_tokens: int | None) -> None:
+        self.rec, self.client, self.max_tokens = rec, client, max_tokens
+        self.stream: StreamRecorder | None = None
+        self.error_body = b""
+        self.reason = ""
+
+    def head(self, status: int, reason: str) -> None:
+        self.rec.status = status
+        if 200 <= status < 300:
+            self.stream = StreamRecorder(self.rec, max_tokens=self.max_tokens)
+        else:
+            self.reason = reason
+
+    def body(self, data: bytes, t_ns: int) -> bool:
+        stream = self.stream
+        if stream is None:
+            self.error_body += data[:_ERROR_BODY_LIMIT - len(self.error_body)]
+            return len(self.error_body) >= _ERROR_BODY_LIMIT  # enough to say what went wrong
+        chunks = self.rec.chunks
         n = len(chunks)
         stream.feed(data, t_ns)
-        if len(chunks) != n:
+        client = self.client
+        if len(chunks) != n and client is not None:
             client.last_token_ns = t_ns
             if n == 0:
-                client.first_token(rec, chunks[0][0])
-    rec.end_ns = perf_counter_ns()
-    stream.close(rec.end_ns)
+                client.first_token(self.rec, chunks[0][0])
+        return False
+
+    def finish(self) -> None:
+        """The answer is complete: classifies it."""
+        rec = self.rec
+        rec.end_ns = perf_counter_ns()
+        if self.stream is not None:
+            self.stream.close(rec.end_ns)
+        else:
+            self.error_answer()
+
+    def error_answer(self) -> None:
+        rec = self.rec
+        rec.error_class = "http_5xx" if rec.status >= 500 else "http_4xx" if rec.status >= 400 else "no_output"
+        text = self.error_body.decode("utf-8", "replace").strip()
+        rec.error_message = (text or f"HTTP {rec.status} {self.reason}".strip())[:_ERROR_BODY_CHARS]
 
 
-async def _read_error_body(resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
-    rec.error_class = "http_5xx" if rec.status >= 500 else "http_4xx" if rec.status >= 400 else "no_output"
-    body = b""
+@contextlib.asynccontextmanager
+async def open_pool(url: str) -> AsyncIterator[Pool]:
+    """The keep-alive connections of one run's requests to ``url``, closed when the run ends.
+    An invalid URL raises :class:`SpecError`."""
     try:
-        while len(body) < 4 * _ERROR_BODY_CHARS:
-            part = await resp.content.read(4 * _ERROR_BODY_CHARS - len(body))
-            if not part:
-                break
-            body += part
-    except (aiohttp.ClientError, OSError):
-        pass  # keep what was read; the status already says what happened
-    rec.end_ns = perf_counter_ns()
-    text = body.decode("utf-8", "replace").strip()
-    rec.error_message = (text or f"HTTP {rec.status} {resp.reason or ''}".strip())[:_ERROR_BODY_CHARS]
+        pool = Pool(url, perf_counter_ns, headers=_HEADERS)
+    except ValueError as e:
+        raise SpecError([f"base_url: {e}"]) from e
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:200]
+
+
+async def exchange_into(pool: Pool, request: bytes, rec: RequestRecord, max_tokens: int | None, timeout_s: float,
+                        client: _Client | None = None) -> None:
+    """Sends one request (``request``: from :meth:`Pool.request`) and records its answer in ``rec``:
+    status, chunks and usage, or the error class and message. A failed request is recorded, never
+    raised; a cancel marks it ``incomplete`` and is raised. ``client``: told of output tokens (the
+    stall watchdog and the saturation detector read them)."""
+    answer = _Answer(rec, client, max_tokens)
+    try:
+        await pool.exchange(request, answer, timeout_s)
+        answer.finish()
+    except asyncio.CancelledError:
+        rec.incomplete = True
+        raise
+    except TimeoutError:
+        rec.error_class = "timeout"
+        rec.error_message = f"no complete response within {timeout_s:g} s"
+    except HttpError as e:
+        if rec.status is None:
+            rec.error_class = "connection"
+            rec.error_message = f"{_connect_reason(e)} ({e})" if isinstance(e, ConnectError) else str(e)
+        elif not 200 <= rec.status < 300:
+            answer.error_answer()  # the status says what happened; keep what was read of the body
+        else:
+            rec.error_class, rec.error_message = "stream_interrupted", str(e)
+    except Exception as e:  # anything else is still one failed request, never a crashed run
+        rec.error_class = "connection" if rec.status is None else "stream_interrupted"
+        rec.error_message = _one_line(e)
+        logger.debug("request %s: unexpected error", rec.request_id, exc_info=True)
+    finally:
+        if rec.end_ns is None:
+            rec.end_ns = perf_counter_ns()
 
 
 class _Client:
@@ -123,15 +194,14 @@ class _Client:
     #: Called with each request's record when it ends (``benchflow bench``'s progress).
     on_request: Callable[[RequestRecord], None] | None = None
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, bodies: list[bytes], input_tokens: list[int],
+    def __init__(self, pool: Pool, bodies: list[bytes], input_tokens: list[int],
                  max_tokens: list[int | None], warmup: int, request_timeout_s: float) -> None:
-        self.session = session
-        self.url = yarl.URL(url)  # parsed once, not per request
+        self.pool = pool
+        self.requests = [pool.request(b) for b in bodies]  # built once, sent as they are
         self.bodies = bodies
         self.input_tokens = input_tokens
         self.max_tokens = max_tokens
         self.warmup = warmup
-        self.timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self.timeout_s = request_timeout_s
         self.records: list[RequestRecord] = []
         #: Requests sent and not yet ended, and the progress clocks the stall watchdog reads.
@@ -172,33 +242,11 @@ class _Client:
             self.busy_since_ns = rec.start_ns
         self.in_flight += 1
         try:
-            async with self.session.post(self.url, data=self.bodies[k], headers=_HEADERS,
-                                         timeout=self.timeout) as resp:
-                rec.status = resp.status
-                if 200 <= resp.status < 300:
-                    await _read_stream(resp, rec, self, self.max_tokens[k])
-                else:
-                    await _read_error_body(resp, rec)
-                    self.last_answer_ns = rec.end_ns
-        except asyncio.CancelledError:
-            rec.incomplete = True
-            raise
-        except TimeoutError:
-            rec.error_class = "timeout"
-            rec.error_message = f"no complete response within {self.timeout_s:g} s"
-        except (aiohttp.ClientError, OSError) as e:
-            if rec.status is None:
-                rec.error_class, rec.error_message = "connection", f"{_connect_reason(e)} ({_one_line(e)})"
-            else:
-                rec.error_class, rec.error_message = "stream_interrupted", _one_line(e)
-        except Exception as e:  # anything else is still one failed request, never a crashed run
-            rec.error_class = "connection" if rec.status is None else "stream_interrupted"
-            rec.error_message = _one_line(e)
-            logger.debug("request %s: unexpected error", idx, exc_info=True)
+            await exchange_into(self.pool, self.requests[k], rec, self.max_tokens[k], self.timeout_s, self)
         finally:
             self.in_flight -= 1
-            if rec.end_ns is None:
-                rec.end_ns = perf_counter_ns()
+            if rec.status is not None and not 200 <= rec.status < 300:
+                self.last_answer_ns = rec.end_ns
         if rec.error_class is not None and logger.isEnabledFor(logging.DEBUG):
             logger.debug("request %s failed: %s %s", idx, rec.error_class, rec.error_message)
         if self.on_request is not None:
@@ -344,15 +392,12 @@ async def run_load(
         offsets_ns = fixed(measured) if fixed is not None else send_offsets_ns(
             load.rate, load.arrival, n=measured, duration_s=max_duration_s, burstiness=load.burstiness, seed=seed)
     url = api_root(base_url) + _PATHS[api]
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
-        client = _Client(session, url, bodies, [p.input_tokens for p in prompts[:n_bodies]], max_tokens,
+    async with open_pool(url) as pool:
+        client = _Client(pool, bodies, [p.input_tokens for p in prompts[:n_bodies]], max_tokens,
                          warmup_requests, request_timeout_s)
         client.on_request = on_request
         if offsets_ns and not warmup_requests:  # warm-up requests would have opened them
-            await _warm_pool(session, api_root(base_url), min(len(offsets_ns), load.max_concurrency or WARM_CONNECTIONS,
-                                                               WARM_CONNECTIONS))
+            await pool.warm(min(len(offsets_ns), load.max_concurrency or WARM_CONNECTIONS, WARM_CONNECTIONS))
         anchor_at = datetime.now(UTC)
         anchor_ns = perf_counter_ns()
         logger.info("load %s on %s: %s requests, duration bound %s s", load.label, url,
@@ -434,9 +479,9 @@ def _connect_reason(exc: BaseException) -> str:
         return "not an http:// or https:// URL"
     if isinstance(exc, ValueError):  # aiohttp.InvalidURL is one
         return f"invalid URL ({' '.join(str(exc).split())})"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "cannot resolve host"
     os_error = getattr(exc, "os_error", None) or (exc if isinstance(exc, OSError) else None)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(os_error, socket.gaierror):
+        return "cannot resolve host"
     if isinstance(os_error, ConnectionRefusedError):
         return "connection refused"
     if isinstance(os_error, OSError) and os_error.strerror:

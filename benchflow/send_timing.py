@@ -2,7 +2,7 @@
 schedule's clock starts and how each send waits for its time. Definitions: docs/metrics.md,
 "Trace replay: send-time error"; measured by ``bench/traces.py``.
 
-- :func:`_warm_pool`: keep-alive connections opened before the clock starts;
+- :data:`WARM_CONNECTIONS`: keep-alive connections opened before the clock starts;
 - :class:`_QuietGc`: no automatic garbage collection (and a short thread switch interval) while
   the schedule runs;
 - :func:`_until`: sleep until shortly before a send is due, then yield to the event loop until it is.
@@ -14,8 +14,6 @@ import asyncio
 import gc
 import sys
 from time import perf_counter_ns
-
-import aiohttp
 
 __all__ = ["SPIN_NS", "GC_SLACK_NS", "GC_FORCE_COUNT", "SWITCH_INTERVAL_S", "WARM_CONNECTIONS"]
 
@@ -75,22 +73,10 @@ class _QuietGc:
             gc.collect(1)
 
 
-#: Open loop: keep-alive connections opened (``GET /v1/models``) before the clock starts, at most,
-#: so that the first sends of a schedule do not each pay for a new connection.
+#: Open loop: keep-alive connections opened (``GET /v1/models``, :meth:`benchflow.http_stream.Pool.warm`)
+#: before the clock starts, at most, so that the first sends of a schedule do not each pay for a new
+#: connection.
 WARM_CONNECTIONS = 32
-_WARM_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
-
-
-async def _warm_pool(session: aiohttp.ClientSession, root: str, n: int) -> None:
-    """Opens up to ``n`` pooled connections to ``root``; any failure only leaves fewer open."""
-    async def one() -> None:
-        try:
-            async with session.get(root + "/v1/models", timeout=_WARM_TIMEOUT) as resp:
-                await resp.read()
-        except Exception:  # noqa: BLE001 - a cold connection is no error; the requests will say what is wrong
-            pass
-
-    await asyncio.gather(*(one() for _ in range(n)))
 
 
 async def _until(due_ns: int, quiet: _QuietGc, gap_ns: int | None = None) -> None:
