@@ -38,7 +38,6 @@ bench: install
 	PYTHONPATH=. $(PY) bench/clients.py
 	PYTHONPATH=. $(PY) bench/client_ttft.py
 	PYTHONPATH=. $(PY) bench/client_ttft.py --tokens 8-40 --out bench/results/client_ttft_varied.json
-	PYTHONPATH=. $(PY) bench/client_ttft.py --pin --clients 1 --out bench/results/client_ttft_pinned.json
 	PYTHONPATH=. $(PY) bench/capacity.py
 	PYTHONPATH=. $(PY) bench/tuning.py
 	PYTHONPATH=. $(PY) bench/traces.py

@@ -21,11 +21,10 @@ to the server's exactly. Per request:
 both paths are reported apart, to say where the time goes. At c1024 the server uses the default
 epoll loop (select() takes about 1000 sockets), whose timers wake up to 1 ms late: that lateness
 is in ``w - h`` and so taken out. On a 2-core machine the server and the clients share the cores,
-so the request path includes the server's own queueing when it is busy; ``--pin`` keeps the server on
-core 0 and the clients on the others, as a server on its own machine would be.
+so the request path includes the server's own queueing when it is busy.
 
     PYTHONPATH=. .venv/bin/python bench/client_ttft.py [--quick] [--aiohttp] [--tokens 16 | --tokens 8-40]
-        [--clients 1,2,4] [--concurrency 256,1024] [--pin] [--out FILE]
+        [--clients 1,2,4] [--concurrency 256,1024] [--out FILE]
 
 Writes bench/results/client_ttft.json and prints a markdown table.
 """
@@ -123,15 +122,14 @@ async def _cell(url: str, clients: int, concurrency: int, requests: int, tag: st
 
 
 async def _main(clients: list[int], concurrencies: list[int], quick: bool, aiohttp: bool = False,
-                tokens: tuple[int, int] = (TOKENS, TOKENS), server_cpus: set[int] | None = None) -> list[dict]:
+                tokens: tuple[int, int] = (TOKENS, TOKENS)) -> list[dict]:
     rows = []
     config = StreamServerConfig(ttft_s=TTFT_MS / 1e3, gap_s=GAP_MS / 1e3, record_first_writes=True)
-    pin = {"cpus": server_cpus} if server_cpus else {}
     serve = serve_in_process if aiohttp else serve_lean_in_process
     for c in concurrencies:
         requests = (2 if quick else 6) * c
         for n in clients:
-            with serve(config, epoll=c > 900, **pin) as url:  # a fresh server: its table holds one cell
+            with serve(config, epoll=c > 900) as url:  # a fresh server: its table holds one cell
                 row = await _cell(url, n, c, requests, f"c{c}n{n}", tokens)
             rows.append(row)
             a = row["client_added_ms"]
@@ -164,29 +162,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--aiohttp", action="store_true", help="the aiohttp test server instead of the lean one")
     ap.add_argument("--tokens", default=str(TOKENS), help="output tokens per request: N, or LO-HI drawn uniformly "
                     "(equal lengths keep a closed loop's slots in lockstep: every wave sends at once)")
-    ap.add_argument("--pin", action="store_true", help="the server on core 0, the clients on the other cores "
-                    "(sched_setaffinity; the client processes inherit it): server and clients do not share a core")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    if args.aiohttp and args.pin:
-        ap.error("--pin works with the lean server only")
-    server_cpus = None
-    if args.pin:
-        cores = sorted(os.sched_getaffinity(0))
-        if len(cores) < 2:
-            ap.error("--pin needs at least 2 cores")
-        server_cpus = {cores[0]}
-        os.sched_setaffinity(0, set(cores[1:]))
     load0 = os.getloadavg()[0]
     rows = asyncio.run(_main([int(x) for x in args.clients.split(",")],
                              [int(x) for x in args.concurrency.split(",")], args.quick, args.aiohttp,
-                             _token_range(args.tokens), server_cpus))
+                             _token_range(args.tokens)))
     result = {"schema_version": SCHEMA_VERSION, "benchmark": "client_ttft",
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "load_average_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
-                          "cores": ({"server": sorted(server_cpus), "clients": sorted(os.sched_getaffinity(0))}
-                                    if server_cpus else "shared")},
+                          "load_average_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)]},
               "server": f"tests/support/{'stream_server.py (aiohttp)' if args.aiohttp else 'lean_server.py'} "
                         f"in another process, TTFT {TTFT_MS:g} ms, "
                         f"a token every {GAP_MS:g} ms, {args.tokens} output tokens",

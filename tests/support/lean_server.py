@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from time import perf_counter_ns
@@ -175,18 +174,16 @@ async def serve(config: StreamServerConfig, port: int) -> None:
 
 @contextlib.contextmanager
 def serve_lean_in_process(config: StreamServerConfig | None = None, port: int | None = None,
-                          startup_timeout_s: float = 20.0, epoll: bool = False,
-                          cpus: set[int] | None = None) -> Iterator[str]:
+                          startup_timeout_s: float = 20.0, epoll: bool = False) -> Iterator[str]:
     """Runs the lean server in a separate Python process; yields its base URL. ``epoll``: the default
     event loop (more than ~1000 connections; its timers wake up to 1 ms late), else a select() loop
-    for a paced server (microsecond timers); a zero-delay server always runs on epoll. ``cpus``: the
-    cores the server may run on (``sched_setaffinity``), e.g. to keep it off the clients' cores."""
+    for a paced server (microsecond timers); a zero-delay server always runs on epoll."""
     config = config or StreamServerConfig()
     port = free_port() if port is None else port
     cmd = [sys.executable, "-m", "tests.support.lean_server", "--port", str(port), "--ttft-ms",
            repr(config.ttft_s * 1e3), "--gap-ms", repr(config.gap_s * 1e3), "--tokens-per-message",
            str(config.tokens_per_message), *(["--record-first-writes"] if config.record_first_writes else []),
-           *(["--epoll"] if epoll else []), *(["--cpus", ",".join(map(str, sorted(cpus)))] if cpus else [])]
+           *(["--epoll"] if epoll else [])]
     with server_process(cmd, port, startup_timeout_s) as url:
         yield url
 
@@ -199,10 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokens-per-message", type=int, default=1)
     p.add_argument("--record-first-writes", action="store_true", help="serve GET /first_writes")
     p.add_argument("--epoll", action="store_true", help="the default event loop instead of select()")
-    p.add_argument("--cpus", help="comma-separated cores to run on (sched_setaffinity)")
     a = p.parse_args(argv)
-    if a.cpus:
-        os.sched_setaffinity(0, {int(c) for c in a.cpus.split(",")})
     config = StreamServerConfig(ttft_s=a.ttft_ms / 1e3, gap_s=a.gap_ms / 1e3, tokens_per_message=a.tokens_per_message,
                                 record_first_writes=a.record_first_writes)
     # zero delay needs no precise timers, and select() walks every socket on each turn of the loop
