@@ -36,6 +36,7 @@ bench: install
 	$(if $(BENCH_TORCH),$(PY) -m pip install -q '$(BENCH_TORCH)')
 	$(PY) bench/run_all.py
 	PYTHONPATH=. $(PY) bench/clients.py
+	PYTHONPATH=. $(PY) bench/clients.py --dataset 'D(32,128)' --out bench/results/clients_128.json
 	PYTHONPATH=. $(PY) bench/client_ttft.py
 	PYTHONPATH=. $(PY) bench/client_ttft.py --tokens 8-40 --out bench/results/client_ttft_varied.json
 	PYTHONPATH=. $(PY) bench/capacity.py
