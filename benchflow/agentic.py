@@ -221,7 +221,7 @@ class _Agents:
         return body
 
     async def _send(self, body: dict[str, Any], input_tokens: int) -> RequestRecord:
-        from benchflow.loadgen import exchange_into
+        from benchflow.exchange import exchange_into
 
         rec = RequestRecord(request_id=len(self.records), warmup=False, start_ns=perf_counter_ns(),
                             input_tokens=input_tokens)
@@ -239,7 +239,7 @@ async def run_agents(
 ) -> AgenticRun:
     """Runs ``concurrency`` agents until the tasks, ``max_requests`` or ``max_duration_s`` run
     out (or ``should_stop`` gives a reason); requests in flight then are recorded incomplete."""
-    from benchflow.loadgen import api_root, open_pool
+    from benchflow.exchange import api_root, open_pool
 
     if not prompts:
         raise ValueError("agentic workload: no prompts")

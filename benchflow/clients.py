@@ -411,7 +411,8 @@ def _child_main(plan: _Plan, index: int, ipc: _Ipc) -> None:  # pragma: no cover
 
 
 async def _child_run(plan: _Plan, i: int, ipc: _Ipc) -> dict[str, Any]:  # pragma: no cover - in the child
-    from benchflow.loadgen import _Client, open_pool
+    from benchflow.exchange import open_pool
+    from benchflow.loadgen import _Client
 
     clock0 = measure_offset()
     async with open_pool(plan.url) as pool:

@@ -22,12 +22,10 @@ recorded with ``incomplete=True`` (their tokens delivered so far are kept in the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
-import socket
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, UTC
 from time import perf_counter_ns
 from typing import Any
@@ -36,31 +34,20 @@ import aiohttp
 
 from benchflow.asyncrun import run_sync
 from benchflow.errors import EndpointUnreachableError, SpecError
+from benchflow.exchange import api_root, connect_reason, exchange_into, open_pool
+from benchflow.http_stream import Pool
 from benchflow.load_watch import LoadWatch
 from benchflow.records import LoadRun, Prompt, RequestRecord
 from benchflow.saturation import Sample, SaturationConfig, SaturationDetector, describe
 from benchflow.schedule import send_offsets_ns
-from benchflow.http_stream import ConnectError, HttpError, Pool, Sink
 from benchflow.send_timing import WARM_CONNECTIONS, _QuietGc, _until
 from benchflow.spec import ConcurrencyLoad, RateLoad
-from benchflow.sse import ERROR_MESSAGE_CHARS, StreamRecorder
 
-__all__ = ["run_load", "run_load_sync", "check_endpoint", "check_endpoint_sync", "build_body", "api_root",
-           "open_pool", "exchange_into"]
+__all__ = ["run_load", "run_load_sync", "check_endpoint", "check_endpoint_sync", "build_body", "api_root"]
 
 logger = logging.getLogger(__name__)
 
-_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 _PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
-_ERROR_BODY_CHARS = ERROR_MESSAGE_CHARS
-_ERROR_BODY_LIMIT = 4 * _ERROR_BODY_CHARS  # bytes of an error answer's body read for its message
-
-
-def api_root(base_url: str) -> str:
-    """``http://host:8000``, ``http://host:8000/`` and ``http://host:8000/v1`` all give
-    ``http://host:8000`` (the API paths are appended to it)."""
-    root = base_url.strip().rstrip("/")
-    return root[:-3] if root.endswith("/v1") else root
 
 
 def build_body(
@@ -83,109 +70,6 @@ def build_body(
     if extra_body:
         body.update(extra_body)
     return body
-
-
-class _Answer(Sink):
-    """Turns one answer into its request's record as it is read: a 2xx stream through
-    :class:`~benchflow.sse.StreamRecorder` (each read timestamped where it arrived), an error
-    answer's body kept (its first :data:`_ERROR_BODY_LIMIT` bytes) for its message."""
-
-    __slots__ = ("rec", "client", "max_tokens", "stream", "error_body", "reason")
-
-    def __init__(self, rec: RequestRecord, client: _Client | None, max_tokens: int | None) -> None:
-        self.rec, self.client, self.max_tokens = rec, client, max_tokens
-        self.stream: StreamRecorder | None = None
-        self.error_body = b""
-        self.reason = ""
-
-    def head(self, status: int, reason: str) -> None:
-        self.rec.status = status
-        if 200 <= status < 300:
-            self.stream = StreamRecorder(self.rec, max_tokens=self.max_tokens)
-        else:
-            self.reason = reason
-
-    def body(self, data: bytes, t_ns: int) -> bool:
-        stream = self.stream
-        if stream is None:
-            self.error_body += data[:_ERROR_BODY_LIMIT - len(self.error_body)]
-            return len(self.error_body) >= _ERROR_BODY_LIMIT  # enough to say what went wrong
-        chunks = self.rec.chunks
-        n = len(chunks)
-        stream.feed(data, t_ns)
-        client = self.client
-        if len(chunks) != n and client is not None:
-            client.last_token_ns = t_ns
-            if n == 0:
-                client.first_token(self.rec, chunks[0][0])
-        return False
-
-    def finish(self) -> None:
-        """The answer is complete: classifies it."""
-        rec = self.rec
-        rec.end_ns = perf_counter_ns()
-        if self.stream is not None:
-            self.stream.close(rec.end_ns)
-        else:
-            self.error_answer()
-
-    def error_answer(self) -> None:
-        rec = self.rec
-        rec.error_class = "http_5xx" if rec.status >= 500 else "http_4xx" if rec.status >= 400 else "no_output"
-        text = self.error_body.decode("utf-8", "replace").strip()
-        rec.error_message = (text or f"HTTP {rec.status} {self.reason}".strip())[:_ERROR_BODY_CHARS]
-
-
-@contextlib.asynccontextmanager
-async def open_pool(url: str) -> AsyncIterator[Pool]:
-    """The keep-alive connections of one run's requests to ``url``, closed when the run ends.
-    An invalid URL raises :class:`SpecError`."""
-    try:
-        pool = Pool(url, perf_counter_ns, headers=_HEADERS)
-    except ValueError as e:
-        raise SpecError([f"base_url: {e}"]) from e
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:200]
-
-
-async def exchange_into(pool: Pool, request: bytes, rec: RequestRecord, max_tokens: int | None, timeout_s: float,
-                        client: _Client | None = None) -> None:
-    """Sends one request (``request``: from :meth:`Pool.request`) and records its answer in ``rec``:
-    status, chunks and usage, or the error class and message. A failed request is recorded, never
-    raised; a cancel marks it ``incomplete`` and is raised. ``client``: told of output tokens (the
-    stall watchdog and the saturation detector read them)."""
-    answer = _Answer(rec, client, max_tokens)
-    try:
-        await pool.exchange(request, answer, timeout_s)
-        answer.finish()
-    except asyncio.CancelledError:
-        rec.incomplete = True
-        raise
-    except TimeoutError:
-        rec.error_class = "timeout"
-        rec.error_message = f"no complete response within {timeout_s:g} s"
-    except HttpError as e:
-        if rec.status is None:
-            rec.error_class = "connection"
-            rec.error_message = f"{_connect_reason(e)} ({e})" if isinstance(e, ConnectError) else str(e)
-        elif not 200 <= rec.status < 300:
-            answer.error_answer()  # the status says what happened; keep what was read of the body
-        else:
-            rec.error_class, rec.error_message = "stream_interrupted", str(e)
-    except Exception as e:  # anything else is still one failed request, never a crashed run
-        rec.error_class = "connection" if rec.status is None else "stream_interrupted"
-        rec.error_message = _one_line(e)
-        logger.debug("request %s: unexpected error", rec.request_id, exc_info=True)
-    finally:
-        if rec.end_ns is None:
-            rec.end_ns = perf_counter_ns()
 
 
 class _Client:
@@ -470,23 +354,8 @@ async def check_endpoint(base_url: str, timeout_s: float = 5.0) -> None:
     except TimeoutError as e:
         raise EndpointUnreachableError(f"cannot reach {shown}: no answer within {timeout_s:g} s") from e
     except (aiohttp.ClientError, OSError, ValueError) as e:
-        raise EndpointUnreachableError(f"cannot reach {shown}: {_connect_reason(e)}") from e
+        raise EndpointUnreachableError(f"cannot reach {shown}: {connect_reason(e)}") from e
     raise EndpointUnreachableError(f"cannot reach {shown}: {', '.join(answers)}")
-
-
-def _connect_reason(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.NonHttpUrlClientError):
-        return "not an http:// or https:// URL"
-    if isinstance(exc, ValueError):  # aiohttp.InvalidURL is one
-        return f"invalid URL ({' '.join(str(exc).split())})"
-    os_error = getattr(exc, "os_error", None) or (exc if isinstance(exc, OSError) else None)
-    if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(os_error, socket.gaierror):
-        return "cannot resolve host"
-    if isinstance(os_error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return os_error.strerror.lower()
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def check_endpoint_sync(base_url: str, timeout_s: float = 5.0) -> None:
