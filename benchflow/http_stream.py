@@ -9,7 +9,8 @@ together, so that cost queues up in front of the next request's TTFT (bench/clie
 request is one pre-built ``bytes`` written to an idle connection, and each read is timestamped and
 parsed where it arrives, with no task switch in between.
 
-What it does, and no more: ``http://`` and ``https://`` (TLS through :mod:`ssl`), keep-alive
+What it does, and no more: ``http://`` and ``https://`` (TLS through :mod:`ssl`), credentials in
+the URL (``http://user:password@host``) sent as Basic auth, keep-alive
 connection reuse, ``Content-Length``, chunked and read-until-close bodies, one request at a time per
 connection. A pooled connection the server had closed while idle (a keep-alive timeout) is
 retried once on a new connection when nothing of the answer came back. Errors are exceptions the
@@ -21,10 +22,11 @@ closed before the answer was complete), :class:`BadResponse` (not HTTP), and ``T
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -216,6 +218,9 @@ class Pool:
         lines = [f"POST {target} HTTP/1.1", f"Host: {host}" + ("" if default_port else f":{self.port}"),
                  "User-Agent: benchflow", "Connection: keep-alive",
                  *(f"{k}: {v}" for k, v in (headers or {}).items())]
+        if parts.username is not None or parts.password is not None:  # http://user:password@host: Basic auth
+            token = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+            lines.append("Authorization: Basic " + base64.b64encode(token).decode())
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self.idle: list[_Connection] = []
         self.open: set[_Connection] = set()

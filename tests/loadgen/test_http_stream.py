@@ -4,6 +4,7 @@ frame, cut, close and garble their answers on purpose: what a user of ``benchflo
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import ipaddress
 import json
@@ -44,6 +45,7 @@ class RawServer:
         self.connections = 0
         self.open = 0
         self.requests = 0
+        self.heads: list[bytes] = []
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         n, self.connections, self.open = self.connections, self.connections + 1, self.open + 1
@@ -51,6 +53,7 @@ class RawServer:
             k = 0
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
                 length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
                 await reader.readexactly(length)
@@ -274,3 +277,17 @@ async def test_a_cut_on_a_reused_connection_after_part_of_the_answer_is_not_retr
             await pool.exchange(pool.request(b"{}"), Sink(), 10.0)
         pool.close()
     assert server.requests == 2
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth_on_every_request():
+    async def handler(conn: int, k: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(MESSAGES))
+        return True
+
+    server = RawServer(handler)
+    async with server as url:
+        run = await _run(url.replace("http://", "http://bench%40team:s3cret@") + "/v1", 2)
+    assert [r.error_class for r in run.records] == [None, None]
+    expected = b"Authorization: Basic " + base64.b64encode(b"bench@team:s3cret")
+    assert all(expected in head for head in server.heads), server.heads
+    assert all(head.startswith(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:") for head in server.heads)
