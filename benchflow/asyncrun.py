@@ -32,6 +32,10 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_a_loop = False
+    else:
+        in_a_loop = True
+    if not in_a_loop:  # not inside the except block: what the run raises is not chained to its RuntimeError
         return _run(coro)
     box: dict[str, Any] = {}
 

@@ -91,6 +91,7 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         self.t_ns = 0
         self._reason = ""
+        self._callback_error: BaseException | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -105,6 +106,14 @@ class _Connection(asyncio.Protocol):
         self.t_ns = self.pool.clock()
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            # httptools turns whatever a callback raised into this error: raise the callback's own
+            # exception instead, so that a stop signal raised as an exception while a read is parsed
+            # (Prefect's SIGTERM, Ctrl-C) stops the run instead of failing one request as a bad answer
+            error, self._callback_error = self._callback_error, None
+            if error is None:
+                raise
+            raise error from None
         except httptools.HttpParserUpgrade:
             self._fail(ex, BadResponse("the server switched protocols"))
         except httptools.HttpParserError as e:
@@ -145,11 +154,20 @@ class _Connection(asyncio.Protocol):
         ex = self.current
         if ex is not None:
             ex.status = self.parser.get_status_code()
-            ex.sink.head(ex.status, self._reason)
+            try:
+                ex.sink.head(ex.status, self._reason)
+            except BaseException as e:  # noqa: BLE001 - kept for data_received (httptools wraps it)
+                self._callback_error = e
+                raise
 
     def on_body(self, body: bytes) -> None:
         ex = self.current
-        if ex is not None and ex.sink.body(body, self.t_ns):  # the sink has what it needs
+        try:
+            enough = ex is not None and ex.sink.body(body, self.t_ns)
+        except BaseException as e:  # noqa: BLE001 - kept for data_received (httptools wraps it)
+            self._callback_error = e
+            raise
+        if enough:  # the sink has what it needs
             ex.complete = True
             self.abort()
             if not ex.done.done():

@@ -291,3 +291,32 @@ async def test_credentials_in_the_url_are_sent_as_basic_auth_on_every_request():
     expected = b"Authorization: Basic " + base64.b64encode(b"bench@team:s3cret")
     assert all(expected in head for head in server.heads), server.heads
     assert all(head.startswith(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:") for head in server.heads)
+
+
+class _Stop(BaseException):
+    """What Prefect's SIGTERM handler raises (TerminationSignal), or Ctrl-C: not an Exception."""
+
+
+def test_a_stop_signal_raised_while_a_read_is_parsed_reaches_the_run_not_a_failed_request():
+    # a signal handler that raises does so wherever the main thread is; under load that is often inside
+    # the parser's callback, which httptools wraps into its own HttpParserCallbackError
+    from benchflow.asyncrun import run_sync
+
+    class Interrupted(Sink):
+        def body(self, data: bytes, t_ns: int) -> None:
+            raise _Stop("SIGTERM")
+
+    async def handler(conn: int, k: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(MESSAGES))
+        return True
+
+    async def main() -> None:
+        async with RawServer(handler) as url:
+            pool = Pool(url + "/v1/completions", perf_counter_ns)
+            try:
+                await pool.exchange(pool.request(b"{}"), Interrupted(), 10.0)
+            finally:
+                pool.close()
+
+    with pytest.raises(_Stop, match="SIGTERM"):
+        run_sync(main())
