@@ -29,13 +29,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coro)``, in a thread of its own when this thread already runs a loop, with any
     ``BaseException`` that is not an ``Exception`` (a termination signal, KeyboardInterrupt) raised
     from the run wherever in the loop it landed."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        in_a_loop = False
-    else:
-        in_a_loop = True
-    if not in_a_loop:  # not inside the except block: what the run raises is not chained to its RuntimeError
+    if not _loop_running():  # called outside an except block: what the run raises is not chained to it
         return _run(coro)
     box: dict[str, Any] = {}
 
@@ -51,6 +45,14 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:

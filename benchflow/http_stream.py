@@ -25,7 +25,6 @@ import asyncio
 import base64
 import ssl
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -233,12 +232,13 @@ class Pool:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = f"[{self.host}]" if ":" in self.host else self.host
         default_port = self.port == (443 if self.ssl else 80)
-        lines = [f"POST {target} HTTP/1.1", f"Host: {host}" + ("" if default_port else f":{self.port}"),
-                 "User-Agent: benchflow", "Connection: keep-alive",
-                 *(f"{k}: {v}" for k, v in (headers or {}).items())]
+        common = [f"Host: {host}" + ("" if default_port else f":{self.port}"), "User-Agent: benchflow",
+                  "Connection: keep-alive"]
         if parts.username is not None or parts.password is not None:  # http://user:password@host: Basic auth
             token = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
-            lines.append("Authorization: Basic " + base64.b64encode(token).decode())
+            common.append("Authorization: Basic " + base64.b64encode(token).decode())
+        self._common = "\r\n".join(common)  # the header lines of every request, the warm-up's GETs too
+        lines = [f"POST {target} HTTP/1.1", self._common, *(f"{k}: {v}" for k, v in (headers or {}).items())]
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self.idle: list[_Connection] = []
         self.open: set[_Connection] = set()
@@ -294,8 +294,7 @@ class Pool:
     async def warm(self, n: int, path: str = "/v1/models", timeout_s: float = 2.0) -> None:
         """Opens up to ``n`` keep-alive connections with a ``GET path`` each; a failure only leaves
         fewer open (the requests themselves will say what is wrong)."""
-        host = self._head.split(b"\r\n")[1]
-        get = b"GET %s HTTP/1.1\r\n%s\r\nUser-Agent: benchflow\r\n\r\n" % (path.encode(), host)
+        get = f"GET {path} HTTP/1.1\r\n{self._common}\r\n\r\n".encode("latin-1")
 
         async def one() -> None:
             try:
@@ -312,9 +311,3 @@ class Pool:
             conn.abort()
         self.idle.clear()
         self.open.clear()
-
-    async def __aenter__(self) -> Pool:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.close()

@@ -82,7 +82,6 @@ class _Client:
                  max_tokens: list[int | None], warmup: int, request_timeout_s: float) -> None:
         self.pool = pool
         self.requests = [pool.request(b) for b in bodies]  # built once, sent as they are
-        self.bodies = bodies
         self.input_tokens = input_tokens
         self.max_tokens = max_tokens
         self.warmup = warmup
@@ -117,7 +116,7 @@ class _Client:
                       tuple(((due - t0) / 1e9, (first - due) / 1e9) for due, first in firsts))
 
     async def send(self, idx: int, scheduled_ns: int | None = None, queued_ns: int | None = None) -> None:
-        k = idx % len(self.bodies)
+        k = idx % len(self.requests)
         rec = RequestRecord(request_id=idx, warmup=idx < self.warmup, start_ns=0, scheduled_ns=scheduled_ns,
                             queued_ns=queued_ns, input_tokens=self.input_tokens[k])
         self.records.append(rec)
