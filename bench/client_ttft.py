@@ -1,8 +1,8 @@
 """Client-added TTFT (`make bench`): what benchflow's load generator adds to a server's own TTFT,
 with 1, 2 and 4 client processes, at closed-loop concurrency 256 and 1024.
 
-The server is the lean streaming server (tests/support/lean_server.py: a bare asyncio protocol, so
-that the server's own queueing adds as little as it can to the request path; ``--aiohttp``: the
+The server is the lean streaming server (tests/support/lean_server.py: a bare epoll loop with
+microsecond timers, so that the server's own queueing adds as little as it can to the request path; ``--aiohttp``: the
 aiohttp test server, tests/support/stream_server.py) in a SEPARATE process, paced like an engine:
 first output 50 ms after its handler starts, then a token every 10 ms (16 tokens; ``--tokens 8-40``
 draws each request's length instead: with equal lengths every slot of the closed loop answers at the
@@ -18,10 +18,9 @@ to the server's exactly. Per request:
   the server accepting and reading the request) + response path (f - w: loopback, the client's
   event loop and SSE parsing);
 
-both paths are reported apart, to say where the time goes. At c1024 the server uses the default
-epoll loop (select() takes about 1000 sockets), whose timers wake up to 1 ms late: that lateness
-is in ``w - h`` and so taken out. On a 2-core machine the server and the clients share the cores,
-so the request path includes the server's own queueing when it is busy.
+both paths are reported apart, to say where the time goes. Any lateness of the server's own
+first write is in ``w - h`` and so taken out. On a 2-core machine the server and the clients share
+the cores, so the request path includes the server's own queueing when it is busy.
 
     PYTHONPATH=. .venv/bin/python bench/client_ttft.py [--quick] [--aiohttp] [--tokens 16 | --tokens 8-40]
         [--clients 1,2,4] [--concurrency 256,1024] [--out FILE]
@@ -129,7 +128,7 @@ async def _main(clients: list[int], concurrencies: list[int], quick: bool, aioht
     for c in concurrencies:
         requests = (2 if quick else 6) * c
         for n in clients:
-            with serve(config, epoll=c > 900) as url:  # a fresh server: its table holds one cell
+            with serve(config, **({"epoll": c > 900} if aiohttp else {})) as url:  # a fresh server: one cell
                 row = await _cell(url, n, c, requests, f"c{c}n{n}", tokens)
             rows.append(row)
             a = row["client_added_ms"]

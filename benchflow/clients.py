@@ -26,6 +26,7 @@ then killed when the cell ends, is cancelled or times out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import multiprocessing as mp
@@ -455,18 +456,23 @@ async def _child_run(plan: _Plan, i: int, ipc: _Ipc) -> dict[str, Any]:  # pragm
 async def _child_phases(client: Any, plan: _Plan, i: int, ipc: _Ipc,
                         clock: ClockOffset) -> None:  # pragma: no cover - in the child
     from benchflow.loadgen import _closed_loop, _open_loop
+    from benchflow.send_timing import _QuietGc
 
-    if plan.warm_workers[i]:
-        await _closed_loop(client, plan.warm_workers[i], plan.warmup, ids=_SharedIds(ipc.warm_counter, plan.warmup))
-    ipc.ready[i] = monotonic_ns()
-    while not all(ipc.ready[:]):
-        await asyncio.sleep(_POLL_S)
-    t0_ns = max(ipc.ready[:]) + START_MARGIN_NS - clock.offset_ns  # one instant for every process
-    delay_ns = t0_ns - perf_counter_ns()
-    if delay_ns > 0:
-        await asyncio.sleep(delay_ns / 1e9)
-    if plan.open_ids is None:
-        if plan.workers[i]:
-            await _closed_loop(client, plan.workers[i], plan.total, ids=_SharedIds(ipc.counter, plan.total))
-    else:
-        await _open_loop(client, plan.open_offsets[i], plan.workers[i] or None, ids=plan.open_ids[i], t0_ns=t0_ns)
+    closed = plan.open_ids is None
+    with _QuietGc(young=True) if closed else contextlib.nullcontext():  # as loadgen._phases
+        if plan.warm_workers[i]:
+            await _closed_loop(client, plan.warm_workers[i], plan.warmup,
+                               ids=_SharedIds(ipc.warm_counter, plan.warmup))
+        ipc.ready[i] = monotonic_ns()
+        while not all(ipc.ready[:]):
+            await asyncio.sleep(_POLL_S)
+        t0_ns = max(ipc.ready[:]) + START_MARGIN_NS - clock.offset_ns  # one instant for every process
+        delay_ns = t0_ns - perf_counter_ns()
+        if delay_ns > 0:
+            await asyncio.sleep(delay_ns / 1e9)
+        if closed:
+            if plan.workers[i]:
+                await _closed_loop(client, plan.workers[i], plan.total, ids=_SharedIds(ipc.counter, plan.total))
+        else:
+            await _open_loop(client, plan.open_offsets[i], plan.workers[i] or None, ids=plan.open_ids[i],
+                             t0_ns=t0_ns)

@@ -22,6 +22,7 @@ recorded with ``incomplete=True`` (their tokens delivered so far are kept in the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -307,14 +308,18 @@ async def run_load(
 
 async def _phases(client: _Client, load: ConcurrencyLoad | RateLoad, warmup: int, total: int | None,
                   offsets_ns: list[int] | None) -> None:
-    """The warm-up phase, run to completion, then the measured phase."""
-    if warmup:
-        cap = load.concurrency if isinstance(load, ConcurrencyLoad) else (load.max_concurrency or warmup)
-        await _closed_loop(client, min(cap, warmup), warmup)
-    if offsets_ns is None:
-        await _closed_loop(client, load.concurrency, total, first=warmup)
-    else:
-        await _open_loop(client, offsets_ns, load.max_concurrency, first=warmup)
+    """The warm-up phase, run to completion, then the measured phase. A closed loop runs without full
+    garbage collections from before its warm-up (:class:`~benchflow.send_timing._QuietGc`; the open
+    loop has its own)."""
+    closed = offsets_ns is None
+    with _QuietGc(young=True) if closed else contextlib.nullcontext():
+        if warmup:
+            cap = load.concurrency if isinstance(load, ConcurrencyLoad) else (load.max_concurrency or warmup)
+            await _closed_loop(client, min(cap, warmup), warmup)
+        if closed:
+            await _closed_loop(client, load.concurrency, total, first=warmup)
+        else:
+            await _open_loop(client, offsets_ns, load.max_concurrency, first=warmup)
 
 
 def run_load_sync(

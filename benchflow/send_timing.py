@@ -4,7 +4,7 @@ schedule's clock starts and how each send waits for its time. Definitions: docs/
 
 - :data:`WARM_CONNECTIONS`: keep-alive connections opened before the clock starts;
 - :class:`_QuietGc`: no automatic garbage collection (and a short thread switch interval) while
-  the schedule runs;
+  the schedule runs; in a closed loop, no full collection;
 - :func:`_until`: sleep until shortly before a send is due, then yield to the event loop until it is.
 """
 
@@ -35,15 +35,30 @@ GC_FORCE_COUNT = 20_000
 SWITCH_INTERVAL_S = 0.0005
 
 
+#: The oldest generation's threshold while a closed loop runs (:class:`_QuietGc` with ``young=True``):
+#: high enough that no full collection starts before the loop ends.
+_NO_FULL_COLLECTION = 1 << 30
+
+
 class _QuietGc:
-    """Keeps the garbage collector's pauses out of an open loop's send times: before the clock
-    starts, everything alive is collected and frozen (never scanned again), and automatic
-    collection is turned off; :meth:`idle` collects the young generations in the gaps of the
-    schedule. A full collection of a loaded process takes ~0.1 s, which would otherwise land on
-    some send. Other threads get the GIL back sooner (:data:`SWITCH_INTERVAL_S`). Undone when the
-    loop ends (nested uses leave it to the outermost)."""
+    """Keeps the garbage collector's pauses out of a load's measurements: before the loop starts,
+    everything alive is frozen (never scanned again). A full collection of a loaded
+    process takes ~0.1 s, and the records of a long run make each one longer: it would otherwise land
+    on some request's send or first token. Undone when the loop ends (nested uses leave it to the
+    outermost).
+
+    - open loop (the default): garbage is collected before the clock starts, then automatic
+      collection is turned off; :meth:`idle` collects the young
+      generations in the gaps of the schedule, and other threads get the GIL back sooner
+      (:data:`SWITCH_INTERVAL_S`);
+    - closed loop (``young=True``): there are no gaps, so the young generations are still collected
+      automatically (short pauses, as many as before), but no full collection starts until the end.
+    """
 
     depth = 0
+
+    def __init__(self, young: bool = False) -> None:
+        self.young = young
 
     def __enter__(self) -> _QuietGc:
         cls = type(self)
@@ -51,10 +66,17 @@ class _QuietGc:
         if cls.depth == 1:
             self.was_enabled = gc.isenabled()
             self.switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self.switch_interval, SWITCH_INTERVAL_S))
-            gc.collect()
-            gc.freeze()
-            gc.disable()
+            self.thresholds = gc.get_threshold()
+            if self.young:
+                # no collection first: it would stall the loop (~0.1 s) with the load's monitor running;
+                # what garbage is frozen with the rest is collectable again at the end
+                gc.freeze()
+                gc.set_threshold(self.thresholds[0], self.thresholds[1], _NO_FULL_COLLECTION)
+            else:
+                gc.collect()
+                gc.freeze()
+                sys.setswitchinterval(min(self.switch_interval, SWITCH_INTERVAL_S))
+                gc.disable()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -62,6 +84,7 @@ class _QuietGc:
         cls.depth -= 1
         if cls.depth == 0:
             gc.unfreeze()
+            gc.set_threshold(*self.thresholds)
             sys.setswitchinterval(self.switch_interval)
             if self.was_enabled:
                 gc.enable()

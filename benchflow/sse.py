@@ -46,6 +46,10 @@ class SSEMessage(NamedTuple):
     event: str = "message"
 
 
+#: Builds an :class:`SSEMessage` from a ``(data, event)`` tuple without NamedTuple's argument handling.
+_new_message = tuple.__new__
+
+
 class SSEParser:
     """Incremental SSE parser. Feed it the bytes of each read; it returns the messages that
     became complete. Not thread-safe; use one parser per stream."""
@@ -71,6 +75,16 @@ class SSEParser:
         """Adds the bytes of one read; returns the messages completed by them (maybe none)."""
         if not chunk:
             return []
+        if (chunk[-2:] == b"\n\n" and chunk[:6] == b"data: " and self._started and not self._buf
+                and not self._skip_lf and not self._data and self._event is None and b"\r" not in chunk):
+            # Fast path, the usual read of an LLM stream: whole messages of one "data: ..." line each
+            fast: list[SSEMessage] = []
+            for block in chunk[:-2].split(b"\n\n"):
+                if block[:6] != b"data: " or b"\n" in block:
+                    break  # anything else: the general path below, from the start of this read
+                fast.append(_new_message(SSEMessage, (block[6:].decode("utf-8", "replace"), "message")))
+            else:
+                return fast
         if not self._started:
             buf = self._buf + chunk
             if len(buf) < 3 and _BOM.startswith(buf):

@@ -113,6 +113,30 @@ def test_any_json_messages_survive_any_split(texts, data):
     assert not parser.unterminated
 
 
+_BLOCKS = [b"data: {\"a\":1}\n\n", b"data: x\n\n", b"data: [DONE]\n\n", b": ping\n\n", b"event: error\ndata: e\n\n",
+           b"data: one\ndata: two\n\n", b"data: crlf\r\n\r\n", b"data:nospace\n\n", b"data: \xc3\xa9\n\n", b"\n\n",
+           b"id: 3\ndata: y\n\n", b"data: partial"]
+
+
+@given(blocks=st.lists(st.sampled_from(_BLOCKS), min_size=1, max_size=12), data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_reads_of_whole_messages_parse_as_byte_by_byte(blocks, data):
+    """A read of whole one-line ``data:`` messages (how an LLM server's stream usually arrives) takes a
+    fast path; any other read, or one after it, must give what the byte-by-byte parse gives."""
+    cuts = data.draw(st.lists(st.integers(0, len(blocks)), max_size=6))
+    reads, prev = [], 0
+    for cut in sorted(set(cuts)) + [len(blocks)]:
+        reads.append(b"".join(blocks[prev:cut]))
+        prev = cut
+    wire = b"".join(reads)
+    parser = SSEParser()
+    fast = [m for r in reads for m in parser.feed(r)] + parser.close()
+    slow = SSEParser()
+    expected = [m for i in range(len(wire)) for m in slow.feed(wire[i:i + 1])] + slow.close()
+    assert fast == expected
+    assert parser.unterminated == slow.unterminated
+
+
 def test_output_classification():
     assert choice_has_output({"text": " a"})
     assert not choice_has_output({"text": ""})

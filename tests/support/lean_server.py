@@ -1,35 +1,42 @@
 """A lean streaming OpenAI-compatible server for the load-generator benchmarks (bench/clients.py,
 bench/client_ttft.py): the same responses as tests/support/stream_server.py (its ``_Messages``, vLLM's
-shapes), but served by a bare ``asyncio.Protocol`` HTTP/1.1 parser instead of aiohttp.web.
+shapes), but served by a bare epoll loop on non-blocking sockets instead of aiohttp.web or asyncio.
 
 Why a second server: a benchmark of the *client* needs a server that is not the bottleneck. On a
-2-core machine the aiohttp server costs about as much CPU per request as benchflow's client, so with
-two client processes the server, not the clients, limits the rate. This one does the least work a
-correct answer needs: find the end of the head, read ``Content-Length`` bytes, ``json.loads`` the body,
-and write precomputed bytes (zero delay: one cached write per request; paced: one write per message on
-an absolute schedule, ``t0 + ttft + k * gap``, with chunked transfer encoding). Keep-alive, one request at
-a time per connection (what HTTP clients do; no pipelining).
+2-core machine the server shares the cores with the client processes, so every microsecond it spends
+per request or per token is taken from the clients being measured. This one does the least work a
+correct answer needs: find the end of the head, read ``Content-Length`` bytes, and write precomputed
+bytes. Zero delay: one cached write per request, looked up by the request body's bytes (no JSON parsing
+once a body has been seen). Paced: one write per message on an absolute schedule, ``t0 + ttft + k * gap``,
+from a timer heap, with chunked transfer encoding; every message's bytes are built once per answer shape.
+Keep-alive, one request at a time per connection (what HTTP clients do; no pipelining).
 
 Only behaviour ``ok``; the fault behaviours stay with stream_server.py. Like it, the server can keep, per
 prompt, when its handler started and when its first output was written (``perf_counter_ns``: one clock
 for every process on Linux), served at ``GET /first_writes``.
 
-    python -m tests.support.lean_server --port P [--ttft-ms 0 --gap-ms 0] [--record-first-writes] [--epoll]
+    python -m tests.support.lean_server --port P [--ttft-ms 0 --gap-ms 0] [--record-first-writes]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
+import select
+import socket
 import sys
+import time
+from collections import deque
 from collections.abc import Iterator
 from time import perf_counter_ns
 from typing import Any
 
 from benchflow.launch.process import free_port
-from tests.support.stream_server import StreamServerConfig, _Messages, _prompt_key, precise_loop, server_process
+from tests.support.stream_server import StreamServerConfig, _Messages, _prompt_key, server_process
+
+#: Whole zero-delay answers kept by request body (the benchmarks send a few hundred distinct prompts).
+_BODY_CACHE = 10_000
 
 _REASONS = {200: b"OK", 404: b"Not Found", 400: b"Bad Request"}
 
@@ -48,19 +55,22 @@ def _chunk(data: bytes) -> bytes:
 
 
 class LeanServer:
-    """Serves on ``loop``; ``handle`` is called once per complete request."""
+    """The request handling: ``handle`` is called once per complete request and answers through
+    ``conn.write`` (zero delay) or schedules a paced stream on the loop."""
 
-    def __init__(self, config: StreamServerConfig) -> None:
+    def __init__(self, config: StreamServerConfig, loop: _Loop) -> None:
         if set(config.behaviours) != {"ok"}:
             raise ValueError("the lean server serves behaviour 'ok' only; use stream_server.py for faults")
         self.config = config
+        self.loop = loop
         self.first_writes: dict[str, tuple[int, int]] = {}
-        self._cache: dict[tuple[Any, ...], bytes] = {}
+        self._by_shape: dict[tuple[Any, ...], tuple[bytes, list[bytes]]] = {}
+        self._by_body: dict[bytes, bytes] = {}
 
     def handle(self, conn: _Connection, method: bytes, path: bytes, body: bytes) -> None:
         start_ns = perf_counter_ns()
         if method == b"POST" and path in (b"/v1/completions", b"/v1/chat/completions"):
-            self._completion(conn, json.loads(body), path == b"/v1/chat/completions", start_ns)
+            self._completion(conn, body, path == b"/v1/chat/completions", start_ns)
         elif path == b"/health":
             conn.write(_response(200, b"ok", b"text/plain"))
         elif path == b"/v1/models":
@@ -72,77 +82,129 @@ class LeanServer:
         else:
             conn.write(_response(404, b'{"error":"not found"}', b"application/json"))
 
-    def _completion(self, conn: _Connection, body: dict[str, Any], chat: bool, start_ns: int) -> None:
+    def _completion(self, conn: _Connection, raw: bytes, chat: bool, start_ns: int) -> None:
         cfg = self.config
         if cfg.zero_delay and not cfg.record_first_writes:
-            conn.write(self._whole(body, chat))
+            whole = self._by_body.get(raw)  # the same body, the same bytes: no JSON parsing on a hit
+            if whole is None:
+                first, parts = self._parts(json.loads(raw), chat)
+                payload = first + b"".join(parts)
+                whole = (_STREAM_HEAD + b"Content-Length: %d\r\n\r\n" % len(payload)) + payload
+                if len(self._by_body) < _BODY_CACHE:
+                    self._by_body[raw] = whole
+            conn.write(whole)
             return
-        msgs = _Messages(body, chat, cfg.tokens_per_message, cfg.default_max_tokens)
-        key = _prompt_key(body, chat) if cfg.record_first_writes else None
-        conn.write(_CHUNKED_HEAD + (_chunk(msgs.role()) if chat else b""))
-        _Stream(self, conn, msgs, key, start_ns).start()
-
-    def _whole(self, body: dict[str, Any], chat: bool) -> bytes:
-        """The whole zero-delay answer, cached by what its bytes depend on."""
+        body = json.loads(raw)
         text = _prompt_key(body, chat)
-        key = (chat, body.get("model"), body.get("max_tokens"), len(text.split()))
-        cached = self._cache.get(key)
-        if cached is None:
-            msgs = _Messages(body, chat, self.config.tokens_per_message, self.config.default_max_tokens)
-            payload = (msgs.role() if chat else b"") + b"".join(msgs.output(k) for k in range(msgs.n_messages))
-            payload += msgs.tail(self.config.send_usage)
-            cached = self._cache[key] = (_STREAM_HEAD + b"Content-Length: %d\r\n\r\n" % len(payload)) + payload
-        return cached
+        head, parts = self._parts(body, chat, text, framed=True)
+        conn.write(head)
+        key = text if cfg.record_first_writes else None
+        self.loop.schedule(self.loop.now() + cfg.ttft_s, _Stream(self, conn, parts, key, start_ns))
+
+    def _parts(self, body: dict[str, Any], chat: bool, text: str | None = None,
+               framed: bool = False) -> tuple[bytes, list[bytes]]:
+        """What is written at once (the role message of a chat answer), then one message per output step
+        with the tail after the last: built once per answer shape. ``framed``: as chunked-encoding chunks,
+        the head and the last chunk included; else the bare bytes."""
+        text = _prompt_key(body, chat) if text is None else text
+        shape = (framed, chat, body.get("model"), body.get("max_tokens"), len(text.split()))
+        built = self._by_shape.get(shape)
+        if built is None:
+            cfg = self.config
+            msgs = _Messages(body, chat, cfg.tokens_per_message, cfg.default_max_tokens)
+            first = msgs.role() if chat else b""
+            parts = [msgs.output(k) for k in range(msgs.n_messages)]
+            parts[-1] += msgs.tail(cfg.send_usage)
+            if framed:
+                first = _CHUNKED_HEAD + (_chunk(first) if first else b"")
+                parts = [_chunk(p) for p in parts]
+                parts[-1] += b"0\r\n\r\n"
+            built = self._by_shape[shape] = (first, parts)
+        return built
 
 
 class _Stream:
-    """One paced answer: message ``k`` at ``t0 + ttft + k * gap`` (loop time), then the tail."""
+    """One paced answer: message ``k`` at ``t0 + ttft + k * gap``, the tail with the last one. ``parts`` is
+    shared by every answer of the same shape (never changed)."""
 
-    def __init__(self, server: LeanServer, conn: _Connection, msgs: _Messages, key: str | None, start_ns: int) -> None:
-        self.server, self.conn, self.msgs, self.key, self.start_ns = server, conn, msgs, key, start_ns
-        self.loop = asyncio.get_running_loop()
-        self.t0 = self.loop.time()
+    __slots__ = ("server", "conn", "parts", "key", "start_ns", "k")
+
+    def __init__(self, server: LeanServer, conn: _Connection, parts: list[bytes], key: str | None,
+                 start_ns: int) -> None:
+        self.server, self.conn, self.parts, self.key, self.start_ns = server, conn, parts, key, start_ns
         self.k = 0
 
-    def start(self) -> None:
-        self.loop.call_at(self.t0 + self.server.config.ttft_s, self._next)
-
-    def _next(self) -> None:
+    def fire(self, due: float) -> None:
         if self.conn.closed:
             return
-        cfg, msgs = self.server.config, self.msgs
-        self.conn.write(_chunk(msgs.output(self.k)))
-        if self.k == 0 and self.key is not None:
+        k = self.k
+        self.conn.write(self.parts[k])  # the last one carries the tail and the end of the body
+        if k == 0 and self.key is not None:
             self.server.first_writes[self.key] = (self.start_ns, perf_counter_ns())
-        self.k += 1
-        if self.k < msgs.n_messages:
-            self.loop.call_at(self.t0 + cfg.ttft_s + self.k * cfg.gap_s, self._next)
-        else:
-            self.conn.write(_chunk(msgs.tail(cfg.send_usage)) + b"0\r\n\r\n")
+        self.k = k = k + 1
+        if k < len(self.parts):
+            self.server.loop.schedule_next(due + self.server.config.gap_s, self)
 
 
-class _Connection(asyncio.Protocol):
-    """HTTP/1.1 keep-alive: a head up to a blank line, then ``Content-Length`` bytes of body."""
+class _Connection:
+    """HTTP/1.1 keep-alive on a non-blocking socket: a head up to a blank line, then ``Content-Length``
+    bytes of body; what the kernel does not take at once waits in ``out`` for the socket to drain."""
 
-    def __init__(self, server: LeanServer) -> None:
-        self.server = server
+    __slots__ = ("sock", "fd", "loop", "buf", "out", "closed")
+
+    def __init__(self, sock: socket.socket, loop: _Loop) -> None:
+        self.sock, self.fd, self.loop = sock, sock.fileno(), loop
         self.buf = b""
-        self.transport: asyncio.Transport | None = None
+        self.out = b""
         self.closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-
     def write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(data)
+        if self.closed:
+            return
+        if self.out:
+            self.out += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        if sent < len(data):
+            self.out = data[sent:]
+            self.loop.want_write(self, True)
 
-    def data_received(self, data: bytes) -> None:
+    def drain(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        self.out = self.out[sent:]
+        if not self.out:
+            self.loop.want_write(self, False)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.forget(self)
+            self.sock.close()
+
+    def readable(self, server: LeanServer) -> None:
+        try:
+            data = self.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
         self.buf += data
-        while True:
+        while not self.closed:
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
@@ -159,31 +221,118 @@ class _Connection(asyncio.Protocol):
             line = head.split(b"\r\n", 1)[0].split(b" ")
             if len(line) < 2:
                 self.write(_response(400, b"bad request line", b"text/plain"))
-                self.transport.close()  # type: ignore[union-attr]
+                self.close()
                 return
-            self.server.handle(self, line[0], line[1].split(b"?", 1)[0], body)
+            server.handle(self, line[0], line[1].split(b"?", 1)[0], body)
 
 
-async def serve(config: StreamServerConfig, port: int) -> None:
-    server = LeanServer(config)
-    loop = asyncio.get_running_loop()
-    srv = await loop.create_server(lambda: _Connection(server), "127.0.0.1", port, backlog=4096)
-    async with srv:
-        await srv.serve_forever()
+class _Loop:
+    """One thread, one epoll, two timer queues: the least a server needs per read and per write (no
+    callback handles, futures or tasks). Every answer has the same ``ttft`` and ``gap``, so first
+    messages fall due in the order their requests came, and every later message ``gap`` after the one
+    before it, in the order those were written: two FIFO queues hold the schedule in order, without a
+    heap."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.conns: dict[int, _Connection] = {}
+        self.firsts: deque[tuple[float, _Stream]] = deque()
+        self.nexts: deque[tuple[float, _Stream]] = deque()
+        self.now = time.perf_counter
+
+    def schedule(self, due: float, stream: _Stream) -> None:
+        """A first message (in the order the requests came)."""
+        self.firsts.append((due, stream))
+
+    def schedule_next(self, due: float, stream: _Stream) -> None:
+        """A later message: ``gap`` after the one just written, so never before the last one queued."""
+        self.nexts.append((due, stream))
+
+    def _due(self) -> float | None:
+        firsts, nexts = self.firsts, self.nexts
+        if firsts and (not nexts or firsts[0][0] <= nexts[0][0]):
+            return firsts[0][0]
+        return nexts[0][0] if nexts else None
+
+    def want_write(self, conn: _Connection, on: bool) -> None:
+        self.epoll.modify(conn.fd, select.EPOLLIN | (select.EPOLLOUT if on else 0))
+
+    def forget(self, conn: _Connection) -> None:
+        self.conns.pop(conn.fd, None)
+        with contextlib.suppress(OSError, ValueError):
+            self.epoll.unregister(conn.fd)
+
+    def serve(self, server: LeanServer, listener: socket.socket) -> None:
+        listener.setblocking(False)
+        lfd = listener.fileno()
+        self.epoll.register(lfd, select.EPOLLIN)
+        conns, now, firsts, nexts = self.conns, self.now, self.firsts, self.nexts
+        epfd = self.epoll.fileno()
+        while True:
+            # Paced writes on time: epoll rounds a wait up to whole milliseconds, which would make each
+            # write up to 1 ms late and send a millisecond's worth of them to the clients in one burst, where
+            # they queue (at c256 that doubled the client-added p50). So epoll wakes up to 1 ms early, and the
+            # last part of a wait is a select() on the epoll descriptor itself, which takes microseconds.
+            due = self._due()
+            timeout = -1.0 if due is None else max(0.0, due - now())
+            if 0.0 < timeout < 0.002:
+                select.select([epfd], [], [], timeout)  # returns early when a socket is ready
+                timeout = 0.0
+            elif timeout >= 0.002:
+                timeout -= 0.001
+            for fd, mask in self.epoll.poll(timeout):
+                if fd == lfd:
+                    self._accept(listener)
+                    continue
+                conn = conns.get(fd)
+                if conn is None:
+                    continue
+                if mask & select.EPOLLOUT:
+                    conn.drain()
+                if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                    conn.readable(server)
+            t = now()
+            while True:
+                if firsts and firsts[0][0] <= t and (not nexts or firsts[0][0] <= nexts[0][0]):
+                    due, stream = firsts.popleft()
+                elif nexts and nexts[0][0] <= t:
+                    due, stream = nexts.popleft()
+                else:
+                    break
+                stream.fire(due)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Connection(sock, self)
+            self.conns[conn.fd] = conn
+            self.epoll.register(conn.fd, select.EPOLLIN)
+
+
+def serve(config: StreamServerConfig, port: int) -> None:
+    loop = _Loop()
+    server = LeanServer(config, loop)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(4096)
+    loop.serve(server, listener)
 
 
 @contextlib.contextmanager
 def serve_lean_in_process(config: StreamServerConfig | None = None, port: int | None = None,
-                          startup_timeout_s: float = 20.0, epoll: bool = False) -> Iterator[str]:
-    """Runs the lean server in a separate Python process; yields its base URL. ``epoll``: the default
-    event loop (more than ~1000 connections; its timers wake up to 1 ms late), else a select() loop
-    for a paced server (microsecond timers); a zero-delay server always runs on epoll."""
+                          startup_timeout_s: float = 20.0) -> Iterator[str]:
+    """Runs the lean server in a separate Python process; yields its base URL."""
     config = config or StreamServerConfig()
     port = free_port() if port is None else port
     cmd = [sys.executable, "-m", "tests.support.lean_server", "--port", str(port), "--ttft-ms",
            repr(config.ttft_s * 1e3), "--gap-ms", repr(config.gap_s * 1e3), "--tokens-per-message",
-           str(config.tokens_per_message), *(["--record-first-writes"] if config.record_first_writes else []),
-           *(["--epoll"] if epoll else [])]
+           str(config.tokens_per_message), *(["--record-first-writes"] if config.record_first_writes else [])]
     with server_process(cmd, port, startup_timeout_s) as url:
         yield url
 
@@ -195,14 +344,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gap-ms", type=float, default=0.0)
     p.add_argument("--tokens-per-message", type=int, default=1)
     p.add_argument("--record-first-writes", action="store_true", help="serve GET /first_writes")
-    p.add_argument("--epoll", action="store_true", help="the default event loop instead of select()")
     a = p.parse_args(argv)
     config = StreamServerConfig(ttft_s=a.ttft_ms / 1e3, gap_s=a.gap_ms / 1e3, tokens_per_message=a.tokens_per_message,
                                 record_first_writes=a.record_first_writes)
-    # zero delay needs no precise timers, and select() walks every socket on each turn of the loop
-    loop = asyncio.new_event_loop() if a.epoll or config.zero_delay else precise_loop()
     with contextlib.suppress(KeyboardInterrupt):
-        loop.run_until_complete(serve(config, a.port))
+        serve(config, a.port)
 
 
 if __name__ == "__main__":
