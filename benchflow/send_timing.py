@@ -42,15 +42,13 @@ _NO_FULL_COLLECTION = 1 << 30
 
 class _QuietGc:
     """Keeps the garbage collector's pauses out of a load's measurements: before the loop starts,
-    everything alive is frozen (never scanned again). A full collection of a loaded
-    process takes ~0.1 s, and the records of a long run make each one longer: it would otherwise land
-    on some request's send or first token. Undone when the loop ends (nested uses leave it to the
-    outermost).
+    everything alive is frozen (never scanned again). A full collection of a loaded process takes
+    ~0.1 s, and the records of a long run make each one longer: it would otherwise land on some
+    request's send or first token. Undone when the loop ends (nested uses leave it to the outermost).
 
     - open loop (the default): garbage is collected before the clock starts, then automatic
-      collection is turned off; :meth:`idle` collects the young
-      generations in the gaps of the schedule, and other threads get the GIL back sooner
-      (:data:`SWITCH_INTERVAL_S`);
+      collection is turned off; :meth:`idle` collects the young generations in the gaps of the
+      schedule, and other threads get the GIL back sooner (:data:`SWITCH_INTERVAL_S`);
     - closed loop (``young=True``): there are no gaps, so the young generations are still collected
       automatically (short pauses, as many as before), but no full collection starts until the end.
     """
