@@ -26,7 +26,8 @@ test-unit: install
 	$(PY) -m pytest -q -m "not integration and not docker" $(PYTEST_ARGS)
 
 ## Measures the load generator and orchestration overhead, several client processes (throughput and the TTFT
-## the client adds: bench/clients.py, bench/client_ttft.py), the SLO-capacity
+## the client adds: bench/clients.py, bench/client_ttft.py, and the loopback floor under it:
+## bench/loopback_send.py), the SLO-capacity
 ## search's interval coverage (bench/capacity.py) and the tuning samplers against an exhaustive optimum
 ## (bench/tuning.py); the last two run in virtual time. Figures go into README.md and docs/metrics.md.
 ## GP (Optuna's GPSampler) needs PyTorch: BENCH_TORCH is installed first (2.13.0 is the CPU wheel this
@@ -39,6 +40,7 @@ bench: install
 	PYTHONPATH=. $(PY) bench/clients.py --dataset 'D(32,128)' --out bench/results/clients_128.json
 	PYTHONPATH=. $(PY) bench/client_ttft.py
 	PYTHONPATH=. $(PY) bench/client_ttft.py --tokens 8-40 --out bench/results/client_ttft_varied.json
+	$(PY) bench/loopback_send.py
 	PYTHONPATH=. $(PY) bench/capacity.py
 	PYTHONPATH=. $(PY) bench/tuning.py
 	PYTHONPATH=. $(PY) bench/traces.py
