@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON output (default: %(default)s)")
     a = p.parse_args(argv)
-    print("$ " + shlex.join([Path(sys.executable).name, "bench/loopback_send.py", *(argv if argv is not None else sys.argv[1:])]))
+    args = argv if argv is not None else sys.argv[1:]
+    print("$ " + shlex.join([Path(sys.executable).name, "bench/loopback_send.py", *args]))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)

@@ -240,6 +240,7 @@ async def run_agents(
     """Runs ``concurrency`` agents until the tasks, ``max_requests`` or ``max_duration_s`` run
     out (or ``should_stop`` gives a reason); requests in flight then are recorded incomplete."""
     from benchflow.exchange import api_root, open_pool
+    from benchflow.send_timing import _QuietGc
 
     if not prompts:
         raise ValueError("agentic workload: no prompts")
@@ -247,26 +248,27 @@ async def run_agents(
         raise ValueError("agentic workload: set agentic.tasks, max_requests or max_duration_s")
     path = "/v1/chat/completions" if api == "chat" else "/v1/completions"
     anchor_ns, anchor_at = perf_counter_ns(), datetime.now(UTC)
-    async with open_pool(api_root(base_url) + path) as pool:
-        agents = _Agents(pool, model, prompts, spec, api=api, temperature=temperature,
-                         ignore_eos=ignore_eos, request_timeout_s=request_timeout_s, max_requests=max_requests,
-                         seed=seed)
-        work = asyncio.gather(*(agents.agent(i) for i in range(concurrency)))
-        deadline = time.monotonic() + max_duration_s if max_duration_s is not None else None
-        reason: str | None = None
-        while not work.done():
-            await asyncio.wait([work], timeout=0.1)
-            if work.done():
-                break
-            reason = await asyncio.to_thread(should_stop) if should_stop is not None else None
-            if reason or (deadline is not None and time.monotonic() >= deadline):
-                agents.stop_reason = "cancelled" if reason else "max_duration"
-                work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
-                break
-        error = None if work.cancelled() else work.exception()
-        if error is not None and not isinstance(error, asyncio.CancelledError):
-            raise error
+    with _QuietGc(young=True):  # a closed loop (as loadgen._phases)
+        async with open_pool(api_root(base_url) + path) as pool:
+            agents = _Agents(pool, model, prompts, spec, api=api, temperature=temperature,
+                             ignore_eos=ignore_eos, request_timeout_s=request_timeout_s, max_requests=max_requests,
+                             seed=seed)
+            work = asyncio.gather(*(agents.agent(i) for i in range(concurrency)))
+            deadline = time.monotonic() + max_duration_s if max_duration_s is not None else None
+            reason: str | None = None
+            while not work.done():
+                await asyncio.wait([work], timeout=0.1)
+                if work.done():
+                    break
+                reason = await asyncio.to_thread(should_stop) if should_stop is not None else None
+                if reason or (deadline is not None and time.monotonic() >= deadline):
+                    agents.stop_reason = "cancelled" if reason else "max_duration"
+                    work.cancel()
+                    await asyncio.gather(work, return_exceptions=True)
+                    break
+            error = None if work.cancelled() else work.exception()
+            if error is not None and not isinstance(error, asyncio.CancelledError):
+                raise error
     detail = {"reason": reason} if agents.stop_reason == "cancelled" else {}
     return AgenticRun(records=agents.records, anchor_ns=anchor_ns, anchor_at=anchor_at, mode="closed",
                       concurrency=concurrency, stop_reason=agents.stop_reason or "tasks", stop_detail=detail,
