@@ -2,8 +2,8 @@
 with 1, 2 and 4 client processes, at closed-loop concurrency 256 and 1024.
 
 The server is the lean streaming server (tests/support/lean_server.py: a bare epoll loop with
-microsecond timers, so that the server's own queueing adds as little as it can to the request path; ``--aiohttp``: the
-aiohttp test server, tests/support/stream_server.py) in a SEPARATE process, paced like an engine:
+microsecond timers, so that the server's own queueing adds as little as it can to the request path;
+``--aiohttp``: the aiohttp test server, tests/support/stream_server.py) in a SEPARATE process, paced like an engine:
 first output 50 ms after its handler starts, then a token every 10 ms (16 tokens; ``--tokens 8-40``
 draws each request's length instead: with equal lengths every slot of the closed loop answers at the
 same instant and sends its next request in the same wave). It records, per prompt, when its handler
@@ -124,11 +124,13 @@ async def _main(clients: list[int], concurrencies: list[int], quick: bool, aioht
                 tokens: tuple[int, int] = (TOKENS, TOKENS)) -> list[dict]:
     rows = []
     config = StreamServerConfig(ttft_s=TTFT_MS / 1e3, gap_s=GAP_MS / 1e3, record_first_writes=True)
-    serve = serve_in_process if aiohttp else serve_lean_in_process
     for c in concurrencies:
         requests = (2 if quick else 6) * c
         for n in clients:
-            with serve(config, **({"epoll": c > 900} if aiohttp else {})) as url:  # a fresh server: one cell
+            # a fresh server for each cell (its table holds one cell); the aiohttp one on epoll above ~900
+            # connections (its select() loop takes about 1000 sockets)
+            server = serve_in_process(config, epoll=c > 900) if aiohttp else serve_lean_in_process(config)
+            with server as url:
                 row = await _cell(url, n, c, requests, f"c{c}n{n}", tokens)
             rows.append(row)
             a = row["client_added_ms"]

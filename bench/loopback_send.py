@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     for s in socks:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with os.fdopen(rfd, "rb") as report:
-        assert report.readline() == b"ready\n"
+        if report.readline() != b"ready\n":
+            raise RuntimeError("the reading process did not connect")
         gap = a.gap_ms / 1e3
         sent = 0
         cpu0 = time.process_time()

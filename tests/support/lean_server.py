@@ -8,7 +8,7 @@ per request or per token is taken from the clients being measured. This one does
 correct answer needs: find the end of the head, read ``Content-Length`` bytes, and write precomputed
 bytes. Zero delay: one cached write per request, looked up by the request body's bytes (no JSON parsing
 once a body has been seen). Paced: one write per message on an absolute schedule, ``t0 + ttft + k * gap``,
-from a timer heap, with chunked transfer encoding; every message's bytes are built once per answer shape.
+from two FIFO timer queues, with chunked transfer encoding; every message's bytes are built once per answer shape.
 Keep-alive, one request at a time per connection (what HTTP clients do; no pipelining).
 
 Only behaviour ``ok``; the fault behaviours stay with stream_server.py. Like it, the server can keep, per
@@ -248,11 +248,12 @@ class _Loop:
         """A later message: ``gap`` after the one just written, so never before the last one queued."""
         self.nexts.append((due, stream))
 
-    def _due(self) -> float | None:
+    def _earliest(self) -> deque[tuple[float, _Stream]] | None:
+        """The queue whose next message falls due first (None: nothing scheduled)."""
         firsts, nexts = self.firsts, self.nexts
         if firsts and (not nexts or firsts[0][0] <= nexts[0][0]):
-            return firsts[0][0]
-        return nexts[0][0] if nexts else None
+            return firsts
+        return nexts or None
 
     def want_write(self, conn: _Connection, on: bool) -> None:
         self.epoll.modify(conn.fd, select.EPOLLIN | (select.EPOLLOUT if on else 0))
@@ -266,15 +267,15 @@ class _Loop:
         listener.setblocking(False)
         lfd = listener.fileno()
         self.epoll.register(lfd, select.EPOLLIN)
-        conns, now, firsts, nexts = self.conns, self.now, self.firsts, self.nexts
+        conns, now, earliest = self.conns, self.now, self._earliest
         epfd = self.epoll.fileno()
         while True:
             # Paced writes on time: epoll rounds a wait up to whole milliseconds, which would make each
             # write up to 1 ms late and send a millisecond's worth of them to the clients in one burst, where
             # they queue (at c256 that doubled the client-added p50). So epoll wakes up to 1 ms early, and the
             # last part of a wait is a select() on the epoll descriptor itself, which takes microseconds.
-            due = self._due()
-            timeout = -1.0 if due is None else max(0.0, due - now())
+            queue = earliest()
+            timeout = -1.0 if queue is None else max(0.0, queue[0][0] - now())
             if 0.0 < timeout < 0.002:
                 select.select([epfd], [], [], timeout)  # returns early when a socket is ready
                 timeout = 0.0
@@ -292,13 +293,8 @@ class _Loop:
                 if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                     conn.readable(server)
             t = now()
-            while True:
-                if firsts and firsts[0][0] <= t and (not nexts or firsts[0][0] <= nexts[0][0]):
-                    due, stream = firsts.popleft()
-                elif nexts and nexts[0][0] <= t:
-                    due, stream = nexts.popleft()
-                else:
-                    break
+            while (queue := earliest()) is not None and queue[0][0] <= t:
+                due, stream = queue.popleft()
                 stream.fire(due)
 
     def _accept(self, listener: socket.socket) -> None:
